@@ -1,0 +1,1 @@
+"""Exporter: turns a Trainer's Model into a checked, serving-ready SavedModel with a manifest."""

@@ -1,0 +1,66 @@
+"""Exporter component: Trainer ``Model`` (+ optional ``Examples``) -> serving-ready ``Model``."""
+
+from __future__ import annotations
+
+from tfx import types
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.types import standard_artifacts
+from tfx.types import standard_component_specs as stock
+from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+from tfx.types.system_executions import Process
+
+from components.exporter import executor
+
+EXPORTED_MODEL_KEY = "exported_model"
+NUM_WARMUP_EXAMPLES_KEY = "num_warmup_examples"
+WARMUP_SPLIT_KEY = "warmup_split"
+
+
+class ExporterSpec(types.ComponentSpec):
+    """Inputs use the stock consumer keys (``model``, ``examples``); the output cannot also be
+    called ``model`` (ComponentSpec keys are unique), hence ``exported_model``."""
+
+    PARAMETERS = {
+        NUM_WARMUP_EXAMPLES_KEY: ExecutionParameter(type=int, optional=True),
+        WARMUP_SPLIT_KEY: ExecutionParameter(type=str, optional=True),
+    }
+    INPUTS = {
+        stock.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+        stock.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples, optional=True),
+    }
+    OUTPUTS = {EXPORTED_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model)}
+    TYPE_ANNOTATION = Process
+
+
+class Exporter(base_component.BaseComponent):
+    """Writes ``<exported_model>/Format-Serving/`` plus ``manifest.json``.
+
+    Checks the trained model's signatures, adds serialized-Example predict and classify/regress
+    signatures where the model's shape allows, writes TF Serving warmup requests from
+    ``examples`` (``num_warmup_examples`` per signature, default 1, from ``warmup_split`` or the
+    first split) and records a signature summary as custom properties. The output is a stock
+    ``Model``: stock Evaluator/InfraValidator/Pusher can consume it unchanged.
+    """
+
+    SPEC_CLASS = ExporterSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+    def __init__(
+        self,
+        model: types.BaseChannel,
+        examples: types.BaseChannel | None = None,
+        num_warmup_examples: int | None = None,
+        warmup_split: str | None = None,
+    ) -> None:
+        if num_warmup_examples is not None and num_warmup_examples < 0:
+            raise ValueError(f"num_warmup_examples must be >= 0, got {num_warmup_examples}.")
+        if examples is None and num_warmup_examples:
+            raise ValueError("num_warmup_examples needs examples= to build warmup requests from.")
+        spec = ExporterSpec(
+            model=model,
+            examples=examples,
+            num_warmup_examples=num_warmup_examples,
+            warmup_split=warmup_split,
+            exported_model=types.Channel(type=standard_artifacts.Model),
+        )
+        super().__init__(spec=spec)

@@ -1,0 +1,86 @@
+"""Exporter executor: signatures, warmup requests, manifest, signature summary."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from absl import logging
+from tfx import types
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+from tfx.types import standard_component_specs as stock
+from tfx.utils import io_utils, path_utils
+
+from components import serving_requests
+from components.exporter import signatures
+from components.manifest import build_manifest, manifest_path_for
+
+EXPORTED_MODEL_KEY = "exported_model"
+SIGNATURE_NAMES_KEY = "signature_names"
+SIGNATURES_KEY = "signatures"
+WARMUP_REQUESTS_KEY = "warmup_requests"
+MANIFEST_DIGEST_KEY = "manifest_digest"
+_DEFAULT_NUM_WARMUP_EXAMPLES = 1
+
+
+class Executor(base_executor.BaseExecutor):
+    """Writes the serving-ready model; every side effect stays inside the output artifact."""
+
+    def Do(
+        self,
+        input_dict: dict[str, list[types.Artifact]],
+        output_dict: dict[str, list[types.Artifact]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        self._log_startup(input_dict, output_dict, exec_properties)
+        model = artifact_utils.get_single_instance(input_dict[stock.MODEL_KEY])
+        exported = artifact_utils.get_single_instance(output_dict[EXPORTED_MODEL_KEY])
+        source = path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
+        target = path_utils.serving_model_dir(exported.uri)
+
+        source_defs = serving_requests.load_signature_defs(source)
+        plan = signatures.plan_signatures(source_defs)
+        for name, problem in sorted(plan.unusable.items()):
+            logging.warning("Signature %r kept but not servable: %s", name, problem)
+        if plan.changes_model:
+            signatures.write_serving_model(source, target, source_defs, plan)
+        else:
+            io_utils.copy_dir(source, target)
+        target_defs = serving_requests.load_signature_defs(target)
+        servable = sorted(n for n in target_defs if n not in plan.unusable)
+
+        num_warmup = exec_properties.get("num_warmup_examples")
+        num_warmup = _DEFAULT_NUM_WARMUP_EXAMPLES if num_warmup is None else int(num_warmup)
+        warmup_count = 0
+        if input_dict.get(stock.EXAMPLES_KEY) and num_warmup > 0:
+            examples = serving_requests.read_examples(
+                artifact_utils.get_single_instance(input_dict[stock.EXAMPLES_KEY]),
+                exec_properties.get("warmup_split"),
+                num_warmup,
+            )
+            try:
+                requests = serving_requests.build_requests("", target_defs, servable, examples)
+            except ValueError as e:
+                raise ValueError(
+                    f"Cannot build warmup requests: {e} (or set num_warmup_examples=0 to export "
+                    "without warmup)."
+                ) from e
+            serving_requests.write_warmup_requests(target, requests)
+            warmup_count = len(requests)
+
+        manifest = build_manifest(target)
+        manifest.write(manifest_path_for(target))
+        exported.set_string_custom_property(SIGNATURE_NAMES_KEY, json.dumps(servable))
+        exported.set_string_custom_property(
+            SIGNATURES_KEY, json.dumps(signatures.summarize(target_defs), sort_keys=True)
+        )
+        exported.set_int_custom_property(WARMUP_REQUESTS_KEY, warmup_count)
+        exported.set_string_custom_property(MANIFEST_DIGEST_KEY, manifest.digest)
+        logging.info(
+            "Exported %s -> %s with signatures %s, %d warmup requests",
+            source,
+            target,
+            servable,
+            warmup_count,
+        )

@@ -1,0 +1,1 @@
+"""Ways to start a TF-Serving-compatible model server for one validation attempt."""

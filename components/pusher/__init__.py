@@ -1,0 +1,1 @@
+"""Pusher: publishes a blessed model atomically into a TF-Serving model store."""

@@ -1,0 +1,107 @@
+"""Pusher executor: stock blessing checks, then an atomic, manifest-verified publish.
+
+Subclasses the stock executor so ``CheckBlessing``/``GetModelPath`` (the documented extension
+points) behave exactly as in TFX 1.16, including reading ``blessed`` through
+``get_int_custom_property`` (floats on Kubeflow) and pushing ``stamped_model/`` from an
+InfraBlessing. What differs is the publish itself (see :mod:`components.model_store`) and the
+PushedModel artifact: instead of a second full copy of the model it holds the model's manifest,
+and its custom properties add ``pushed_at`` and ``manifest_digest`` to the stock three.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import tensorflow as tf
+from absl import logging
+from tfx import types
+from tfx.components.pusher import executor as stock_executor
+from tfx.proto import pusher_pb2
+from tfx.types import artifact_utils
+from tfx.types import standard_component_specs as stock
+from tfx.utils import proto_utils
+
+from components.manifest import MANIFEST_FILENAME, Manifest, build_manifest, manifest_path_for
+from components.model_store import DEFAULT_STALE_INCOMING_SECONDS, ModelStore
+
+PUSHED_KEY = "pushed"
+PUSHED_DESTINATION_KEY = "pushed_destination"
+PUSHED_VERSION_KEY = "pushed_version"
+PUSHED_AT_KEY = "pushed_at"
+MANIFEST_DIGEST_KEY = "manifest_digest"
+_KEEP_LAST_VERSIONS_KEY = "keep_last_versions"
+_STALE_INCOMING_SECONDS_KEY = "stale_incoming_seconds"
+
+_Versioning = pusher_pb2.Versioning
+
+
+class Executor(stock_executor.Executor):
+    """Pushes the blessed model into a :class:`ModelStore`; unblessed → ``pushed=0``."""
+
+    def Do(
+        self,
+        input_dict: dict[str, list[types.Artifact]],
+        output_dict: dict[str, list[types.Artifact]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        self._log_startup(input_dict, output_dict, exec_properties)
+        pushed_model = artifact_utils.get_single_instance(output_dict[stock.PUSHED_MODEL_KEY])
+        if not self.CheckBlessing(input_dict):
+            self._MarkNotPushed(pushed_model)
+            return
+        store = ModelStore(_filesystem_base_directory(exec_properties))
+        model_path = self.GetModelPath(input_dict)
+        manifest = _source_manifest(model_path)
+        # Written before publishing so nothing can fail between "version visible" and
+        # "execution succeeded": a live version always has a complete PushedModel record.
+        manifest.write(os.path.join(pushed_model.uri, MANIFEST_FILENAME))
+        stale = exec_properties.get(_STALE_INCOMING_SECONDS_KEY)
+        published = store.publish(
+            model_path,
+            manifest,
+            stale_incoming_seconds=DEFAULT_STALE_INCOMING_SECONDS if stale is None else stale,
+        )
+        self._MarkPushed(
+            pushed_model,
+            pushed_destination=published.path,
+            pushed_version=str(published.version),
+        )
+        pushed_model.set_int_custom_property(PUSHED_AT_KEY, int(time.time()))
+        pushed_model.set_string_custom_property(MANIFEST_DIGEST_KEY, published.manifest_digest)
+        keep_last = exec_properties.get(_KEEP_LAST_VERSIONS_KEY)
+        if keep_last:
+            store.retain(int(keep_last))
+
+
+def _filesystem_base_directory(exec_properties: dict[str, Any]) -> str:
+    raw = exec_properties.get(stock.PUSH_DESTINATION_KEY)
+    if not raw:
+        raise ValueError("push_destination is required (PushDestination.filesystem).")
+    destination = pusher_pb2.PushDestination()
+    proto_utils.json_to_proto(raw, destination)
+    kind = destination.WhichOneof("destination")
+    if kind != "filesystem":
+        raise NotImplementedError(
+            f"Push destination {kind!r} is not supported; use PushDestination.filesystem with "
+            "a POSIX base_directory."
+        )
+    if destination.filesystem.versioning not in (_Versioning.AUTO, _Versioning.UNIX_TIMESTAMP):
+        raise NotImplementedError(
+            f"Invalid Versioning {destination.filesystem.versioning}; only AUTO and "
+            "UNIX_TIMESTAMP (TF Serving's integer versions) exist."
+        )
+    if not destination.filesystem.base_directory:
+        raise ValueError("push_destination.filesystem.base_directory is empty.")
+    return destination.filesystem.base_directory
+
+
+def _source_manifest(model_path: str) -> Manifest:
+    """The Exporter's/InfraValidator's manifest if present, else one built from the source now
+    (models from a stock Trainer), so the copy is always verified byte for byte."""
+    path = manifest_path_for(model_path)
+    if tf.io.gfile.exists(path):
+        return Manifest.read(path)
+    logging.info("No manifest at %s; hashing %s before pushing.", path, model_path)
+    return build_manifest(model_path)

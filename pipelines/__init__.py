@@ -1,0 +1,1 @@
+"""Example pipelines using the tfx-serving-suite components."""

@@ -1,0 +1,5 @@
+"""``python -m serving`` == ``tfx-model-server``."""
+
+from serving.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,225 @@
+"""The one inference core both front ends call: resolve, validate, run off the event loop.
+
+Model calls run in a thread pool (TF releases the GIL while it computes), so the asyncio event
+loop that serves HTTP and gRPC keeps accepting requests. The number of calls waiting for a
+thread is bounded: past the bound a request fails fast with UNAVAILABLE (HTTP 503) instead of
+queueing without limit and timing out everyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
+
+from serving.api import examples
+from serving.api.signatures import (
+    SignatureDef,
+    check_inputs,
+    find_signature,
+    output_aliases,
+    signature_or_default,
+)
+from serving.core.server_core import ModelSpec, ServableHandle, ServerCore
+from serving.errors import Code, ServingError, invalid_argument, unavailable, unimplemented
+
+
+@dataclass(frozen=True)
+class ResolvedSpec:
+    """The ``model_spec`` a response carries: the version and signature actually used."""
+
+    name: str
+    version: int
+    signature_name: str
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    spec: ResolvedSpec
+    outputs: dict[str, np.ndarray]
+
+
+InputDecoder = Callable[[SignatureDef], Mapping[str, np.ndarray]]
+
+
+class InferenceService:
+    def __init__(self, core: ServerCore, num_threads: int, max_queued: int) -> None:
+        self.core = core
+        self._pool = ThreadPoolExecutor(max_workers=num_threads, thread_name_prefix="infer")
+        self._num_threads = num_threads
+        self._max_queued = max_queued
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+
+    async def _run(self, fn: Callable[..., object], *args: object) -> object:
+        with self._pending_lock:
+            if self._pending >= self._num_threads + self._max_queued:
+                raise unavailable(
+                    f"Server overloaded: {self._pending} inference calls are already in progress "
+                    f"or queued (limit {self._num_threads + self._max_queued}); retry later"
+                )
+            self._pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        finally:
+            with self._pending_lock:
+                self._pending -= 1
+
+    # ------------------------------------------------------------------ predict
+    async def predict(
+        self,
+        spec: ModelSpec,
+        decode_inputs: InputDecoder,
+        output_filter: Sequence[str] = (),
+        timeout_ms: int = 0,
+        find: Callable[[Mapping[str, SignatureDef], str], SignatureDef] = find_signature,
+    ) -> PredictResult:
+        """``decode_inputs`` gets the signature because REST needs its dtypes to read JSON."""
+        with self.core.handle(spec) as handle:
+            signature = find(handle.servable.signatures, spec.signature_name)
+            inputs = decode_inputs(signature)
+            check_inputs(signature, list(inputs))
+            aliases = output_aliases(signature, output_filter)
+            outputs = await self._run(handle.servable.run, signature, inputs, aliases, timeout_ms)
+            return PredictResult(self._resolved(handle, spec), outputs)
+
+    # ------------------------------------------------------------------ classify / regress
+    async def classify(
+        self, spec: ModelSpec, inp: input_pb2.Input, timeout_ms: int = 0
+    ) -> tuple[ResolvedSpec, classification_pb2.ClassificationResult]:
+        with self.core.handle(spec) as handle:
+            _, signature = examples.find_inference_signature(
+                handle.servable.signatures, spec.signature_name
+            )
+            alias, fetch = examples.classification_plan(signature)
+            batch = examples.serialized_examples(inp)
+            outputs = await self._run(
+                handle.servable.run, signature, {alias: batch}, fetch, timeout_ms
+            )
+            return self._resolved(handle, spec), examples.classification_result(outputs, len(batch))
+
+    async def regress(
+        self, spec: ModelSpec, inp: input_pb2.Input, timeout_ms: int = 0
+    ) -> tuple[ResolvedSpec, regression_pb2.RegressionResult]:
+        with self.core.handle(spec) as handle:
+            _, signature = examples.find_inference_signature(
+                handle.servable.signatures, spec.signature_name
+            )
+            alias, fetch = examples.regression_plan(signature)
+            batch = examples.serialized_examples(inp)
+            outputs = await self._run(
+                handle.servable.run, signature, {alias: batch}, fetch, timeout_ms
+            )
+            return self._resolved(handle, spec), examples.regression_result(outputs, len(batch))
+
+    # ------------------------------------------------------------------ multi-inference
+    async def multi_inference(
+        self, tasks: Sequence[tuple[ModelSpec, str]], inp: input_pb2.Input, timeout_ms: int = 0
+    ) -> list[tuple[ResolvedSpec, InferenceResult]]:
+        """TF Serving's MultiInference (multi_inference.cc), a gRPC-only API.
+
+        ``tasks`` are (spec, method name) pairs, at least one. The first spec picks the version
+        for all of them, and every task's outputs come from one session run over the shared
+        examples, so the results are consistent with each other.
+        """
+        with self.core.handle(tasks[0][0]) as handle:
+            plans = _plan_tasks(handle.servable.signatures, tasks)
+            # One synthetic signature keyed by tensor name: the tasks' output aliases (e.g. two
+            # "scores") may collide, their tensors are what the session fetches.
+            combined = SignatureDef()
+            alias = plans[0].input_alias
+            combined.inputs[alias].CopyFrom(plans[0].signature.inputs[alias])
+            for plan in plans:
+                for output in plan.outputs:
+                    info = plan.signature.outputs[output]
+                    combined.outputs[info.name].CopyFrom(info)
+            batch = examples.serialized_examples(inp)
+            fetched = await self._run(
+                handle.servable.run, combined, {alias: batch}, list(combined.outputs), timeout_ms
+            )
+            results: list[tuple[ResolvedSpec, InferenceResult]] = []
+            for plan in plans:
+                outputs = {out: fetched[plan.signature.outputs[out].name] for out in plan.outputs}
+                if plan.method == CLASSIFY_METHOD:
+                    result = examples.classification_result(outputs, len(batch))
+                else:
+                    result = examples.regression_result(outputs, len(batch))
+                results.append((ResolvedSpec(handle.model_name, handle.version, plan.key), result))
+            return results
+
+    # ------------------------------------------------------------------ metadata
+    def signature_defs(self, spec: ModelSpec) -> tuple[int, meta_graph_pb2.MetaGraphDef]:
+        with self.core.handle(spec) as handle:
+            return handle.version, handle.servable.meta_graph
+
+    @staticmethod
+    def _resolved(handle: ServableHandle, spec: ModelSpec) -> ResolvedSpec:
+        return ResolvedSpec(
+            handle.model_name, handle.version, signature_or_default(spec.signature_name)
+        )
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+
+InferenceResult = classification_pb2.ClassificationResult | regression_pb2.RegressionResult
+
+
+@dataclass(frozen=True)
+class _TaskPlan:
+    key: str
+    method: str
+    signature: SignatureDef
+    input_alias: str
+    outputs: list[str]
+
+
+def _plan_tasks(
+    signatures: Mapping[str, SignatureDef], tasks: Sequence[tuple[ModelSpec, str]]
+) -> list[_TaskPlan]:
+    """MultiInference's checks, in TF Serving's order and words."""
+    model = ""
+    input_tensor = ""
+    plans: list[_TaskPlan] = []
+    for spec, method in tasks:
+        if not spec.name:
+            raise invalid_argument("Found ModelSpec with an empty model name.")
+        if model and spec.name != model:
+            raise invalid_argument(
+                "All ModelSpecs in a MultiInferenceRequest must access the same model name."
+            )
+        model = spec.name
+        key = signature_or_default(spec.signature_name)
+        if any(plan.key == key for plan in plans):
+            raise invalid_argument(f"Duplicate evaluation of signature: {key}")
+        if key not in signatures:
+            raise invalid_argument(f"Requested signature not found in model graph: {key}")
+        signature = signatures[key]
+        if method == CLASSIFY_METHOD:
+            alias, outputs = examples.classification_plan(signature)
+        elif method == REGRESS_METHOD:
+            alias, outputs = examples.regression_plan(signature)
+        else:
+            raise unimplemented(f"Unsupported signature method_name: {method}")
+        tensor = signature.inputs[alias].name
+        if input_tensor and tensor != input_tensor:
+            raise invalid_argument("Input tensor must be the same for all Signatures.")
+        input_tensor = tensor
+        plans.append(_TaskPlan(key, method, signature, alias, outputs))
+    return plans
+
+
+def status_error(exc: BaseException) -> ServingError:
+    """Anything unexpected becomes INTERNAL with a message, never a bare crash."""
+    if isinstance(exc, ServingError):
+        return exc
+    return ServingError(Code.INTERNAL, f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,59 @@
+"""GetModelStatus and GetModelMetadata as protos; front ends only change the wire format."""
+
+from __future__ import annotations
+
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+)
+
+from serving.core.server_core import ModelSpec, ServerCore
+from serving.errors import ServingError, invalid_argument, not_found
+
+SIGNATURE_DEF_FIELD = "signature_def"
+
+
+def model_status(core: ServerCore, spec: ModelSpec) -> get_model_status_pb2.GetModelStatusResponse:
+    """Statuses of a model's versions. A label narrows to its version (TF Serving ignores it)."""
+    try:
+        manager = core.manager(spec.name)
+    except ServingError:
+        raise not_found(f"Could not find any versions of model {spec.name}") from None
+    version = core.resolve_version(spec)
+    rows = manager.statuses()
+    if version is not None:
+        rows = [row for row in rows if row[0] == version]
+        if not rows:
+            raise not_found(f"Could not find version {version} of model {spec.name}")
+    elif not rows:
+        raise not_found(f"Could not find any versions of model {spec.name}")
+    response = get_model_status_pb2.GetModelStatusResponse()
+    for number, state, error in rows:
+        entry = response.model_version_status.add()
+        entry.version = number
+        entry.state = int(state)
+        entry.status.SetInParent()  # TF Serving always prints the status, OK included
+        if error is not None:
+            entry.status.error_code = int(error.code)
+            entry.status.error_message = error.message
+    return response
+
+
+def model_metadata(
+    core: ServerCore, spec: ModelSpec, metadata_fields: list[str]
+) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    if not metadata_fields:
+        raise invalid_argument("GetModelMetadataRequest must specify at least one metadata_field")
+    for field in metadata_fields:
+        if field != SIGNATURE_DEF_FIELD:
+            raise invalid_argument(f"Metadata field {field} is not supported")
+    with core.handle(spec) as handle:
+        signature_defs = handle.servable.meta_graph.signature_def
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = spec.name
+        response.model_spec.version.value = handle.version
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        for key, signature in signature_defs.items():
+            signature_map.signature_def[key].CopyFrom(signature)
+        response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_map)
+        return response

@@ -1,0 +1,46 @@
+"""``tfx-model-server``: a drop-in for ``tensorflow_model_server``'s command line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+
+def _configure_logging() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ chatter hides our own logs
+    logging.basicConfig(
+        level=os.environ.get("TFX_MODEL_SERVER_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname).1s %(name)s] %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    _configure_logging()
+    from serving.options import OptionsError, parse_options
+
+    try:
+        options, ignored = parse_options(sys.argv[1:] if argv is None else argv)
+    except OptionsError as exc:
+        print(f"tfx-model-server: error: {exc}", file=sys.stderr)
+        return 2
+    if options.version:
+        import tensorflow as tf
+
+        from serving.version import __version__
+
+        print(f"TensorFlow ModelServer: tfx-model-server {__version__}")
+        print(f"TensorFlow Library: {tf.__version__}")
+        return 0
+    log = logging.getLogger("serving")
+    for name in ignored:
+        log.info("--%s only tunes TF Serving's C++ runtime; ignored", name)
+    from serving.server import ModelServer
+
+    try:
+        server = ModelServer(options)
+    except OptionsError as exc:
+        print(f"tfx-model-server: error: {exc}", file=sys.stderr)
+        return 2
+    return server.run()

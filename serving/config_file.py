@@ -1,0 +1,85 @@
+"""``--model_config_file``: parse it, and re-apply it when it changes on disk.
+
+TF Serving re-applies the file every poll even when unchanged and, on a bad edit, can leave
+the stored config half-updated; here a change is applied whole or not at all, and a file that
+fails to parse or validate is logged while the previous config keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving.core.server_core import ServerCore
+from serving.errors import ServingError
+
+log = logging.getLogger(__name__)
+
+ModelServerConfig = model_server_config_pb2.ModelServerConfig
+
+
+class ConfigFileError(ValueError):
+    """The config file cannot be read or parsed; the message names the file and the problem."""
+
+
+def read_model_config(path: str) -> ModelServerConfig:
+    config = ModelServerConfig()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text_format.Parse(handle.read(), config)
+    except (OSError, text_format.ParseError) as exc:
+        raise ConfigFileError(
+            f"Error parsing text-format tensorflow.serving.ModelServerConfig from {path}: {exc}"
+        ) from exc
+    return config
+
+
+class ConfigFileWatcher:
+    """Re-reads the config file every ``period`` seconds and applies real changes."""
+
+    def __init__(self, path: str, period: float, core: ServerCore, applied: ModelServerConfig):
+        self._path = path
+        self._period = period
+        self._core = core
+        self._applied = applied.SerializeToString(deterministic=True)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="config-watcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def check_once(self) -> bool:
+        """Applies the file if it changed; returns whether a new config was applied."""
+        try:
+            config = read_model_config(self._path)
+        except ConfigFileError as exc:
+            log.error("%s; keeping the current config", exc)
+            return False
+        serialized = config.SerializeToString(deterministic=True)
+        if serialized == self._applied:
+            return False
+        try:
+            self._core.apply_config(config)
+        except ServingError as exc:
+            log.error(
+                "Rejected new config from %s: %s; keeping the current config",
+                self._path,
+                exc.message,
+            )
+            self._applied = serialized  # do not re-log the same rejected file every poll
+            return False
+        self._applied = serialized
+        log.info(
+            "Applied new model config from %s: models %s", self._path, self._core.model_names()
+        )
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period):
+            self.check_once()

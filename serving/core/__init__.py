@@ -1,0 +1,1 @@
+"""Version lifecycle: which versions should be loaded, and moving them there safely."""

@@ -1,0 +1,273 @@
+"""All models of one server: config, polling, and resolving a request's ModelSpec to a version.
+
+The config is TF Serving's ``ModelServerConfig`` proto, so a single ``--model_name`` and a
+``--model_config_file`` with many models go through the same code. Applying a new config
+replaces the old one: models that stay keep their managers (and their traffic).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving.core.model_manager import ModelManager, RetryPolicy, VersionRecord
+from serving.errors import Code, ServingError, failed_precondition, invalid_argument
+from serving.storage.source import VersionSource
+
+log = logging.getLogger(__name__)
+
+ModelConfig = model_server_config_pb2.ModelConfig
+ModelServerConfig = model_server_config_pb2.ModelServerConfig
+
+# How often to re-list while a startup version is still settling (its copy may be finishing).
+_SETTLE_POLL_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a request asks for; at most one of ``version`` and ``label`` is set."""
+
+    name: str
+    version: int | None = None
+    label: str | None = None
+    signature_name: str = ""
+
+
+@dataclass(frozen=True)
+class ServableHandle:
+    model_name: str
+    version: int
+    servable: object
+
+
+@dataclass
+class _Model:
+    config: ModelConfig
+    source: VersionSource
+    manager: ModelManager
+
+
+LoaderFactory = Callable[[ModelConfig], Callable[[str], object]]
+
+
+def validate_config(config: ModelServerConfig) -> None:
+    """TF Serving's config checks, with its messages."""
+    if config.WhichOneof("config") != "model_config_list":
+        raise invalid_argument("Only model_config_list is supported in ModelServerConfig")
+    seen: set[str] = set()
+    for model in config.model_config_list.config:
+        if not model.name:
+            raise invalid_argument("ModelConfig has no name")
+        if model.name in seen:
+            raise invalid_argument(
+                f"Illegal to list model {model.name} multiple times in config list"
+            )
+        seen.add(model.name)
+        if "://" not in model.base_path and not os.path.isabs(model.base_path):
+            raise invalid_argument(
+                f"Expected model {model.name} to have an absolute path or URI; "
+                f"got base_path()={model.base_path}"
+            )
+        if not model.model_platform and model.model_type == 0:
+            raise invalid_argument(
+                "Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
+                "ModelServerConfig::model_platform."
+            )
+        platform = model.model_platform or "tensorflow"
+        if platform != "tensorflow":
+            raise invalid_argument(f"Model {model.name} requests unsupported platform {platform}")
+
+
+class ServerCore:
+    def __init__(
+        self,
+        loader_factory: LoaderFactory,
+        closer: Callable[[object], None],
+        poll_wait_seconds: float = 1.0,
+        num_load_threads: int = 0,
+        retry: RetryPolicy | None = None,
+        on_state_change: Callable[[str, VersionRecord], None] | None = None,
+        allow_labels_for_unavailable_versions: bool = False,
+    ) -> None:
+        self._allow_unavailable_labels = allow_labels_for_unavailable_versions
+        self._loader_factory = loader_factory
+        self._closer = closer
+        self._poll_wait = poll_wait_seconds
+        self._retry = retry or RetryPolicy()
+        self._on_state_change = on_state_change
+        self._load_executor = ThreadPoolExecutor(
+            max_workers=num_load_threads or max(2, os.cpu_count() or 1),
+            thread_name_prefix="load",
+        )
+        self._lock = threading.Lock()
+        self._models: dict[str, _Model] = {}
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ config
+    def apply_config(self, config: ModelServerConfig) -> None:
+        """Replaces the config whole, or (on a validation error) changes nothing."""
+        validate_config(config)
+        wanted = {m.name: m for m in config.model_config_list.config}
+        with self._lock:
+            for name, model_config in wanted.items():
+                current = self._models.get(name)
+                if current is not None:
+                    self._check_label_moves(current, model_config)
+            for name in list(self._models):
+                if name not in wanted:
+                    log.info("Model %s removed from the config; unloading it", name)
+                    self._models.pop(name).manager.remove()
+            for name, model_config in wanted.items():
+                current = self._models.get(name)
+                if current is not None and current.config.base_path == model_config.base_path:
+                    current.config = model_config
+                    current.manager.policy = model_config.model_version_policy
+                    continue
+                if current is not None:
+                    current.manager.remove()
+                self._models[name] = self._new_model(model_config)
+        self._wake.set()
+
+    def _check_label_moves(self, current: _Model, new: ModelConfig) -> None:
+        """TF Serving's label rules for a model that stays in the config.
+
+        A label must point at an AVAILABLE version; with
+        ``--allow_version_labels_for_unavailable_models`` a *new* label may point ahead at a
+        version still loading, but moving an existing label still needs an AVAILABLE target
+        so traffic is never pointed at nothing. Labels of models new to the config are
+        accepted as given and take effect once their versions load (TF Serving would refuse
+        them, which makes labelled configs unusable at startup: its issues #1230, #1608).
+        """
+        available = set(current.manager.available_versions())
+        old_labels = current.config.version_labels
+        for label, version in new.version_labels.items():
+            previous = old_labels.get(label)
+            if previous == version or version in available:
+                continue
+            if self._allow_unavailable_labels and previous is None:
+                continue
+            raise failed_precondition(
+                f"Request to assign label to version {version} of model {new.name}, which is "
+                "not currently available for inference"
+            )
+
+    def _new_model(self, config: ModelConfig) -> _Model:
+        manager = ModelManager(
+            config.name,
+            config.model_version_policy,
+            self._loader_factory(config),
+            self._closer,
+            self._load_executor,
+            self._retry,
+            self._on_state_change,
+        )
+        return _Model(config, VersionSource(config.name, config.base_path), manager)
+
+    def model_names(self) -> list[str]:
+        return sorted(self._models)
+
+    def models_without_available_version(self) -> list[str]:
+        """Configured models that cannot answer yet (what a readiness probe waits for)."""
+        with self._lock:
+            models = list(self._models.values())
+        return sorted(m.config.name for m in models if m.manager.latest_version() is None)
+
+    def model_config(self, name: str) -> ModelConfig:
+        return self._get(name, None).config
+
+    # ------------------------------------------------------------------ polling
+    def start(self) -> None:
+        self._poller = threading.Thread(target=self._poll_loop, name="fs-poller", daemon=True)
+        self._poller.start()
+
+    def poll_once(self) -> None:
+        """One pass over every model; a failure in one model never stops the others."""
+        with self._lock:
+            models = list(self._models.values())
+        for model in models:
+            try:
+                model.manager.reconcile(model.source.poll())
+            except Exception:  # keep polling the other models
+                log.exception("Polling model %s failed", model.config.name)
+
+    def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            self.poll_once()
+            settling = not self.all_settled()
+            if self._poll_wait > 0:
+                wait = _SETTLE_POLL_SECONDS if settling else self._poll_wait
+            elif settling:  # "poll once": but let half-copied versions finish first
+                wait = _SETTLE_POLL_SECONDS
+            else:
+                self._wake.clear()
+                self._wake.wait()  # until a new config arrives
+                continue
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def all_settled(self) -> bool:
+        with self._lock:
+            models = list(self._models.values())
+        return all(m.manager.wait_settled(0) for m in models)
+
+    def wait_until_settled(self, timeout: float | None = None) -> bool:
+        with self._lock:
+            models = list(self._models.values())
+        return all(m.manager.wait_settled(timeout) for m in models)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        with self._lock:
+            models = list(self._models.values())
+            self._models.clear()
+        for model in models:
+            model.manager.remove()
+        for model in models:
+            model.manager.join_unloads(timeout=30)
+        self._load_executor.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ request path
+    def _get(self, name: str, version: int | None) -> _Model:
+        model = self._models.get(name)
+        if model is None:
+            raise ServingError(
+                Code.NOT_FOUND,
+                "Servable not found for request: "
+                + (f"Latest({name})" if version is None else f"Specific({name}, {version})"),
+            )
+        return model
+
+    def manager(self, name: str) -> ModelManager:
+        return self._get(name, None).manager
+
+    def resolve_version(self, spec: ModelSpec) -> int | None:
+        """The version number a spec names (a label resolved), or None for "latest"."""
+        if spec.version is not None and spec.label:
+            raise invalid_argument(
+                f"Both model version ({spec.version}) and model version label ({spec.label}) "
+                "cannot be supplied."
+            )
+        model = self._get(spec.name, spec.version)
+        if spec.label:
+            labels = model.config.version_labels
+            if spec.label not in labels:
+                raise invalid_argument(f"Unrecognized servable version label: {spec.label}")
+            return labels[spec.label]
+        return spec.version
+
+    @contextmanager
+    def handle(self, spec: ModelSpec) -> Iterator[ServableHandle]:
+        version = self.resolve_version(spec)
+        manager = self._get(spec.name, version).manager
+        with manager.handle(version) as record:
+            yield ServableHandle(spec.name, record.version, record.servable)

@@ -1,0 +1,107 @@
+"""TF Serving's gRPC API (PredictionService, ModelService) over the shared inference core.
+
+Named ``grpc_api`` so it never shadows the ``grpc`` library. This module holds what both
+services share: turning a ``ServingError`` into a gRPC status the way TF Serving's
+``ToGRPCStatus`` does, reading a request's ``ModelSpec``, and the client deadline.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from tensorflow_serving.apis import model_pb2
+
+from serving.api.inference import ResolvedSpec, status_error
+from serving.core.server_core import ModelSpec
+from serving.errors import Code, ServingError, invalid_argument
+
+log = logging.getLogger(__name__)
+
+_GRPC_CODES = {status.value[0]: status for status in grpc.StatusCode}
+_MESSAGE_LIMIT = 1024  # grpc_status_util.cc: longer messages are cut and marked
+_TRUNCATED = "...TRUNCATED"
+
+Response = TypeVar("Response")
+Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Response]]
+
+
+def grpc_status(error: ServingError) -> tuple[grpc.StatusCode, str]:
+    """TF code 1:1 to gRPC code; messages over 1024 characters truncated like TF Serving."""
+    code = _GRPC_CODES.get(int(error.code), grpc.StatusCode.UNKNOWN)
+    if code is grpc.StatusCode.OK:  # an error must never look like success
+        code = grpc.StatusCode.UNKNOWN
+    message = error.message
+    if len(message) > _MESSAGE_LIMIT:
+        message = message[:_MESSAGE_LIMIT] + _TRUNCATED
+    return code, message
+
+
+def rpc(method: Handler) -> Handler:
+    """Wraps a servicer method so every failure ends the call with a status, never a crash.
+
+    A ``ServingError`` keeps its code and message; anything else is a server bug, logged with
+    its traceback and reported as INTERNAL. Cancellation (``asyncio.CancelledError``) passes.
+    """
+
+    @functools.wraps(method)
+    async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Response:
+        try:
+            return await method(self, request, context)
+        except ServingError as exc:
+            log.debug("%s failed: %s", method.__name__, exc.message)
+            error = exc
+        except Exception as exc:  # a server bug: INTERNAL for the client, traceback in the log
+            log.exception("%s failed unexpectedly", method.__name__)
+            error = status_error(exc)
+        code, message = grpc_status(error)
+        await context.abort(code, message)  # raises: ends the call with this status
+
+    return handler
+
+
+def request_spec(request: Any, require_name: bool = True) -> ModelSpec:
+    """The request's ``model_spec`` with TF Serving's checks (absent spec, empty name)."""
+    if not request.HasField("model_spec"):
+        raise invalid_argument("Missing ModelSpec")
+    return model_spec(request.model_spec, require_name)
+
+
+def model_spec(proto: model_pb2.ModelSpec, require_name: bool = True) -> ModelSpec:
+    """ServerCore::ServableRequestFromModelSpec's view of a ModelSpec proto."""
+    if require_name and not proto.name:
+        raise invalid_argument("ModelSpec has no name specified.")
+    choice = proto.WhichOneof("version_choice")
+    return ModelSpec(
+        name=proto.name,
+        version=proto.version.value if choice == "version" else None,
+        label=proto.version_label if choice == "version_label" else None,
+        signature_name=proto.signature_name,
+    )
+
+
+def set_model_spec(proto: model_pb2.ModelSpec, spec: ResolvedSpec) -> None:
+    """A response's ``model_spec``: name, resolved version and resolved signature name."""
+    proto.name = spec.name
+    proto.version.value = spec.version
+    proto.signature_name = spec.signature_name
+
+
+def timeout_ms(context: grpc.aio.ServicerContext) -> int:
+    """The client's remaining deadline as ``RunOptions.timeout_in_ms`` (0: no deadline).
+
+    Rounded *up* to a step of 2^(1/4) (at most 19% later than the client's deadline, which the
+    client enforces on its own anyway): the servable builds and caches one session callable
+    per distinct timeout, and a raw remaining time differs on every call.
+    """
+    remaining = context.time_remaining()
+    if remaining is None:
+        return 0
+    if remaining <= 0:
+        raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline Exceeded")
+    millis = max(1.0, remaining * 1000.0)
+    return math.ceil(2 ** (math.ceil(math.log2(millis) * 4) / 4))

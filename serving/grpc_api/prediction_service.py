@@ -1,0 +1,108 @@
+"""``tensorflow.serving.PredictionService``: protos in, the shared inference core, protos out.
+
+Only the wire format lives here; model resolution, signature checks and running the model are
+the core's (``serving.api``), shared with REST. Tensors cross with ``serving.tensor_codec``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import grpc
+import numpy as np
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    inference_pb2,
+    model_pb2,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
+
+from serving import tensor_codec
+from serving.api import model_info
+from serving.api.inference import InferenceService
+from serving.api.signatures import SignatureDef, check_inputs
+from serving.grpc_api import model_spec, request_spec, rpc, set_model_spec, timeout_ms
+
+Context = grpc.aio.ServicerContext
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, service: InferenceService, tensor_content: bool = False) -> None:
+        """``tensor_content``: ``--enable_serialization_as_tensor_content`` for Predict outputs."""
+        self._service = service
+        self._tensor_content = tensor_content
+
+    @rpc
+    async def Predict(
+        self, request: predict_pb2.PredictRequest, context: Context
+    ) -> predict_pb2.PredictResponse:
+        spec = request_spec(request)
+        inputs = request.inputs
+
+        def decode(signature: SignatureDef) -> Mapping[str, np.ndarray]:
+            # TF Serving checks the input names before parsing any tensor (predict_util.cc).
+            check_inputs(signature, list(inputs))
+            return {alias: tensor_codec.decode(tensor, alias) for alias, tensor in inputs.items()}
+
+        result = await self._service.predict(
+            spec, decode, list(request.output_filter), timeout_ms(context)
+        )
+        response = predict_pb2.PredictResponse()
+        set_model_spec(response.model_spec, result.spec)
+        for alias, value in result.outputs.items():
+            tensor_codec.encode(value, self._tensor_content, response.outputs[alias])
+        return response
+
+    @rpc
+    async def Classify(
+        self, request: classification_pb2.ClassificationRequest, context: Context
+    ) -> classification_pb2.ClassificationResponse:
+        resolved, result = await self._service.classify(
+            request_spec(request), request.input, timeout_ms(context)
+        )
+        response = classification_pb2.ClassificationResponse(result=result)
+        set_model_spec(response.model_spec, resolved)
+        return response
+
+    @rpc
+    async def Regress(
+        self, request: regression_pb2.RegressionRequest, context: Context
+    ) -> regression_pb2.RegressionResponse:
+        resolved, result = await self._service.regress(
+            request_spec(request), request.input, timeout_ms(context)
+        )
+        response = regression_pb2.RegressionResponse(result=result)
+        set_model_spec(response.model_spec, resolved)
+        return response
+
+    @rpc
+    async def MultiInference(
+        self, request: inference_pb2.MultiInferenceRequest, context: Context
+    ) -> inference_pb2.MultiInferenceResponse:
+        # The first task's spec selects the servable; without tasks it is an empty spec, which
+        # fails like TF Serving's ("ModelSpec has no name specified.").
+        model_spec(request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec())
+        tasks = [
+            (model_spec(t.model_spec, require_name=False), t.method_name) for t in request.tasks
+        ]
+        outcomes = await self._service.multi_inference(tasks, request.input, timeout_ms(context))
+        response = inference_pb2.MultiInferenceResponse()
+        for resolved, result in outcomes:
+            entry = response.results.add()
+            set_model_spec(entry.model_spec, resolved)
+            if isinstance(result, classification_pb2.ClassificationResult):
+                entry.classification_result.CopyFrom(result)
+            else:
+                entry.regression_result.CopyFrom(result)
+        return response
+
+    @rpc
+    async def GetModelMetadata(
+        self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: Context
+    ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        return model_info.model_metadata(
+            self._service.core, request_spec(request), list(request.metadata_field)
+        )

@@ -1,0 +1,73 @@
+"""The ``grpc.aio`` server: listeners, channel arguments and limits from TF Serving's flags.
+
+It runs on the same asyncio loop as the REST server (``serving.server``), so handlers never
+block: model calls go to the inference core's thread pool.
+
+Flag mapping:
+
+* ``--port`` -> ``<host>:<port>`` (0 disables TCP); ``--grpc_socket_path`` -> ``unix:<path>``.
+* Message size: 2^31 - 1 bytes both ways, TF Serving's ``SetMaxMessageSize(INT32_MAX)``.
+* ``--grpc_channel_arguments "k=v,k2=v2"``: server channel arguments, integer-looking values
+  passed as ints (as TF Serving does); they may override the message-size defaults.
+* ``--grpc_max_threads``: in TF Serving, the sync server's thread quota, i.e. how many RPCs run
+  at once. An asyncio server has no RPC threads, so it maps to ``maximum_concurrent_rpcs``:
+  calls beyond it fail fast with RESOURCE_EXHAUSTED. Unset (0) means no gRPC-level cap; load is
+  still bounded by the inference core, which answers UNAVAILABLE once its queue is full
+  (``--max_queued_requests``).
+"""
+
+from __future__ import annotations
+
+import grpc
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+from serving.api.inference import InferenceService
+from serving.grpc_api.model_service import ModelServicer
+from serving.grpc_api.prediction_service import PredictionServicer
+from serving.options import OptionsError, ServerOptions
+
+MAX_MESSAGE_BYTES = 2**31 - 1
+
+ChannelArgument = tuple[str, int | str]
+
+
+def parse_channel_arguments(text: str) -> list[ChannelArgument]:
+    """``"k=v,k2=v2"`` -> ``[("k", "v"), ("k2", "v2")]``, integer-looking values as ints."""
+    arguments: list[ChannelArgument] = []
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise OptionsError(
+                f"--grpc_channel_arguments: expected comma-separated key=value pairs, got {item!r}"
+            )
+        try:
+            parsed: int | str = int(value)
+        except ValueError:
+            parsed = value
+        arguments.append((key.strip(), parsed))
+    return arguments
+
+
+def build_grpc_server(service: InferenceService, options: ServerOptions) -> grpc.aio.Server:
+    """PredictionService and ModelService bound to the configured listeners, not started."""
+    channel_options: dict[str, int | str] = {
+        "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+        "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+    }
+    channel_options.update(parse_channel_arguments(options.grpc_channel_arguments))
+    server = grpc.aio.server(
+        options=list(channel_options.items()),
+        maximum_concurrent_rpcs=options.grpc_max_threads or None,
+    )
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionServicer(service, options.enable_serialization_as_tensor_content), server
+    )
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(service.core), server)
+    if options.port:
+        host = f"[{options.host}]" if ":" in options.host else options.host
+        server.add_insecure_port(f"{host}:{options.port}")
+    if options.grpc_socket_path:
+        server.add_insecure_port(f"unix:{options.grpc_socket_path}")
+    return server

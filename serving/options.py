@@ -1,0 +1,191 @@
+"""``tensorflow_model_server``'s flags: same names, same defaults, same ``--flag=value`` style.
+
+A flag is either implemented, accepted-and-ignored because it only tunes TF Serving's C++
+internals (listed in ``IGNORED_FLAGS``, logged once), or rejected with a clear "not supported
+yet" error (``UNSUPPORTED_FLAGS``) — never silently dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, fields
+
+_TRUE = {"true", "1", "yes", "t", "y"}
+_FALSE = {"false", "0", "no", "f", "n"}
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+@dataclass
+class ServerOptions:
+    port: int = 8500
+    grpc_socket_path: str = ""
+    rest_api_port: int = 0
+    rest_api_num_threads: int = 0
+    rest_api_timeout_in_ms: int = 30000
+    rest_api_enable_cors_support: bool = False
+    grpc_channel_arguments: str = ""
+    grpc_max_threads: int = 0
+    model_name: str = "default"
+    model_base_path: str = ""
+    model_config_file: str = ""
+    model_config_file_poll_wait_seconds: int = 0
+    allow_version_labels_for_unavailable_models: bool = False
+    saved_model_tags: str = "serve"
+    file_system_poll_wait_seconds: int = 1
+    num_load_threads: int = 0
+    max_num_load_retries: int = 5
+    load_retry_interval_micros: int = 60_000_000
+    enable_batching: bool = False
+    batching_parameters_file: str = ""
+    enable_per_model_batching_parameters: bool = False
+    tensorflow_session_parallelism: int = 0
+    tensorflow_intra_op_parallelism: int = 0
+    tensorflow_inter_op_parallelism: int = 0
+    per_process_gpu_memory_fraction: float = 0.0
+    ssl_config_file: str = ""
+    monitoring_config_file: str = ""
+    enable_model_warmup: bool = True
+    num_request_iterations_for_warmup: int = 0
+    enable_serialization_as_tensor_content: bool = False
+    enable_grpc_healthcheck_service: bool = False
+    max_queued_requests: int = 1024
+    host: str = "0.0.0.0"
+    version: bool = False
+
+
+_HELP = {
+    "port": "gRPC port (0 disables gRPC over TCP)",
+    "grpc_socket_path": "also serve gRPC on this UNIX socket",
+    "rest_api_port": "HTTP/REST port (0 disables REST)",
+    "rest_api_num_threads": "threads running model calls (default 4 x CPUs)",
+    "rest_api_timeout_in_ms": "deadline for REST predict/classify/regress (HTTP 504 past it)",
+    "model_name": "model name in single-model mode",
+    "model_base_path": "directory holding the model's integer version directories",
+    "model_config_file": "text ModelServerConfig with one or more models",
+    "file_system_poll_wait_seconds": "seconds between version polls; 0 polls once",
+    "max_queued_requests": "model calls allowed to wait for a thread before HTTP 503 / "
+    "UNAVAILABLE (tfx-model-server only)",
+    "host": "address to bind (tfx-model-server only)",
+    "version": "print versions and exit",
+}
+
+# Flags that only tune TF Serving's C++ runtime; accepted so existing command lines keep working.
+IGNORED_FLAGS = (
+    "rest_api_num_threads_per_core",
+    "num_unload_threads",
+    "flush_filesystem_caches",
+    "enable_profiler",
+    "remove_unused_fields_from_bundle_metagraph",
+    "skip_initialize_tpu",
+    "xla_cpu_compilation_enabled",
+    "xla_gpu_compilation_enabled",
+)
+
+# Flags of features this server does not implement yet: using one is an error, not a no-op.
+UNSUPPORTED_FLAGS = {
+    "platform_config_file": "use --model_config_file and the batching flags instead",
+    "prefer_tflite_model": "TFLite models are not supported",
+    "tensorflow_session_config_file": "use --tensorflow_intra_op_parallelism, "
+    "--tensorflow_inter_op_parallelism and --per_process_gpu_memory_fraction",
+    "thread_pool_factory_config_file": "custom inference thread pools are not supported",
+    "mixed_precision": "mixed precision rewriting is not supported",
+    "use_alts_credentials": "ALTS is not supported; use --ssl_config_file",
+    "enable_signature_method_name_check": "signature method names are not checked",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tfx-model-server",
+        description="TensorFlow-Serving-compatible model server (REST and gRPC).",
+        allow_abbrev=False,
+    )
+    for field in fields(ServerOptions):
+        flag = f"--{field.name}"
+        help_text = _HELP.get(field.name, "same as tensorflow_model_server")
+        if field.type == "bool":
+            parser.add_argument(
+                flag, type=_bool, nargs="?", const=True, default=field.default, help=help_text
+            )
+        else:
+            kind = {"int": int, "float": float, "str": str}[field.type]
+            parser.add_argument(flag, type=kind, default=field.default, help=help_text)
+    for name in IGNORED_FLAGS:
+        parser.add_argument(f"--{name}", default=None, help=argparse.SUPPRESS)
+    for name in UNSUPPORTED_FLAGS:
+        parser.add_argument(f"--{name}", default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+class OptionsError(ValueError):
+    """A command line that cannot work; the message says what to change."""
+
+
+def parse_options(
+    argv: list[str], environ: dict[str, str] | None = None
+) -> tuple[ServerOptions, list[str]]:
+    """Returns the options and the TF-internal flags that were given and are ignored."""
+    environ = dict(os.environ) if environ is None else environ
+    namespace = build_parser().parse_args(argv)
+    values = vars(namespace)
+    for name, advice in UNSUPPORTED_FLAGS.items():
+        given = values.pop(name)
+        if given not in (None, "", "false", "False", "0"):
+            raise OptionsError(f"--{name} is not supported by tfx-model-server yet: {advice}")
+    ignored = [name for name in IGNORED_FLAGS if values.pop(name) is not None]
+    options = ServerOptions(**values)
+    # The TF Serving container convention: MODEL_NAME / MODEL_BASE_PATH fill unset flags.
+    if options.model_name == "default" and environ.get("MODEL_NAME"):
+        options.model_name = environ["MODEL_NAME"]
+    if (
+        not options.model_base_path
+        and not options.model_config_file
+        and environ.get("MODEL_BASE_PATH")
+    ):
+        base = environ["MODEL_BASE_PATH"].rstrip("/")
+        options.model_base_path = f"{base}/{options.model_name}"
+    validate(options)
+    return options, ignored
+
+
+def validate(options: ServerOptions) -> None:
+    if options.version:
+        return
+    if not options.model_base_path and not options.model_config_file:
+        raise OptionsError(
+            "Both server_options.model_base_path and server_options.model_config_file are "
+            "empty! Pass --model_base_path=/abs/path/to/model (holding version directories "
+            "like 1/, 2/) or --model_config_file=models.config"
+        )
+    if options.model_base_path and options.model_config_file:
+        raise OptionsError("Pass either --model_base_path or --model_config_file, not both")
+    if options.port == 0 and not options.grpc_socket_path and options.rest_api_port == 0:
+        raise OptionsError(
+            "No API is enabled: set --port (gRPC), --grpc_socket_path or --rest_api_port"
+        )
+    if options.rest_api_port and options.rest_api_port == options.port:
+        raise OptionsError(
+            f"--rest_api_port={options.rest_api_port} must differ from --port={options.port}"
+        )
+    if options.batching_parameters_file and not options.enable_batching:
+        raise OptionsError("--batching_parameters_file requires --enable_batching")
+    if options.tensorflow_session_parallelism and (
+        options.tensorflow_intra_op_parallelism or options.tensorflow_inter_op_parallelism
+    ):
+        raise OptionsError(
+            "Either --tensorflow_session_parallelism or --tensorflow_intra_op_parallelism/"
+            "--tensorflow_inter_op_parallelism may be set, not both"
+        )
+    if not 0.0 <= options.per_process_gpu_memory_fraction <= 1.0:
+        raise OptionsError("--per_process_gpu_memory_fraction must be between 0 and 1")
+    if options.rest_api_timeout_in_ms < 0:
+        raise OptionsError("--rest_api_timeout_in_ms must be >= 0")

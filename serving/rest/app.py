@@ -1,0 +1,213 @@
+"""TF Serving's REST API as a thin ASGI application (served by uvicorn).
+
+A raw ASGI callable rather than a web framework: the URL grammar is TF Serving's own regexes,
+every response is JSON of the same two shapes, and each layer a framework adds costs
+throughput on the hot path.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import orjson
+from google.protobuf import json_format
+from tensorflow_serving.apis import get_model_metadata_pb2
+
+from serving.api import model_info
+from serving.api.inference import InferenceService, status_error
+from serving.api.signatures import signature_or_default
+from serving.core.server_core import ModelSpec
+from serving.errors import Code, ServingError, http_status, invalid_argument
+from serving.rest import json_codec
+from serving.rest.routes import API_PREFIX, Route, parse_route
+
+log = logging.getLogger(__name__)
+
+Scope = dict
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_CORS_HEADERS = [
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-allow-methods", b"POST, GET"),
+    (b"access-control-allow-headers", b"Content-Type"),
+]
+_MAX_UNCOMPRESSED_BYTES = 100 * 1024 * 1024  # TF Serving's gzip limit
+
+
+@dataclass(frozen=True)
+class RestOptions:
+    timeout_ms: int = 30000
+    enable_cors: bool = False
+
+
+def _proto_json(message) -> dict:
+    """Proto3 JSON the way TF Serving prints status/metadata: field names kept, defaults on."""
+    return json_format.MessageToDict(
+        message, including_default_value_fields=True, preserving_proto_field_name=True
+    )
+
+
+def _decompress(body: bytes, encoding: str) -> bytes:
+    if encoding not in ("gzip", "deflate"):
+        return body
+    try:
+        data = gzip.decompress(body) if encoding == "gzip" else zlib.decompress(body)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise invalid_argument(f"Failed to decompress {encoding} request body: {exc}") from None
+    if len(data) > _MAX_UNCOMPRESSED_BYTES:
+        raise invalid_argument(f"Uncompressed request body exceeds {_MAX_UNCOMPRESSED_BYTES} bytes")
+    return data
+
+
+class RestApi:
+    def __init__(self, service: InferenceService, options: RestOptions) -> None:
+        self._service = service
+        self._options = options
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        method = scope["method"]
+        raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        raw_path = raw_path.split("?", 1)[0]
+        headers = dict(scope["headers"])
+        extra_headers = _CORS_HEADERS if self._options.enable_cors else []
+        if method == "GET" and raw_path in ("/healthz", "/readyz"):
+            status, payload = self._health(raw_path)
+            await self._send(send, status, payload, extra_headers)
+            return
+        if not API_PREFIX.match(raw_path):
+            await self._send(send, 404, json_codec.encode_error(f"Not found: {raw_path}"), [])
+            return
+        if method == "OPTIONS":
+            origin = headers.get(b"origin", b"")
+            ok = origin.startswith((b"http://", b"https://"))
+            await self._send(send, 200 if ok else 400, b"", extra_headers, content_type=False)
+            return
+        try:
+            body = await self._read_body(receive) if method == "POST" else b""
+            encoding = headers.get(b"content-encoding", b"").decode("latin-1").strip().lower()
+            route = parse_route(method, raw_path)
+            payload = await self._dispatch(route, _decompress(body, encoding))
+            status = 200
+        except Exception as exc:  # every failure becomes a JSON error response
+            error = status_error(exc)
+            if not isinstance(exc, ServingError):
+                log.exception("Unexpected error serving %s %s", method, raw_path)
+            status = http_status(error.code)
+            payload = json_codec.encode_error(error.message)
+        await self._send(send, status, payload, extra_headers)
+
+    def _model_list(self) -> list[dict]:
+        """Every configured model with its version states (TF Serving lacks this: #795)."""
+        core = self._service.core
+        models = []
+        for name in core.model_names():
+            try:
+                statuses = _proto_json(model_info.model_status(core, ModelSpec(name)))
+            except ServingError:  # configured, but no version seen yet
+                statuses = {"model_version_status": []}
+            models.append({"name": name, **statuses})
+        return models
+
+    def _health(self, path: str) -> tuple[int, bytes]:
+        """Kubernetes probes: liveness = the process answers; readiness = every model serves."""
+        if path == "/healthz":
+            return 200, orjson.dumps({"status": "ok"})
+        waiting = self._service.core.models_without_available_version()
+        if waiting:
+            return 503, orjson.dumps({"status": "not ready", "models_not_available": waiting})
+        return 200, orjson.dumps({"status": "ready"})
+
+    async def _dispatch(self, route: Route, body: bytes) -> bytes:
+        if route.kind == "list":
+            return orjson.dumps({"models": self._model_list()})
+        if route.kind == "status":
+            spec = ModelSpec(route.model, route.version, route.label)
+            return orjson.dumps(_proto_json(model_info.model_status(self._service.core, spec)))
+        if route.kind == "metadata":
+            spec = ModelSpec(route.model, route.version, route.label)
+            response = model_info.model_metadata(
+                self._service.core, spec, [model_info.SIGNATURE_DEF_FIELD]
+            )
+            metadata = {
+                key: _proto_json(_unpack_signature_map(value))
+                for key, value in response.metadata.items()
+            }
+            return orjson.dumps(
+                {"model_spec": _proto_json(response.model_spec), "metadata": metadata}
+            )
+        doc = json_codec.parse_json(body)
+        spec = ModelSpec(route.model, route.version, route.label, json_codec.signature_name_of(doc))
+        timeout = self._options.timeout_ms
+        if route.kind == "predict":
+            columnar: list[bool] = []
+
+            def decode(signature):
+                inputs, is_columnar = json_codec.decode_predict_inputs(doc, signature)
+                columnar.append(is_columnar)
+                return inputs
+
+            result = await self._service.predict(
+                spec, decode, timeout_ms=timeout, find=_rest_signature_lookup
+            )
+            return json_codec.encode_predict_outputs(result.outputs, columnar[0])
+        inp = json_codec.decode_inference_input(doc, route.kind)
+        if route.kind == "classify":
+            _, classification = await self._service.classify(spec, inp, timeout)
+            return json_codec.encode_classification(classification)
+        _, regression = await self._service.regress(spec, inp, timeout)
+        return json_codec.encode_regression(regression)
+
+    @staticmethod
+    async def _read_body(receive: Receive) -> bytes:
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ServingError(Code.CANCELLED, "Client disconnected")
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    @staticmethod
+    async def _send(
+        send: Send, status: int, body: bytes, headers: list, content_type: bool = True
+    ) -> None:
+        all_headers = ([*_JSON_HEADERS] if content_type else []) + headers
+        all_headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": all_headers})
+        await send({"type": "http.response.body", "body": body})
+
+    @staticmethod
+    async def _lifespan(receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _rest_signature_lookup(signatures, name: str):
+    """REST's predict reports an unknown signature in its own words (json_tensor.cc)."""
+    key = signature_or_default(name)
+    if key not in signatures:
+        raise invalid_argument(f'Serving signature name: "{key}" not found in signature def')
+    return signatures[key]
+
+
+def _unpack_signature_map(any_message) -> get_model_metadata_pb2.SignatureDefMap:
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    any_message.Unpack(signature_map)
+    return signature_map

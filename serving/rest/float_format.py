@@ -1,0 +1,253 @@
+"""TF Serving's text for float and double tensor values (``WriteDecimal`` in json_tensor.cc).
+
+Upstream prints ``%g`` (6 significant digits) when that text parses back to the same
+float32/float64, otherwise ``%.9g`` (float32) or ``%.17g`` (float64); it appends ``.0`` when the
+text has neither ``.`` nor ``e`` and writes ``NaN``/``Infinity``/``-Infinity`` as bare tokens.
+No JSON library produces that text (``repr`` gives the *shortest* digits: float32 1/3 is
+``0.33333334`` where TF Serving says ``0.333333343``), and clients that parse both servers'
+answers as doubles must see identical numbers, so the text is rebuilt here.
+
+Speed: formatting value by value costs ~0.5 µs each (``format(x, ".9g")``), ~80 ms for a
+1000x100 float32 tensor on a small CI core. The vectorised path instead rounds
+``|x| * 10**k`` with one correctly rounded float64 operation and keeps the result only where
+both neighbouring doubles round the same way, i.e. where float64 arithmetic provably yields
+printf's digits; characters are then laid out in a fixed-slot uint8 matrix whose empty cells
+are dropped. Values it cannot vouch for (exact ties, magnitudes outside ~1e-14..1e30, float64
+values that need 17 digits, NaN/Inf) use the reference :func:`format_float`. Measured on the
+same box for that tensor: ~20 ms (:func:`json_array`), ~4x faster than the per-value loop.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+
+# 10**0 .. 10**22 are exact float64 values, so products and quotients with them are correctly
+# rounded; the exactness argument above relies on that.
+_MAX_EXACT_POWER = 22
+_POW10 = 10.0 ** np.arange(_MAX_EXACT_POWER + 1)
+
+# Fixed slots of one value's characters (0 = unused, dropped at the end):
+# sign | "0" "." and three zeros of 0.000ddd | ten (digit, optional ".") pairs | "e" sign ddd
+_SIGN, _LEAD, _PAIRS, _EXP = 0, 1, 6, 26
+_SLOTS = 31  # also fits the longest reference text, "-2.2250738585072014e-308" (24)
+_DIGITS = 9  # significands are widened to 9 digits; a 10th, always "0", backs the ".0"
+
+
+def format_float(value: float, single: bool) -> str:
+    """One value exactly as TF Serving writes it; ``single`` selects float32 round-tripping.
+
+    This is the reference the vectorised path falls back to and is tested against.
+    """
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "-Infinity" if value < 0 else "Infinity"
+    text = f"{value:g}"
+    if not _round_trips(text, value, single):
+        text = f"{value:.9g}" if single else f"{value:.17g}"
+    if "." not in text and "e" not in text:
+        text += ".0"
+    return text
+
+
+def _round_trips(text: str, value: float, single: bool) -> bool:
+    """Whether ``text`` parses back to ``value`` (absl::SimpleAtof / SimpleAtod semantics).
+
+    absl rounds a decimal straight to float32, not through float64 (double rounding could
+    differ), so the float32 check compares exact rationals with the rounding interval.
+    """
+    if not single:
+        return float(text) == value
+    decimal, exact = Fraction(text), Fraction(value)
+    with np.errstate(over="ignore"):
+        below = np.nextafter(np.float32(value), np.float32(-np.inf))
+        above = np.nextafter(np.float32(value), np.float32(np.inf))
+    low = (exact + Fraction(float(below))) / 2
+    high = (exact + Fraction(float(above))) / 2 if np.isfinite(above) else 2 * exact - low
+    if low < decimal < high:
+        return True
+    even_significand = int(np.float32(value).view(np.uint32)) % 2 == 0
+    return even_significand and decimal in (low, high)
+
+
+def format_floats(array: np.ndarray) -> list[str]:
+    """Text of every element of a float32/float64 array, in C order."""
+    return [token.decode("ascii") for token in json_rows(np.ravel(array))]
+
+
+def json_array(array: np.ndarray) -> bytes:
+    """The whole array as nested JSON lists (a bare number for rank 0)."""
+    if array.ndim == 0:
+        return json_rows(array.reshape(1))[0]
+    return b"[" + b",".join(json_rows(array)) + b"]"
+
+
+def json_rows(array: np.ndarray) -> list[bytes]:
+    """JSON text of each ``array[i]`` (rank >= 1): the rows of a row-format prediction."""
+    inner = array.shape[1:]
+    if array.size == 0:
+        return [_empty_json(inner)] * array.shape[0]
+    flat = np.ascontiguousarray(array).ravel()
+    depth = len(inner)
+    # One column per value, one row per character slot: every fill below writes contiguous
+    # memory; a single transpose then puts the characters in reading order.
+    columns = np.zeros((depth + _SLOTS + depth + 1, flat.size), dtype=np.uint8)
+    _fill_values(flat, columns[depth : depth + _SLOTS])
+    _fill_frame(columns, inner)
+    text = np.ascontiguousarray(columns.T).ravel()
+    return np.compress(text != 0, text).tobytes().split(b"\n")[:-1]
+
+
+def _empty_json(shape: tuple[int, ...]) -> bytes:
+    """Nested empty lists for a shape containing a zero dimension."""
+    if shape[0] == 0:
+        return b"[]"
+    return b"[" + b",".join([_empty_json(shape[1:])] * shape[0]) + b"]"
+
+
+def _fill_frame(columns: np.ndarray, inner: tuple[int, ...]) -> None:
+    """Brackets of each row's nested lists, then ',' between values and '\\n' ending a row."""
+    row_size = math.prod(inner)
+    position = np.arange(columns.shape[1]) % row_size
+    for level in range(len(inner)):
+        stride = math.prod(inner[level:])
+        columns[level] = np.where(position % stride == 0, ord("["), 0)
+        columns[-2 - level] = np.where((position + 1) % stride == 0, ord("]"), 0)
+    columns[-1] = np.where((position + 1) % row_size == 0, ord("\n"), ord(","))
+
+
+def _fill_values(flat: np.ndarray, slots: np.ndarray) -> None:
+    """Write each value's characters into its column of ``slots``.
+
+    Every column is laid out vectorised (zeros, NaN and Inf get a placeholder magnitude), then
+    the few values the fast path cannot prove are overwritten with reference text.
+    """
+    single = flat.dtype == np.float32
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        magnitude = np.abs(flat.astype(np.float64))
+        regular = np.isfinite(magnitude) & (magnitude != 0)
+        significand, exponent, digits, proven = _significands(
+            np.where(regular, magnitude, 1.0), single
+        )
+    slots[...] = _layout(np.signbit(flat), significand, exponent, digits)
+    rest = np.flatnonzero(~(regular & proven))
+    if rest.size:
+        texts = [format_float(value, single).encode() for value in flat[rest].tolist()]
+        block = np.frombuffer(b"".join(text.ljust(_SLOTS, b"\0") for text in texts), np.uint8)
+        slots[:, rest] = block.reshape(rest.size, _SLOTS).T
+
+
+def _significands(
+    magnitude: np.ndarray, single: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per value: 9-digit significand, decimal exponent, printf precision, and 'proven' mask."""
+    estimate = np.floor(np.log10(magnitude)).astype(np.int64)
+    short, short_exp, proven = _round_to_digits(magnitude, estimate, 6)
+    candidate, in_range = _scale(short.astype(np.float64), short_exp - 5)
+    proven &= in_range
+    if single:
+        # The double nearest the 6-digit decimal must not straddle a float32 rounding boundary,
+        # or float64 -> float32 could disagree with absl's direct decimal -> float32 parse.
+        lower = np.nextafter(candidate, 0).astype(np.float32)
+        upper = np.nextafter(candidate, np.inf).astype(np.float32)
+        proven &= lower == upper
+        round_trips = candidate.astype(np.float32) == magnitude
+        long, long_exp, long_proven = _round_to_digits(magnitude, estimate, 9)
+    else:
+        round_trips = candidate == magnitude
+        # 17 digits exceed float64 precision: those values take the reference path.
+        long, long_exp, long_proven = short, short_exp, np.zeros_like(proven)
+    proven &= round_trips | long_proven
+    significand = np.where(round_trips, short * 1000, long)
+    exponent = np.where(round_trips, short_exp, long_exp)
+    return significand, exponent, np.where(round_trips, 6, 9), proven
+
+
+def _round_to_digits(
+    magnitude: np.ndarray, estimate: np.ndarray, digits: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """printf's rounding to ``digits`` significant digits, as integer significand and exponent.
+
+    ``estimate`` is floor(log10(magnitude)), possibly off by one next to powers of ten.
+    Returns ``(m, e, proven)`` with ``10**(digits-1) <= m < 10**digits`` and the value
+    ~ ``m * 10**(e - digits + 1)``; ``proven`` is False where float64 cannot settle the rounding.
+    """
+    scaled, _ = _scale(magnitude, digits - 1 - estimate)
+    exponent = estimate + (scaled >= _POW10[digits]) - (scaled < _POW10[digits - 1]).astype(int)
+    scaled, proven = _scale(magnitude, digits - 1 - exponent)
+    proven &= (scaled >= _POW10[digits - 1]) & (scaled <= _POW10[digits])
+    # The exact product is within half an ulp (<= scaled * 2**-53) of ``scaled``; if no
+    # rounding boundary k + 0.5 lies that close, rint() rounds it exactly like printf.
+    proven &= np.abs(scaled - np.floor(scaled) - 0.5) > scaled * 2.0**-52
+    rounded = np.rint(scaled)
+    carry = rounded == _POW10[digits]
+    rounded[carry] = _POW10[digits - 1]
+    exponent += carry
+    return np.where(proven, rounded, _POW10[digits - 1]).astype(np.int64), exponent, proven
+
+
+def _scale(values: np.ndarray, power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``values * 10**power`` in one correctly rounded operation, and where that holds."""
+    exact = np.abs(power) <= _MAX_EXACT_POWER
+    factor = _POW10[np.clip(np.abs(power), 0, _MAX_EXACT_POWER)]
+    return np.where(power >= 0, values * factor, values / factor), exact
+
+
+def _layout(
+    negative: np.ndarray, significand: np.ndarray, exponent: np.ndarray, digits: np.ndarray
+) -> np.ndarray:
+    """Characters of printf ``%.{digits}g`` (plus TF Serving's ``.0``): slots x values.
+
+    Cells are written as ``condition * char`` (bool x uint8), several times cheaper than
+    np.where; an unused cell is 0.
+    """
+    out = np.empty((_SLOTS, significand.size), dtype=np.uint8)
+    value_digits = _decimal_digits(significand)
+    significant = (_DIGITS - np.argmax(value_digits[::-1] != 0, axis=0)).astype(np.int16)
+    exponent = exponent.astype(np.int16)
+    scientific = (exponent < -4) | (exponent >= digits)
+    fraction_only = ~scientific & (exponent < 0)
+    with_integer = ~scientific & (exponent >= 0)
+    # An integral fixed value keeps one zero digit after its '.', giving TF Serving's ".0".
+    used = np.where(with_integer, np.maximum(significant, exponent + 2), significant)
+    dot_after = np.where(with_integer, exponent, np.where(significant > 1, 0, -1))
+    dot_after[fraction_only] = -1
+
+    out[_SIGN] = negative * _char("-")
+    out[_LEAD] = fraction_only * _char("0")
+    out[_LEAD + 1] = fraction_only * _char(".")
+    for zero in range(3):  # 0.0ddd .. 0.000ddd
+        out[_LEAD + 2 + zero] = (fraction_only & (zero < -exponent - 1)) * _char("0")
+    for index in range(_DIGITS + 1):
+        digit = value_digits[index] + _char("0") if index < _DIGITS else _char("0")
+        out[_PAIRS + 2 * index] = (index < used) * digit
+        out[_PAIRS + 2 * index + 1] = (dot_after == index) * _char(".")
+    power = np.abs(exponent)
+    out[_EXP] = scientific * _char("e")
+    out[_EXP + 1] = scientific * np.where(exponent < 0, _char("-"), _char("+"))
+    out[_EXP + 2] = (scientific & (power >= 100)) * (power // 100 + ord("0")).astype(np.uint8)
+    out[_EXP + 3] = scientific * (power // 10 % 10 + ord("0")).astype(np.uint8)
+    out[_EXP + 4] = scientific * (power % 10 + ord("0")).astype(np.uint8)
+    return out
+
+
+def _char(text: str) -> np.uint8:
+    return np.uint8(ord(text))
+
+
+def _decimal_digits(significand: np.ndarray) -> np.ndarray:
+    """The 9 decimal digits of each significand, most significant first (digits x values).
+
+    Float64 division by an exact power of ten is correctly rounded and a 9-digit quotient is
+    never within rounding distance of the next integer, so floor() gives the integer quotient
+    (float ops are several times faster than int64 division).
+    """
+    values = significand.astype(np.float64)
+    result = np.empty((_DIGITS, values.size), dtype=np.uint8)
+    for index in range(_DIGITS):
+        quotient = np.floor(values / _POW10[_DIGITS - 1 - index])
+        result[index] = quotient - 10 * np.floor(quotient / 10)
+    return result

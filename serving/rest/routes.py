@@ -1,0 +1,77 @@
+"""TF Serving's REST URL grammar (http_rest_api_util.cc), decoded into a :class:`Route`.
+
+The path is matched case-insensitively on the *raw* (still percent-encoded) path and the
+captured model name / label are URL-decoded afterwards, exactly as upstream does, so a model
+or label may contain any character except ``/`` and ``:``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from serving.errors import invalid_argument
+
+_INT64_MAX = 2**63 - 1
+
+_INFERENCE = re.compile(
+    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
+    re.IGNORECASE,
+)
+_INFO = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
+    re.IGNORECASE,
+)
+API_PREFIX = re.compile(r"/v1/", re.IGNORECASE)
+
+INFERENCE_VERBS = ("classify", "regress", "predict")
+
+
+@dataclass(frozen=True)
+class Route:
+    """``kind`` is one of predict/classify/regress/status/metadata/list."""
+
+    kind: str
+    model: str
+    version: int | None
+    label: str | None
+
+
+def _malformed(method: str, path: str) -> Exception:
+    return invalid_argument(f"Malformed request: {method} {path}")
+
+
+def _version(text: str | None) -> int | None:
+    if text is None:
+        return None
+    number = int(text)
+    if number > _INT64_MAX:
+        raise invalid_argument(f"Failed to convert version: {text} to numeric.")
+    return number
+
+
+def parse_route(method: str, raw_path: str) -> Route:
+    """The route for a ``/v1/...`` request, or INVALID_ARGUMENT with upstream's texts."""
+    if method == "POST":
+        match = _INFERENCE.fullmatch(raw_path)
+        if not match or match.group(4) not in INFERENCE_VERBS:  # the verb is case-sensitive
+            raise _malformed(method, raw_path)
+        name, version, label, verb = match.groups()
+        return Route(verb, unquote(name), _version(version), unquote(label) if label else None)
+    if method == "GET":
+        match = _INFO.fullmatch(raw_path)
+        if not match:
+            raise _malformed(method, raw_path)
+        name, version, label, metadata = match.groups()
+        if name is None:
+            if version is None and label is None and metadata is None:
+                return Route("list", "", None, None)  # beyond TF Serving (its issue #795)
+            raise invalid_argument("Missing model name in request.")
+        return Route(
+            "metadata" if metadata else "status",
+            unquote(name),
+            _version(version),
+            unquote(label) if label else None,
+        )
+    raise _malformed(method, raw_path)

@@ -1,0 +1,1 @@
+"""Loaders that turn a version directory into a runnable servable."""

@@ -1,0 +1,306 @@
+"""``TensorProto`` <-> numpy with TensorFlow's parsing rules, but without TensorFlow on the path.
+
+Decoding follows ``Tensor::FromProto``: a valid shape (no negative dims, rank <= 254) and a known
+dtype; ``tensor_content`` must hold exactly ``num_elements`` values; typed ``*_val`` fields may
+hold fewer values than the shape (the last value fills the rest, no values means zeros) or more
+(the extra ones are ignored). Anything else is TF Serving's ``tensor parsing error: <alias>``.
+
+Encoding follows ``Tensor::AsProtoField`` (typed fields, the default for responses) or
+``AsProtoTensorContent`` (``--enable_serialization_as_tensor_content``). Strings always go to
+``string_val``: TF's string ``tensor_content`` is a varint-framed format that Python clients'
+``tf.make_ndarray`` cannot read.
+
+Why not ``tf.make_tensor_proto`` / ``tf.make_ndarray``: both dispatch through TF's Python dtype
+machinery on every call, and repeated proto fields cost ~100 ns per element when touched from
+Python. Here ``tensor_content`` is read with ``np.frombuffer`` (no copy beyond the ``bytes``
+protobuf hands out), and fixed-width typed fields (float, double, complex, bool) are moved as
+packed wire-format bytes that the C++ protobuf runtime copies at memory speed: 100k floats take
+~0.1 ms instead of ~10 ms. Varint fields (ints, half) and strings go through Python lists.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from tensorflow.core.framework import tensor_pb2, types_pb2
+
+from serving.errors import Code, ServingError, invalid_argument
+from serving.tensor_types import numpy_dtype, tf_dtype
+
+log = logging.getLogger(__name__)
+
+TensorProto = tensor_pb2.TensorProto
+
+_MAX_RANK = 254  # TensorShape::MaxDimensions()
+_MAX_ELEMENTS = 2**63 - 1
+# A typed field can describe a huge tensor in a few bytes (one value, shape [1e12]). TF would
+# allocate it; we refuse anything larger than the largest message a client could send outright.
+_MAX_FILLED_BYTES = 2**31 - 1
+
+_WIRE_VARINT = 0
+_WIRE_FIXED64 = 1
+_WIRE_LENGTH_DELIMITED = 2
+_WIRE_FIXED32 = 5
+# TensorProto fields that carry no values; any other set field besides the dtype's own value
+# field makes the packed-bytes shortcut unsafe (see _packed_payload).
+_HEADER_FIELDS = frozenset({"dtype", "tensor_shape", "version_number"})
+
+
+@dataclass(frozen=True)
+class _ValueField:
+    """Where a dtype's values live in ``TensorProto`` and how they are laid out on the wire."""
+
+    name: str
+    number: int
+    # Little-endian element type of the packed payload for fixed-width fields (complex values
+    # are (real, imag) pairs, exactly the layout of numpy complex); None for varint/bytes fields.
+    packed: np.dtype | None = None
+    # Type to collect a varint field into before the (wrapping, like C++) cast to the dtype.
+    collect: np.dtype | None = None
+
+
+def _field(name: str, packed: str | None = None, collect: type | None = None) -> _ValueField:
+    return _ValueField(
+        name,
+        TensorProto.DESCRIPTOR.fields_by_name[name].number,
+        None if packed is None else np.dtype(packed),
+        None if collect is None else np.dtype(collect),
+    )
+
+
+_INT_VAL = _field("int_val", collect=np.int64)
+_VALUE_FIELDS: dict[int, _ValueField] = {
+    types_pb2.DT_FLOAT: _field("float_val", packed="<f4"),
+    types_pb2.DT_DOUBLE: _field("double_val", packed="<f8"),
+    types_pb2.DT_COMPLEX64: _field("scomplex_val", packed="<c8"),
+    types_pb2.DT_COMPLEX128: _field("dcomplex_val", packed="<c16"),
+    types_pb2.DT_BOOL: _field("bool_val", packed="?"),
+    types_pb2.DT_INT8: _INT_VAL,
+    types_pb2.DT_INT16: _INT_VAL,
+    types_pb2.DT_INT32: _INT_VAL,
+    types_pb2.DT_UINT8: _INT_VAL,
+    types_pb2.DT_UINT16: _INT_VAL,
+    types_pb2.DT_INT64: _field("int64_val", collect=np.int64),
+    types_pb2.DT_UINT32: _field("uint32_val", collect=np.uint64),
+    types_pb2.DT_UINT64: _field("uint64_val", collect=np.uint64),
+    # DT_HALF values are the IEEE bit patterns, one per int32.
+    types_pb2.DT_HALF: _field("half_val", collect=np.int64),
+    types_pb2.DT_STRING: _field("string_val"),
+}
+
+
+class _ParseError(ValueError):
+    """Why a TensorProto was rejected; logged, while the client gets TF Serving's short text."""
+
+
+# ---------------------------------------------------------------------------------- decoding
+def decode(tensor: TensorProto, alias: str) -> np.ndarray:
+    """The numpy value of a request tensor; INVALID_ARGUMENT ``tensor parsing error: <alias>``."""
+    try:
+        return _decode(tensor)
+    except _ParseError as exc:
+        log.debug("Input %s rejected: %s", alias, exc)
+        raise invalid_argument(f"tensor parsing error: {alias}") from None
+
+
+def _decode(tensor: TensorProto) -> np.ndarray:
+    shape = _shape(tensor)
+    try:
+        dtype = numpy_dtype(tensor.dtype)
+    except KeyError:
+        raise _ParseError(f"unsupported dtype {tensor.dtype}") from None
+    count = math.prod(shape)
+    if count == 0:
+        return np.empty(shape, dtype)
+    if tensor.tensor_content:
+        return _from_content(tensor.tensor_content, tensor.dtype, dtype, count).reshape(shape)
+    return _fill(_from_field(tensor, dtype), dtype, count).reshape(shape)
+
+
+def _shape(tensor: TensorProto) -> tuple[int, ...]:
+    # unknown_rank is ignored, as TensorShape (not PartialTensorShape) does.
+    dims = tuple(d.size for d in tensor.tensor_shape.dim)
+    if len(dims) > _MAX_RANK:
+        raise _ParseError(f"rank {len(dims)} exceeds {_MAX_RANK}")
+    if any(d < 0 for d in dims):
+        raise _ParseError(f"negative dimension in shape {list(dims)}")
+    if math.prod(dims) > _MAX_ELEMENTS:
+        raise _ParseError(f"shape {list(dims)} has too many elements")
+    return dims
+
+
+def _from_content(content: bytes, tf_type: int, dtype: np.dtype, count: int) -> np.ndarray:
+    if tf_type == types_pb2.DT_STRING:
+        return _decode_string_list(content, count)
+    if len(content) != count * dtype.itemsize:
+        raise _ParseError(
+            f"tensor_content has {len(content)} bytes, expected {count * dtype.itemsize}"
+        )
+    return np.frombuffer(content, dtype.newbyteorder("<"))
+
+
+def _decode_string_list(content: bytes, count: int) -> np.ndarray:
+    """TF's string ``tensor_content``: ``count`` varint32 lengths, then the bytes back to back."""
+    sizes = []
+    pos = 0
+    for _ in range(count):
+        size, pos = _read_varint(content, pos)
+        sizes.append(size)
+    if sum(sizes) != len(content) - pos:
+        raise _ParseError("string tensor_content lengths do not match its size")
+    values = np.empty(count, dtype=object)
+    for i, size in enumerate(sizes):
+        values[i] = content[pos : pos + size]
+        pos += size
+    return values
+
+
+def _from_field(tensor: TensorProto, dtype: np.dtype) -> np.ndarray:
+    """The values present in the dtype's typed field (maybe fewer or more than the shape)."""
+    field = _VALUE_FIELDS[tensor.dtype]
+    if field.packed is not None:
+        payload = _packed_payload(tensor, field)
+        if payload is not None:
+            usable = len(payload) - len(payload) % field.packed.itemsize  # odd complex half
+            return np.frombuffer(payload[:usable], field.packed)
+        values = getattr(tensor, field.name)
+        if field.packed.kind == "c":  # (real, imag) pairs; a trailing odd value is ignored
+            parts = np.array(values, dtype=np.dtype(f"<f{field.packed.itemsize // 2}"))
+            return parts[: len(parts) - len(parts) % 2].view(field.packed)
+        return np.array(values, dtype=field.packed)
+    values = getattr(tensor, field.name)
+    if field.collect is None:  # strings
+        strings = np.empty(len(values), dtype=object)
+        strings[:] = list(values)
+        return strings
+    collected = np.fromiter(values, dtype=field.collect, count=len(values))
+    if tensor.dtype == types_pb2.DT_HALF:
+        return collected.astype(np.uint16).view(np.float16)
+    return collected.astype(dtype)
+
+
+def _packed_payload(tensor: TensorProto, field: _ValueField) -> memoryview | None:
+    """The packed bytes of ``field``, read from the C++-serialized message.
+
+    Only when no other value field is set: the walk below then visits at most four fields, and
+    the C++ serializer writes a repeated scalar field as one packed chunk. Otherwise (a client
+    filled unrelated fields, which TF ignores) the caller takes the per-element path.
+    """
+    if any(
+        descriptor.name != field.name and descriptor.name not in _HEADER_FIELDS
+        for descriptor, _ in tensor.ListFields()
+    ):
+        return None
+    wire = tensor.SerializeToString()
+    view = memoryview(wire)
+    pos = 0
+    while pos < len(wire):
+        key, pos = _read_varint(wire, pos)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == _WIRE_LENGTH_DELIMITED:
+            size, pos = _read_varint(wire, pos)
+            if number == field.number:
+                return view[pos : pos + size]
+            pos += size
+        elif wire_type == _WIRE_VARINT:
+            _, pos = _read_varint(wire, pos)
+        elif wire_type == _WIRE_FIXED32:
+            pos += 4
+        elif wire_type == _WIRE_FIXED64:
+            pos += 8
+        else:
+            return None
+    return memoryview(b"")
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = 0
+    shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise _ParseError("truncated or overlong varint")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fill(values: np.ndarray, dtype: np.dtype, count: int) -> np.ndarray:
+    """TF's typed-field rule: truncate extra values, repeat the last one, or zeros if none."""
+    present = len(values)
+    if present >= count:
+        return values[:count]
+    if count * dtype.itemsize > _MAX_FILLED_BYTES:
+        raise _ParseError(f"{present} values would be expanded to {count} elements")
+    filled = np.empty(count, dtype)
+    if present == 0:
+        filled[:] = b"" if dtype.kind == "O" else 0
+    else:
+        filled[:present] = values
+        filled[present:] = values[-1]
+    return filled
+
+
+# ---------------------------------------------------------------------------------- encoding
+def encode(
+    value: np.ndarray | bytes, tensor_content: bool = False, out: TensorProto | None = None
+) -> TensorProto:
+    """Serializes a model output into ``out`` (e.g. a response map entry, filled in place)."""
+    out = TensorProto() if out is None else out
+    array = _as_array(value)
+    try:
+        out.dtype = tf_dtype(array)
+    except KeyError:
+        raise ServingError(
+            Code.UNIMPLEMENTED, f"Cannot serialize a tensor of numpy dtype {array.dtype}"
+        ) from None
+    for size in array.shape:
+        out.tensor_shape.dim.add().size = size
+    if array.size == 0:
+        return out
+    if tensor_content and out.dtype != types_pb2.DT_STRING:
+        out.tensor_content = np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()
+        return out
+    field = _VALUE_FIELDS[out.dtype]
+    if field.packed is not None:
+        payload = np.ascontiguousarray(array, field.packed).tobytes()
+        key = field.number << 3 | _WIRE_LENGTH_DELIMITED
+        out.MergeFromString(_varint(key) + _varint(len(payload)) + payload)
+    elif out.dtype == types_pb2.DT_STRING:
+        out.string_val.extend(_as_bytes(v) for v in array.ravel().tolist())
+    elif out.dtype == types_pb2.DT_HALF:
+        out.half_val.extend(array.view(np.uint16).ravel().tolist())
+    else:
+        getattr(out, field.name).extend(array.ravel().tolist())
+    return out
+
+
+def _as_array(value: np.ndarray | bytes) -> np.ndarray:
+    # A TF session returns a scalar string as plain bytes; np.asarray would make it 'S' dtype.
+    if isinstance(value, (bytes, str)):
+        array = np.empty((), dtype=object)
+        array[()] = value
+        return array
+    return np.asarray(value)
+
+
+def _as_bytes(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return bytes(value)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)

@@ -1,0 +1,150 @@
+"""Exporter executor on real SavedModels and Examples."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
+from tfx.types import standard_artifacts
+
+from components.exporter import executor
+from components.exporter.signatures import UnservableModelError
+from components.manifest import Manifest
+from components.serving_requests import load_signature_defs
+
+
+@pytest.fixture
+def examples(examples_uri) -> standard_artifacts.Examples:
+    artifact = standard_artifacts.Examples()
+    artifact.uri = examples_uri
+    artifact.split_names = '["train", "eval"]'
+    return artifact
+
+
+def _export(tmp_path, model_uri, examples=None, **exec_properties):
+    model = standard_artifacts.Model()
+    model.uri = model_uri
+    exported = standard_artifacts.Model()
+    exported.uri = str(tmp_path / "exported")
+    inputs = {"model": [model]}
+    if examples is not None:
+        inputs["examples"] = [examples]
+    executor.Executor().Do(inputs, {"exported_model": [exported]}, exec_properties)
+    return exported
+
+
+def _save(path, module, signatures):
+    tf.saved_model.save(module, os.path.join(path, "Format-Serving"), signatures=signatures)
+    return path
+
+
+def _warmup_logs(serving_dir):
+    path = os.path.join(serving_dir, "assets.extra", "tf_serving_warmup_requests")
+    return [
+        prediction_log_pb2.PredictionLog.FromString(r.numpy())
+        for r in tf.data.TFRecordDataset(path)
+    ]
+
+
+def test_typed_predict_model_gets_example_and_regress_signatures(
+    tmp_path, trained_model_uri, examples
+):
+    exported = _export(tmp_path, trained_model_uri, examples, num_warmup_examples=2)
+
+    serving_dir = os.path.join(exported.uri, "Format-Serving")
+    defs = load_signature_defs(serving_dir)
+    assert {n: d.method_name for n, d in defs.items()} == {
+        "serving_default": "tensorflow/serving/predict",
+        "predict_examples": "tensorflow/serving/predict",
+        "regression": "tensorflow/serving/regress",
+    }
+    assert json.loads(exported.get_string_custom_property("signature_names")) == sorted(defs)
+    summary = json.loads(exported.get_string_custom_property("signatures"))
+    assert summary["serving_default"]["inputs"] == {"x1": "float[-1,1]", "x2": "float[-1,1]"}
+    assert summary["regression"] == {
+        "method": "regress",
+        "inputs": {"inputs": "string[-1]"},
+        "outputs": {"outputs": "float[-1]"},
+    }
+    # 2 examples x 3 signatures, one PredictionLog kind per signature method.
+    logs = _warmup_logs(serving_dir)
+    assert exported.get_int_custom_property("warmup_requests") == len(logs) == 6
+    assert (
+        sorted(log.WhichOneof("log_type") for log in logs)
+        == ["predict_log"] * 4 + ["regress_log"] * 2
+    )
+    manifest = Manifest.read(os.path.join(exported.uri, "manifest.json"))
+    manifest.verify(serving_dir)
+    assert exported.get_string_custom_property("manifest_digest") == manifest.digest
+
+    # The derived signatures compute the same thing as the trained one.
+    loaded = tf.saved_model.load(serving_dir)
+    example = tf.train.Example()
+    example.features.feature["x1"].float_list.value.append(1.0)
+    example.features.feature["x2"].float_list.value.append(2.0)
+    serialized = tf.constant([example.SerializeToString()])
+    direct = loaded.signatures["serving_default"](x1=tf.constant([[1.0]]), x2=tf.constant([[2.0]]))
+    via_examples = loaded.signatures["predict_examples"](examples=serialized)
+    via_regress = loaded.signatures["regression"](inputs=serialized)
+    np.testing.assert_allclose(direct["score"].numpy(), via_examples["score"].numpy())
+    np.testing.assert_allclose(direct["score"].numpy()[:, 0], via_regress["outputs"].numpy())
+
+
+class _Softmax(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+    def serve(self, x):
+        return {"probabilities": tf.nn.softmax(tf.concat([x, -x, x * 2], axis=1)[:, :3])}
+
+
+def test_multiclass_model_gets_classify_signature(tmp_path):
+    module = _Softmax()
+    model_uri = _save(str(tmp_path / "m"), module, {"serving_default": module.serve})
+
+    exported = _export(tmp_path, model_uri)
+
+    defs = load_signature_defs(os.path.join(exported.uri, "Format-Serving"))
+    assert defs["classification"].method_name == "tensorflow/serving/classify"
+    assert set(defs["classification"].outputs) == {"scores"}
+    assert "regression" not in defs
+    assert exported.get_int_custom_property("warmup_requests") == 0
+
+
+def test_predict_signature_under_another_name_becomes_serving_default(tmp_path):
+    module = _Softmax()
+    model_uri = _save(str(tmp_path / "m"), module, {"predict": module.serve})
+
+    exported = _export(tmp_path, model_uri)
+
+    defs = load_signature_defs(os.path.join(exported.uri, "Format-Serving"))
+    assert {"serving_default", "predict", "classification"} <= set(defs)
+
+
+def test_model_without_signatures_fails_with_instructions(tmp_path):
+    module = tf.Module()
+    module.v = tf.Variable(1.0)
+    tf.saved_model.save(module, str(tmp_path / "m" / "Format-Serving"))
+
+    with pytest.raises(UnservableModelError, match=r"signatures=\{'serving_default': fn\}"):
+        _export(tmp_path, str(tmp_path / "m"))
+
+
+def test_inputs_missing_from_examples_fail_with_how_to_fix(tmp_path, examples):
+    module = _Softmax()
+    model_uri = _save(str(tmp_path / "m"), module, {"serving_default": module.serve})
+
+    with pytest.raises(ValueError, match=r"no feature named 'x'.*num_warmup_examples=0"):
+        _export(tmp_path, model_uri, examples)
+
+
+def test_model_that_needs_no_changes_is_copied_byte_for_byte(tmp_path, trained_model_uri):
+    first = _export(tmp_path / "a", trained_model_uri)
+
+    second = _export(tmp_path / "b", first.uri)
+
+    assert second.get_string_custom_property("manifest_digest") == first.get_string_custom_property(
+        "manifest_digest"
+    )

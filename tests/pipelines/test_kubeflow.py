@@ -1,0 +1,141 @@
+"""Kubeflow Pipelines v2: compiled spec structure and our executors under TFX's KFP entrypoint."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor
+from tfx.proto import pusher_pb2
+from tfx.utils import proto_utils
+
+from pipelines import serving_demo
+
+IMAGE = "registry.local/tfx-serving-suite:test"
+NODES = ["CsvExampleGen", "Trainer", "Exporter", "InfraValidator", "Pusher"]
+
+
+@pytest.fixture(scope="module")
+def pipeline_job(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("kfp") / "pipeline.json"
+    serving_demo.compile_kubeflow(
+        image=IMAGE,
+        pipeline_root="gs://bucket/root",
+        data_root="gs://bucket/data",
+        serving_model_dir="/mnt/models/demo",
+        output=str(out),
+    )
+    return json.loads(out.read_text())
+
+
+def test_compiled_tasks_images_and_executors(pipeline_job):
+    spec = pipeline_job["pipelineSpec"]
+    assert spec["pipelineInfo"]["name"] == "tfx-serving-demo"
+    assert sorted(spec["root"]["dag"]["tasks"]) == sorted(NODES)
+    executors = spec["deploymentSpec"]["executors"]
+    for node, executor_class in [
+        ("Exporter", "components.exporter.executor.Executor"),
+        ("InfraValidator", "components.infra_validator.executor.Executor"),
+        ("Pusher", "components.pusher.executor.Executor"),
+    ]:
+        container = executors[f"{node}_executor"]["container"]
+        assert container["image"] == IMAGE
+        assert container["command"][-1] == (
+            "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
+        )
+        assert container["args"][:2] == ["--executor_class_path", executor_class]
+
+
+def test_compiled_artifact_types_are_stock(pipeline_job):
+    components = pipeline_job["pipelineSpec"]["components"]
+
+    def output_title(node, key):
+        artifact = components[f"{node}"]["outputDefinitions"]["artifacts"][key]
+        return artifact["artifactType"]["instanceSchema"].splitlines()[0]
+
+    assert output_title("Exporter", "exported_model") == "title: tfx.Model"
+    assert output_title("InfraValidator", "blessing") == "title: tfx.InfraBlessing"
+    assert output_title("Pusher", "pushed_model") == "title: tfx.PushedModel"
+    pusher_params = components["Pusher"]["inputDefinitions"]["parameters"]
+    assert {"push_destination", "keep_last_versions"} <= set(pusher_params)
+
+
+def test_illegal_kubeflow_pipeline_name_is_rejected_with_rule(tmp_path):
+    with pytest.raises(ValueError, match="lowercase letters, digits and '-'"):
+        serving_demo.compile_kubeflow(
+            image=IMAGE,
+            pipeline_root="gs://b/r",
+            data_root="gs://b/d",
+            serving_model_dir="/m",
+            output=str(tmp_path / "p.yaml"),
+            pipeline_name="Serving_Demo",
+        )
+
+
+def _artifact(uri: str, title: str, metadata: dict | None = None) -> dict:
+    return {
+        "artifacts": [
+            {
+                "uri": uri,
+                "name": f"projects/1/locations/l/metadataStores/default/artifacts/{abs(hash(uri))}",
+                "type": {"instanceSchema": f"title: {title}\ntype: object\n"},
+                "metadata": metadata or {},
+            }
+        ]
+    }
+
+
+@pytest.mark.parametrize(("blessed", "pushed"), [(1.0, 1.0), (0.0, 0.0)])
+def test_pusher_runs_under_kfp_v2_entrypoint(tmp_path, make_model_uri, blessed, pushed):
+    model_uri = make_model_uri(str(tmp_path / "model"))
+    store = str(tmp_path / "store")
+    output_file = tmp_path / "task" / "output_metadata.json"
+    executor_input = {
+        "inputs": {
+            "artifacts": {
+                "model": _artifact(model_uri, "tfx.Model"),
+                # Custom properties arrive as JSON numbers, as KFP stores them.
+                "infra_blessing": _artifact(
+                    str(tmp_path / "blessing"), "tfx.InfraBlessing", {"blessed": blessed}
+                ),
+            },
+            # PipelineSpec 2.0.0 (KubeflowV2DagRunner's default) passes legacy typed parameters.
+            "parameters": {
+                "push_destination": {
+                    "stringValue": proto_utils.proto_to_json(
+                        pusher_pb2.PushDestination(
+                            filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=store)
+                        )
+                    )
+                },
+                "keep_last_versions": {"intValue": "2"},
+            },
+        },
+        "outputs": {
+            "artifacts": {"pushed_model": _artifact(str(tmp_path / "pushed"), "tfx.PushedModel")},
+            "outputFile": str(output_file),
+        },
+    }
+    os.makedirs(tmp_path / "pushed")
+
+    kubeflow_v2_run_executor.main(
+        kubeflow_v2_run_executor._parse_flags(
+            [
+                "--executor_class_path",
+                "components.pusher.executor.Executor",
+                "--json_serialized_invocation_args",
+                json.dumps(executor_input),
+            ]
+        )
+    )
+
+    output = json.loads(output_file.read_text())
+    metadata = output["artifacts"]["pushed_model"]["artifacts"][0]["metadata"]
+    assert metadata["pushed"] == pushed
+    if pushed:
+        assert metadata["pushed_version"].isdigit()
+        assert os.listdir(store) == [metadata["pushed_version"]]
+        assert metadata["manifest_digest"]
+    else:
+        assert not os.path.exists(store)

@@ -1,0 +1,123 @@
+"""Runs the real ``tfx-model-server`` CLI as a subprocess on free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """``with ServerProcess(["--model_name=m", ...]) as server: server.get(...)``."""
+
+    def __init__(self, args: list[str], grpc: bool = False, env: dict | None = None) -> None:
+        self.rest_port = free_port()
+        self.grpc_port = free_port() if grpc else 0
+        self.args = [
+            f"--rest_api_port={self.rest_port}",
+            f"--port={self.grpc_port}",
+            "--host=127.0.0.1",
+            *args,
+        ]
+        self._env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+        fd, self._log_path = tempfile.mkstemp(prefix="model-server-", suffix=".log")
+        self._log = os.fdopen(fd, "wb")
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    def start(self, timeout: float = 90.0) -> ServerProcess:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "serving", *self.args],
+            cwd=REPO_ROOT,
+            env=self._env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.rest_port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError(f"server did not open its REST port in {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return Path(self._log_path).read_text(errors="replace")
+
+    def request(
+        self, method: str, path: str, body: bytes | str | dict | None = None, headers=None
+    ) -> tuple[int, bytes]:
+        if isinstance(body, dict):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode()
+        req = urllib.request.Request(
+            self.url + path, data=body, method=method, headers=headers or {}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=60) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    def json(self, method: str, path: str, body=None) -> tuple[int, dict]:
+        status, payload = self.request(method, path, body)
+        return status, json.loads(payload) if payload else {}
+
+    def wait_for(self, predicate, timeout: float = 60.0, interval: float = 0.2):
+        """Polls ``predicate()`` until it returns a truthy value; returns that value."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(interval)
+        raise TimeoutError(f"condition not met in {timeout} s; server log:\n{self.log()}")
+
+    def available_versions(self, model: str) -> list[int]:
+        status, body = self.json("GET", f"/v1/models/{model}")
+        if status != 200:
+            return []
+        return sorted(
+            int(v["version"]) for v in body["model_version_status"] if v["state"] == "AVAILABLE"
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        self._log.close()
+        os.unlink(self._log_path)

@@ -1,0 +1,58 @@
+import pytest
+
+from serving.errors import Code, ServingError
+from serving.rest.routes import Route, parse_route
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        ("POST", "/v1/models/foo:predict", Route("predict", "foo", None, None)),
+        ("POST", "/v1/models/foo/versions/50:regress", Route("regress", "foo", 50, None)),
+        ("POST", "/v1/models/foo/labels/stable:classify", Route("classify", "foo", None, "stable")),
+        ("POST", "/V1/MODELS/Foo:predict", Route("predict", "Foo", None, None)),
+        (
+            "POST",
+            "/v1/models/my%20model/labels/a%2Bb:predict",
+            Route("predict", "my model", None, "a+b"),
+        ),
+        ("GET", "/v1/models/foo", Route("status", "foo", None, None)),
+        ("GET", "/v1/models/foo/versions/3", Route("status", "foo", 3, None)),
+        ("GET", "/v1/models/foo/labels/x/metadata", Route("metadata", "foo", None, "x")),
+        ("GET", "/v1/models/foo/metadata", Route("metadata", "foo", None, None)),
+    ],
+)
+def test_valid_routes(method, path, expected):
+    assert parse_route(method, path) == expected
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/foo"),
+        ("POST", "/v1/foo"),
+        ("POST", "/v1/models"),
+        ("GET", "/v1/models/foo:predict"),
+        ("POST", "/v1/models/foo/version/50:predict"),
+        ("POST", "/v1/models/foo/versions/HELLO:regress"),
+        ("POST", "/v1/models/foo/label/x:regress"),
+        ("POST", "/v1/models/foo/versions/50/labels/x:regress"),
+        ("POST", "/v1/models/foo/metadata"),
+        ("POST", "/v1/models/foo:PREDICT"),
+        ("GET", "/v1/models/foo/"),
+        ("PUT", "/v1/models/foo"),
+    ],
+)
+def test_malformed_routes(method, path):
+    with pytest.raises(ServingError) as err:
+        parse_route(method, path)
+    assert err.value.code == Code.INVALID_ARGUMENT
+    assert err.value.message == f"Malformed request: {method} {path}"
+
+
+def test_model_list_missing_model_name_and_huge_version():
+    assert parse_route("GET", "/v1/models") == Route("list", "", None, None)
+    with pytest.raises(ServingError, match=r"Missing model name in request\."):
+        parse_route("GET", "/v1/models/versions/1")
+    with pytest.raises(ServingError, match="Failed to convert version: 18446744073709551615"):
+        parse_route("POST", "/v1/models/foo/versions/18446744073709551615:predict")
