@@ -4,17 +4,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+is_python310() {
+  "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' >/dev/null 2>&1
+}
+
+# PYTHON if set, else the newest pyenv 3.10.x, else a python3.10/python3/python on PATH that
+# really is 3.10 (a pyenv shim for a version that is not selected exists but does not run).
 find_python() {
   if [[ -n "${PYTHON:-}" ]]; then echo "$PYTHON"; return 0; fi
-  if command -v python3.10 >/dev/null 2>&1; then command -v python3.10; return 0; fi
   if command -v pyenv >/dev/null 2>&1; then
     local version
     version="$(pyenv versions --bare 2>/dev/null | grep -E '^3\.10(\.[0-9]+)?$' | sort -V | tail -1 || true)"
-    if [[ -n "$version" ]]; then echo "$(pyenv root)/versions/$version/bin/python"; return 0; fi
+    if [[ -n "$version" ]] && is_python310 "$(pyenv root)/versions/$version/bin/python"; then
+      echo "$(pyenv root)/versions/$version/bin/python"; return 0
+    fi
   fi
-  for candidate in python3 python; do
-    if command -v "$candidate" >/dev/null 2>&1 &&
-       "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))'; then
+  for candidate in python3.10 python3 python; do
+    if command -v "$candidate" >/dev/null 2>&1 && is_python310 "$candidate"; then
       command -v "$candidate"; return 0
     fi
   done

@@ -1,16 +1,18 @@
-"""End-to-end demo on embedded defaults: model -> local store -> tfx-model-server -> REST call.
+"""The main job end to end, on embedded defaults.
 
-Trains a tiny Keras regressor on synthetic data, publishes it atomically as a timestamped
-version under ./demo-store/demo/, starts the model server on free loopback ports, sends one
-TF-Serving REST predict request, prints the answer next to in-process Keras, and stops the
-server with SIGTERM.
+1. Runs the example TFX pipeline (CsvExampleGen -> Trainer -> Exporter -> InfraValidator ->
+   Pusher) on LocalDagRunner with embedded SQLite MLMD, pushing a timestamped version into
+   ./demo-workdir/models/demo.
+2. Starts tfx-model-server on that store (free loopback ports).
+3. Sends one REST and one gRPC predict request for the same rows and prints both answers.
+4. Stops the server with SIGTERM.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,34 +23,12 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
-STORE = REPO / "demo-store"
 MODEL_NAME = "demo"
+ROWS = [{"x1": -0.705, "x2": -1.397}, {"x1": 0.144, "x2": -0.537}]
 
 
 def step(message: str) -> None:
     print(f"[demo] {message}", flush=True)
-
-
-def build_model(base: Path) -> tuple[Path, list[list[float]], list[list[float]]]:
-    import keras
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    features = rng.normal(size=(512, 4)).astype("float32")
-    target = features @ np.array([[1.5], [-2.0], [0.5], [3.0]], "float32") + 0.25
-    inputs = keras.Input(shape=(4,), name="features")
-    outputs = keras.layers.Dense(1, name="price")(inputs)
-    model = keras.Model(inputs, outputs)
-    model.compile(optimizer=keras.optimizers.Adam(0.1), loss="mse")
-    model.fit(features, target, epochs=30, batch_size=64, verbose=0)
-
-    version = int(time.time())
-    staging = base / f".incoming-{version}"
-    model.export(str(staging), verbose=False)
-    final = base / str(version)
-    os.replace(staging, final)  # atomic publish: the server never sees a half-written version
-    sample = features[:3]
-    return final, sample.tolist(), model.predict(sample, verbose=0).tolist()
 
 
 def free_port() -> int:
@@ -57,60 +37,107 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def main() -> int:
-    base = STORE / MODEL_NAME
-    if base.exists():
-        shutil.rmtree(base)
-    base.mkdir(parents=True)
-    step("training a tiny Keras model and exporting it to the store")
+def run_pipeline(workdir: Path, train_steps: int) -> Path:
+    step(f"running the TFX pipeline on LocalDagRunner (workdir {workdir.relative_to(REPO)})")
     started = time.perf_counter()
-    version_dir, sample, expected = build_model(base)
-    step(f"published {version_dir.relative_to(REPO)} in {time.perf_counter() - started:.1f} s")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.serving_demo",
+            "run",
+            "--workdir",
+            str(workdir),
+            "--train_steps",
+            str(train_steps),
+        ],
+        cwd=REPO,
+        check=True,
+    )
+    step(f"pipeline done in {time.perf_counter() - started:.0f} s")
+    return workdir / "models" / MODEL_NAME
 
-    port = free_port()
+
+def wait_until_serving(url: str, server: subprocess.Popen, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return json.load(response)
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("[demo] the server did not come up; see its log above") from None
+            time.sleep(0.2)
+
+
+def rest_predict(port: int) -> list:
+    url = f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}:predict"
+    body = json.dumps({"instances": [{k: [v] for k, v in row.items()} for row in ROWS]})
+    request = urllib.request.Request(url, data=body.encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer = json.load(response)
+    step(f"REST  POST {url}")
+    step(f"      {body}")
+    step(f"   -> {json.dumps(answer)}")
+    return [row[0] for row in answer["predictions"]]
+
+
+def grpc_predict(port: int) -> list:
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL_NAME
+    for feature in ("x1", "x2"):
+        values = [[row[feature]] for row in ROWS]
+        request.inputs[feature].CopyFrom(tf.make_tensor_proto(values, dtype=tf.float32))
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        response = stub.Predict(request, timeout=30)
+    (output,) = response.outputs.values()
+    values = tf.make_ndarray(output).reshape(-1).tolist()
+    step(
+        f"gRPC  PredictionService/Predict on 127.0.0.1:{port} (model version "
+        f"{response.model_spec.version.value}, signature {response.model_spec.signature_name})"
+    )
+    step(f"   -> {[round(v, 6) for v in values]}")
+    return values
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", default=str(REPO / "demo-workdir"))
+    parser.add_argument("--train_steps", type=int, default=20)
+    args = parser.parse_args()
+    store = run_pipeline(Path(args.workdir).resolve(), args.train_steps)
+
+    rest_port, grpc_port = free_port(), free_port()
     command = [
         sys.executable,
         "-m",
         "serving",
         "--host=127.0.0.1",
-        "--port=0",
-        f"--rest_api_port={port}",
+        f"--port={grpc_port}",
+        f"--rest_api_port={rest_port}",
         f"--model_name={MODEL_NAME}",
-        f"--model_base_path={base}",
+        f"--model_base_path={store}",
     ]
     step("starting: tfx-model-server " + " ".join(command[3:]))
     server = subprocess.Popen(command, cwd=REPO)
     try:
-        url = f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    status = json.load(response)
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    step("the server did not come up; see its log above")
-                    return 1
-                time.sleep(0.2)
-        step(f"GET {url} -> {json.dumps(status)}")
-        body = json.dumps({"instances": sample}).encode()
-        request = urllib.request.Request(url + ":predict", data=body, method="POST")
-        with urllib.request.urlopen(request, timeout=30) as response:
-            answer = json.load(response)
-        step(f"POST {url}:predict {body.decode()}")
-        step(f"  -> {json.dumps(answer)}")
-        step(f"in-process Keras predicts {[[round(v, 5) for v in row] for row in expected]}")
-        served = [row[0] for row in answer["predictions"]]
-        if max(abs(a - b[0]) for a, b in zip(served, expected, strict=True)) > 1e-4:
-            step("MISMATCH between the server and in-process Keras")
+        status = wait_until_serving(f"http://127.0.0.1:{rest_port}/v1/models/{MODEL_NAME}", server)
+        step(f"model status: {json.dumps(status)}")
+        over_rest = rest_predict(rest_port)
+        over_grpc = grpc_predict(grpc_port)
+        if max(abs(a - b) for a, b in zip(over_rest, over_grpc, strict=True)) > 1e-6:
+            step("MISMATCH between the REST and gRPC answers")
             return 1
-        step("server and in-process Keras agree")
+        step("REST and gRPC agree")
         return 0
     finally:
         server.terminate()
-        code = server.wait(60)
-        step(f"server stopped with exit code {code}")
+        step(f"server stopped with exit code {server.wait(60)}")
 
 
 if __name__ == "__main__":

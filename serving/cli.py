@@ -18,11 +18,12 @@ def _configure_logging() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     _configure_logging()
-    from serving.options import OptionsError, parse_options
+    from serving.errors import ConfigError
+    from serving.options import parse_options
 
     try:
         options, ignored = parse_options(sys.argv[1:] if argv is None else argv)
-    except OptionsError as exc:
+    except ConfigError as exc:
         print(f"tfx-model-server: error: {exc}", file=sys.stderr)
         return 2
     if options.version:
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         server = ModelServer(options)
-    except OptionsError as exc:
+        return server.run()
+    except ConfigError as exc:
         print(f"tfx-model-server: error: {exc}", file=sys.stderr)
         return 2
-    return server.run()

@@ -14,14 +14,14 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.core.server_core import ServerCore
-from serving.errors import ServingError
+from serving.errors import ConfigError, ServingError
 
 log = logging.getLogger(__name__)
 
 ModelServerConfig = model_server_config_pb2.ModelServerConfig
 
 
-class ConfigFileError(ValueError):
+class ConfigFileError(ConfigError):
     """The config file cannot be read or parsed; the message names the file and the problem."""
 
 

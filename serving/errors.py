@@ -55,6 +55,10 @@ def http_status(code: Code) -> int:
     return _HTTP_STATUS.get(code, 500)
 
 
+class ConfigError(ValueError):
+    """A command line or config file the server cannot start with; the message says the fix."""
+
+
 class ServingError(Exception):
     """An error whose ``code`` decides the HTTP/gRPC status and whose message reaches the client."""
 

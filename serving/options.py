@@ -11,6 +11,8 @@ import argparse
 import os
 from dataclasses import dataclass, fields
 
+from serving.errors import ConfigError
+
 _TRUE = {"true", "1", "yes", "t", "y"}
 _FALSE = {"false", "0", "no", "f", "n"}
 
@@ -58,6 +60,10 @@ class ServerOptions:
     enable_serialization_as_tensor_content: bool = False
     enable_grpc_healthcheck_service: bool = False
     max_queued_requests: int = 1024
+    max_request_bytes: int = 0
+    auth_token_file: str = ""
+    auth_protect_health_probes: bool = False
+    traffic_split_config_file: str = ""
     host: str = "0.0.0.0"
     version: bool = False
 
@@ -75,6 +81,16 @@ _HELP = {
     "max_queued_requests": "model calls allowed to wait for a thread before HTTP 503 / "
     "UNAVAILABLE (tfx-model-server only)",
     "host": "address to bind (tfx-model-server only)",
+    "max_request_bytes": "largest request body/message accepted, 0 = unlimited (REST 413, gRPC "
+    "RESOURCE_EXHAUSTED past it; tfx-model-server only)",
+    "auth_token_file": "require 'Authorization: Bearer <token>' on REST and gRPC; tokens one per "
+    "line (also from $TFX_MODEL_SERVER_AUTH_TOKENS, comma-separated; tfx-model-server only)",
+    "auth_protect_health_probes": "also require the token on /healthz, /readyz and gRPC health "
+    "(tfx-model-server only)",
+    "traffic_split_config_file": "JSON weights splitting unversioned requests between version "
+    "labels (tfx-model-server only; see docs/serving.md)",
+    "ssl_config_file": "text SSLConfig (server_key, server_cert, custom_ca, client_verify); "
+    "applies to REST and gRPC",
     "version": "print versions and exit",
 }
 
@@ -126,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class OptionsError(ValueError):
+class OptionsError(ConfigError):
     """A command line that cannot work; the message says what to change."""
 
 
@@ -187,5 +203,7 @@ def validate(options: ServerOptions) -> None:
         )
     if not 0.0 <= options.per_process_gpu_memory_fraction <= 1.0:
         raise OptionsError("--per_process_gpu_memory_fraction must be between 0 and 1")
+    if options.max_request_bytes < 0:
+        raise OptionsError("--max_request_bytes must be >= 0 (0 = unlimited)")
     if options.rest_api_timeout_in_ms < 0:
         raise OptionsError("--rest_api_timeout_in_ms must be >= 0")

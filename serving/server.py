@@ -8,33 +8,42 @@ kill the process: it is reported in its status and retried.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
+import shutil
 import signal
+import ssl
+import tempfile
 from contextlib import contextmanager
 
 import uvicorn
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.api.inference import InferenceService
+from serving.batching.params import BatchingConfig, BatchingConfigError, read_batching_parameters
+from serving.batching.scheduler import BatchScheduler
 from serving.config_file import ConfigFileError, ConfigFileWatcher, read_model_config
 from serving.core.model_manager import RetryPolicy
 from serving.core.server_core import ServerCore
+from serving.core.traffic_split import DEFAULT_ROUTING_HEADER, read_traffic_split
 from serving.errors import ServingError
+from serving.monitoring.config import MonitoringConfigError, read_monitoring_config
+from serving.monitoring.metrics import ServingMetrics
 from serving.options import OptionsError, ServerOptions
 from serving.rest.app import RestApi, RestOptions
-from serving.servables.saved_model import LoadOptions, load_saved_model
+from serving.security.auth import TokenAuthenticator, load_tokens
+from serving.security.ssl_config import read_ssl_config, write_pem_files
+from serving.servables.devices import configure_devices
+from serving.servables.loader import BatchingSetup, ServableLoader
+from serving.servables.saved_model import LoadOptions
 from serving.servables.session_config import SessionSettings, build_session_config
 
 log = logging.getLogger(__name__)
 
 # Options of features that later work items implement; using one now is a clear error.
 _NOT_YET = {
-    "enable_batching": "dynamic batching",
-    "monitoring_config_file": "Prometheus monitoring",
-    "ssl_config_file": "TLS",
     "enable_grpc_healthcheck_service": "the gRPC health service",
-    "enable_per_model_batching_parameters": "per-model batching",
 }
 
 
@@ -81,8 +90,18 @@ class ModelServer:
             ),
         )
         self.config = model_config_from_flags(options)
+        configure_devices(options.per_process_gpu_memory_fraction)
+        self.metrics = self._metrics(options)
+        self.batching = self._batching(options)
+        loader = ServableLoader(
+            load_options,
+            self.batching,
+            options.enable_model_warmup,
+            options.num_request_iterations_for_warmup,
+            self.metrics,
+        )
         self.core = ServerCore(
-            loader_factory=lambda _model_config: lambda path: load_saved_model(path, load_options),
+            loader_factory=lambda _model_config: loader,
             closer=lambda servable: servable.close(),
             poll_wait_seconds=options.file_system_poll_wait_seconds,
             num_load_threads=options.num_load_threads,
@@ -103,13 +122,62 @@ class ModelServer:
             if options.model_config_file and options.model_config_file_poll_wait_seconds > 0
             else None
         )
+        self.tls = read_ssl_config(options.ssl_config_file) if options.ssl_config_file else None
+        self.authenticator = TokenAuthenticator(
+            load_tokens(options.auth_token_file), options.auth_protect_health_probes
+        )
+        self.traffic = (
+            read_traffic_split(options.traffic_split_config_file)
+            if options.traffic_split_config_file
+            else None
+        )
         threads = options.rest_api_num_threads or 4 * (os.cpu_count() or 1)
-        self.service = InferenceService(self.core, threads, options.max_queued_requests)
+        self.service = InferenceService(
+            self.core, threads, options.max_queued_requests, self.metrics
+        )
         self._stopping: asyncio.Event | None = None
+
+    def _metrics(self, options: ServerOptions) -> ServingMetrics | None:
+        if not options.monitoring_config_file:
+            return None
+        try:
+            settings = read_monitoring_config(options.monitoring_config_file)
+        except MonitoringConfigError as exc:
+            raise OptionsError(str(exc)) from exc
+        if not settings.enable:
+            return None
+        if not options.rest_api_port:
+            log.warning("Prometheus metrics are served on the REST port; set --rest_api_port")
+        return ServingMetrics(self._version_states, settings.path)
+
+    def _version_states(self):
+        for name in self.core.model_names():
+            for version, state, _ in self.core.manager(name).statuses():
+                yield name, version, state.name
+
+    def _batching(self, options: ServerOptions) -> BatchingSetup | None:
+        if not options.enable_batching:
+            if options.enable_per_model_batching_parameters:
+                raise OptionsError(
+                    "--enable_per_model_batching_parameters requires --enable_batching"
+                )
+            return None
+        try:
+            config = (
+                read_batching_parameters(options.batching_parameters_file)
+                if options.batching_parameters_file
+                else BatchingConfig(thread_pool_name="model_server_batch_threads")
+            )
+        except BatchingConfigError as exc:
+            raise OptionsError(str(exc)) from exc
+        scheduler = BatchScheduler(config.threads, config.thread_pool_name, self.metrics)
+        return BatchingSetup(scheduler, config, options.enable_per_model_batching_parameters)
 
     def run(self) -> int:
         try:
             self.core.apply_config(self.config)
+            if self.traffic is not None:
+                self.core.set_traffic_splits(self.traffic.splits)
         except ServingError as exc:
             raise OptionsError(exc.message) from exc
         self.core.start()
@@ -138,7 +206,13 @@ class ModelServer:
             app = RestApi(
                 self.service,
                 RestOptions(
-                    self.options.rest_api_timeout_in_ms, self.options.rest_api_enable_cors_support
+                    timeout_ms=self.options.rest_api_timeout_in_ms,
+                    enable_cors=self.options.rest_api_enable_cors_support,
+                    max_request_bytes=self.options.max_request_bytes,
+                    authenticator=self.authenticator,
+                    routing_header=(
+                        self.traffic.routing_header if self.traffic else DEFAULT_ROUTING_HEADER
+                    ).encode(),
                 ),
             )
             rest = _Uvicorn(
@@ -152,6 +226,7 @@ class ModelServer:
                     log_level="warning",
                     access_log=False,
                     timeout_graceful_shutdown=30,
+                    **self._rest_tls_arguments(),
                 )
             )
             tasks.append(asyncio.create_task(rest.serve()))
@@ -169,6 +244,20 @@ class ModelServer:
             await grpc_server.stop(grace=30)
         await asyncio.gather(*tasks)
 
+    def _rest_tls_arguments(self) -> dict:
+        """uvicorn's TLS settings (it reads files, so the PEM contents go to a private dir)."""
+        if self.tls is None:
+            return {}
+        private = tempfile.mkdtemp(prefix="tfx-model-server-tls-")
+        atexit.register(shutil.rmtree, private, ignore_errors=True)
+        files = write_pem_files(self.tls, private)
+        return {
+            "ssl_keyfile": files.key,
+            "ssl_certfile": files.cert,
+            "ssl_ca_certs": files.ca,
+            "ssl_cert_reqs": ssl.CERT_REQUIRED if self.tls.client_verify else ssl.CERT_NONE,
+        }
+
     async def _start_grpc(self):
         """The gRPC front end, when built (see serving.grpc_api)."""
         if not self.options.port and not self.options.grpc_socket_path:
@@ -182,6 +271,8 @@ class ModelServer:
                 self.options.port,
             )
             return None
+        if self.tls is not None or self.authenticator.enabled:
+            raise OptionsError("TLS and token auth are not wired into gRPC yet; pass --port=0")
         server = build_grpc_server(self.service, self.options)
         await server.start()
         log.info("Running gRPC ModelServer at %s:%d ...", self.options.host, self.options.port)

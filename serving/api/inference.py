@@ -3,15 +3,18 @@
 Model calls run in a thread pool (TF releases the GIL while it computes), so the asyncio event
 loop that serves HTTP and gRPC keeps accepting requests. The number of calls waiting for a
 thread is bounded: past the bound a request fails fast with UNAVAILABLE (HTTP 503) instead of
-queueing without limit and timing out everyone.
+queueing without limit and timing out everyone. A version loaded with batching is awaited
+instead (``BatchingServable.run_async``): its batch scheduler has its own threads and bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,8 +29,10 @@ from serving.api.signatures import (
     output_aliases,
     signature_or_default,
 )
+from serving.batching.servable import BatchingServable
 from serving.core.server_core import ModelSpec, ServableHandle, ServerCore
 from serving.errors import Code, ServingError, invalid_argument, unavailable, unimplemented
+from serving.monitoring.metrics import ServingMetrics
 
 
 @dataclass(frozen=True)
@@ -49,8 +54,15 @@ InputDecoder = Callable[[SignatureDef], Mapping[str, np.ndarray]]
 
 
 class InferenceService:
-    def __init__(self, core: ServerCore, num_threads: int, max_queued: int) -> None:
+    def __init__(
+        self,
+        core: ServerCore,
+        num_threads: int,
+        max_queued: int,
+        metrics: ServingMetrics | None = None,
+    ) -> None:
         self.core = core
+        self.metrics = metrics
         self._pool = ThreadPoolExecutor(max_workers=num_threads, thread_name_prefix="infer")
         self._num_threads = num_threads
         self._max_queued = max_queued
@@ -71,6 +83,42 @@ class InferenceService:
             with self._pending_lock:
                 self._pending -= 1
 
+    async def _model_call(
+        self,
+        handle: ServableHandle,
+        api: str,
+        signature: SignatureDef,
+        inputs: Mapping[str, np.ndarray],
+        aliases: Sequence[str],
+        timeout_ms: int,
+    ) -> dict[str, np.ndarray]:
+        """The model call both front ends share: through the batcher when the version has one."""
+        servable = handle.servable
+        start = time.perf_counter()
+        if isinstance(servable, BatchingServable):
+            outputs = await servable.run_async(signature, inputs, aliases, timeout_ms)
+        else:
+            outputs = await self._run(servable.run, signature, inputs, aliases, timeout_ms)
+        if self.metrics is not None:
+            self.metrics.record_runtime(handle.model_name, api, time.perf_counter() - start)
+        return outputs
+
+    @contextmanager
+    def _counted(self, model: str) -> Iterator[None]:
+        """TF Serving's request_count{model_name,status} for one API call."""
+        if self.metrics is None:
+            yield
+            return
+        try:
+            yield
+        except asyncio.CancelledError:
+            self.metrics.record_request(model, Code.CANCELLED.name)
+            raise
+        except Exception as exc:
+            self.metrics.record_request(model, status_error(exc).code.name)
+            raise
+        self.metrics.record_request(model, Code.OK.name)
+
     # ------------------------------------------------------------------ predict
     async def predict(
         self,
@@ -81,40 +129,42 @@ class InferenceService:
         find: Callable[[Mapping[str, SignatureDef], str], SignatureDef] = find_signature,
     ) -> PredictResult:
         """``decode_inputs`` gets the signature because REST needs its dtypes to read JSON."""
-        with self.core.handle(spec) as handle:
+        with self._counted(spec.name), self.core.handle(spec) as handle:
             signature = find(handle.servable.signatures, spec.signature_name)
             inputs = decode_inputs(signature)
             check_inputs(signature, list(inputs))
             aliases = output_aliases(signature, output_filter)
-            outputs = await self._run(handle.servable.run, signature, inputs, aliases, timeout_ms)
+            outputs = await self._model_call(
+                handle, "Predict", signature, inputs, aliases, timeout_ms
+            )
             return PredictResult(self._resolved(handle, spec), outputs)
 
     # ------------------------------------------------------------------ classify / regress
     async def classify(
         self, spec: ModelSpec, inp: input_pb2.Input, timeout_ms: int = 0
     ) -> tuple[ResolvedSpec, classification_pb2.ClassificationResult]:
-        with self.core.handle(spec) as handle:
+        with self._counted(spec.name), self.core.handle(spec) as handle:
             _, signature = examples.find_inference_signature(
                 handle.servable.signatures, spec.signature_name
             )
             alias, fetch = examples.classification_plan(signature)
             batch = examples.serialized_examples(inp)
-            outputs = await self._run(
-                handle.servable.run, signature, {alias: batch}, fetch, timeout_ms
+            outputs = await self._model_call(
+                handle, "Classify", signature, {alias: batch}, fetch, timeout_ms
             )
             return self._resolved(handle, spec), examples.classification_result(outputs, len(batch))
 
     async def regress(
         self, spec: ModelSpec, inp: input_pb2.Input, timeout_ms: int = 0
     ) -> tuple[ResolvedSpec, regression_pb2.RegressionResult]:
-        with self.core.handle(spec) as handle:
+        with self._counted(spec.name), self.core.handle(spec) as handle:
             _, signature = examples.find_inference_signature(
                 handle.servable.signatures, spec.signature_name
             )
             alias, fetch = examples.regression_plan(signature)
             batch = examples.serialized_examples(inp)
-            outputs = await self._run(
-                handle.servable.run, signature, {alias: batch}, fetch, timeout_ms
+            outputs = await self._model_call(
+                handle, "Regress", signature, {alias: batch}, fetch, timeout_ms
             )
             return self._resolved(handle, spec), examples.regression_result(outputs, len(batch))
 
@@ -128,7 +178,7 @@ class InferenceService:
         for all of them, and every task's outputs come from one session run over the shared
         examples, so the results are consistent with each other.
         """
-        with self.core.handle(tasks[0][0]) as handle:
+        with self._counted(tasks[0][0].name), self.core.handle(tasks[0][0]) as handle:
             plans = _plan_tasks(handle.servable.signatures, tasks)
             # One synthetic signature keyed by tensor name: the tasks' output aliases (e.g. two
             # "scores") may collide, their tensors are what the session fetches.
@@ -140,8 +190,13 @@ class InferenceService:
                     info = plan.signature.outputs[output]
                     combined.outputs[info.name].CopyFrom(info)
             batch = examples.serialized_examples(inp)
-            fetched = await self._run(
-                handle.servable.run, combined, {alias: batch}, list(combined.outputs), timeout_ms
+            fetched = await self._model_call(
+                handle,
+                "MultiInference",
+                combined,
+                {alias: batch},
+                list(combined.outputs),
+                timeout_ms,
             )
             results: list[tuple[ResolvedSpec, InferenceResult]] = []
             for plan in plans:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.core.model_manager import ModelManager, RetryPolicy, VersionRecord
+from serving.core.traffic_split import TrafficSplit
 from serving.errors import Code, ServingError, failed_precondition, invalid_argument
 from serving.storage.source import VersionSource
 
@@ -38,6 +39,7 @@ class ModelSpec:
     version: int | None = None
     label: str | None = None
     signature_name: str = ""
+    routing_key: str | None = None  # picks a label when the model has a traffic split
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ class ServerCore:
         allow_labels_for_unavailable_versions: bool = False,
     ) -> None:
         self._allow_unavailable_labels = allow_labels_for_unavailable_versions
+        self._splits: dict[str, TrafficSplit] = {}
         self._loader_factory = loader_factory
         self._closer = closer
         self._poll_wait = poll_wait_seconds
@@ -136,6 +139,21 @@ class ServerCore:
                     current.manager.remove()
                 self._models[name] = self._new_model(model_config)
         self._wake.set()
+
+    def set_traffic_splits(self, splits: dict[str, TrafficSplit]) -> None:
+        """Weighted label splits per model; every label must exist in that model's config."""
+        with self._lock:
+            for model, split in splits.items():
+                if model not in self._models:
+                    raise invalid_argument(f"Traffic split names unknown model {model}")
+                labels = self._models[model].config.version_labels
+                missing = [label for label in split.labels if label not in labels]
+                if missing:
+                    raise invalid_argument(
+                        f"Traffic split for model {model} uses labels {missing} that its "
+                        f"config does not define (version_labels: {sorted(labels)})"
+                    )
+            self._splits = dict(splits)
 
     def _check_label_moves(self, current: _Model, new: ModelConfig) -> None:
         """TF Serving's label rules for a model that stays in the config.
@@ -263,6 +281,13 @@ class ServerCore:
             if spec.label not in labels:
                 raise invalid_argument(f"Unrecognized servable version label: {spec.label}")
             return labels[spec.label]
+        if spec.version is None:
+            split = self._splits.get(spec.name)
+            if split is not None:
+                version = model.config.version_labels.get(split.choose(spec.routing_key))
+                if version in model.manager.available_versions():
+                    return version
+                # The chosen label's version is not serving: fall back to the latest.
         return spec.version
 
     @contextmanager

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import gzip
 import logging
+import time
 import zlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 from google.protobuf import json_format
@@ -21,9 +22,11 @@ from serving.api import model_info
 from serving.api.inference import InferenceService, status_error
 from serving.api.signatures import signature_or_default
 from serving.core.server_core import ModelSpec
+from serving.core.traffic_split import DEFAULT_ROUTING_HEADER
 from serving.errors import Code, ServingError, http_status, invalid_argument
 from serving.rest import json_codec
 from serving.rest.routes import API_PREFIX, Route, parse_route
+from serving.security.auth import TokenAuthenticator
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +41,19 @@ _CORS_HEADERS = [
     (b"access-control-allow-headers", b"Content-Type"),
 ]
 _MAX_UNCOMPRESSED_BYTES = 100 * 1024 * 1024  # TF Serving's gzip limit
+_PROMETHEUS_HEADERS = [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]
+_INFERENCE_KINDS = frozenset({"predict", "classify", "regress"})
 
 
 @dataclass(frozen=True)
 class RestOptions:
     timeout_ms: int = 30000
     enable_cors: bool = False
+    max_request_bytes: int = 0  # 0 = unlimited
+    authenticator: TokenAuthenticator = field(
+        default_factory=lambda: TokenAuthenticator(frozenset())
+    )
+    routing_header: bytes = DEFAULT_ROUTING_HEADER.encode()
 
 
 def _proto_json(message) -> dict:
@@ -80,10 +90,21 @@ class RestApi:
         raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         raw_path = raw_path.split("?", 1)[0]
         headers = dict(scope["headers"])
-        extra_headers = _CORS_HEADERS if self._options.enable_cors else []
+        extra_headers = list(_CORS_HEADERS) if self._options.enable_cors else []
+        authenticator = self._options.authenticator
+        if authenticator.enabled and method != "OPTIONS" and not authenticator.exempt(raw_path):
+            reason = authenticator.check(headers.get(b"authorization"))
+            if reason is not None:
+                challenge = [(b"www-authenticate", b"Bearer")]
+                await self._send(send, 401, json_codec.encode_error(reason), challenge)
+                return
         if method == "GET" and raw_path in ("/healthz", "/readyz"):
             status, payload = self._health(raw_path)
             await self._send(send, status, payload, extra_headers)
+            return
+        metrics = self._service.metrics
+        if metrics is not None and method == "GET" and raw_path == metrics.path:
+            await self._send(send, 200, metrics.exposition(), _PROMETHEUS_HEADERS, False)
             return
         if not API_PREFIX.match(raw_path):
             await self._send(send, 404, json_codec.encode_error(f"Not found: {raw_path}"), [])
@@ -93,18 +114,30 @@ class RestApi:
             ok = origin.startswith((b"http://", b"https://"))
             await self._send(send, 200 if ok else 400, b"", extra_headers, content_type=False)
             return
+        start = time.perf_counter()
+        route = None
         try:
-            body = await self._read_body(receive) if method == "POST" else b""
+            body = await self._read_body(receive, headers) if method == "POST" else b""
             encoding = headers.get(b"content-encoding", b"").decode("latin-1").strip().lower()
             route = parse_route(method, raw_path)
-            payload = await self._dispatch(route, _decompress(body, encoding))
+            routing_key = headers.get(self._options.routing_header)
+            payload, version = await self._dispatch(
+                route,
+                _decompress(body, encoding),
+                routing_key.decode("latin-1") if routing_key else None,
+            )
+            if version is not None:
+                extra_headers.append((b"x-model-version", str(version).encode()))
             status = 200
         except Exception as exc:  # every failure becomes a JSON error response
             error = status_error(exc)
             if not isinstance(exc, ServingError):
                 log.exception("Unexpected error serving %s %s", method, raw_path)
-            status = http_status(error.code)
+            status = 413 if isinstance(error, _RequestTooLarge) else http_status(error.code)
             payload = json_codec.encode_error(error.message)
+        if metrics is not None and route is not None and route.kind in _INFERENCE_KINDS:
+            latency = time.perf_counter() - start
+            metrics.record_request_latency(route.model, route.kind, "REST", latency)
         await self._send(send, status, payload, extra_headers)
 
     def _model_list(self) -> list[dict]:
@@ -128,12 +161,16 @@ class RestApi:
             return 503, orjson.dumps({"status": "not ready", "models_not_available": waiting})
         return 200, orjson.dumps({"status": "ready"})
 
-    async def _dispatch(self, route: Route, body: bytes) -> bytes:
+    async def _dispatch(
+        self, route: Route, body: bytes, routing_key: str | None
+    ) -> tuple[bytes, int | None]:
+        """The response body, and the model version that answered (for inference calls)."""
         if route.kind == "list":
-            return orjson.dumps({"models": self._model_list()})
+            return orjson.dumps({"models": self._model_list()}), None
         if route.kind == "status":
             spec = ModelSpec(route.model, route.version, route.label)
-            return orjson.dumps(_proto_json(model_info.model_status(self._service.core, spec)))
+            status = model_info.model_status(self._service.core, spec)
+            return orjson.dumps(_proto_json(status)), None
         if route.kind == "metadata":
             spec = ModelSpec(route.model, route.version, route.label)
             response = model_info.model_metadata(
@@ -143,11 +180,16 @@ class RestApi:
                 key: _proto_json(_unpack_signature_map(value))
                 for key, value in response.metadata.items()
             }
-            return orjson.dumps(
-                {"model_spec": _proto_json(response.model_spec), "metadata": metadata}
-            )
+            document = {"model_spec": _proto_json(response.model_spec), "metadata": metadata}
+            return orjson.dumps(document), None
         doc = json_codec.parse_json(body)
-        spec = ModelSpec(route.model, route.version, route.label, json_codec.signature_name_of(doc))
+        spec = ModelSpec(
+            route.model,
+            route.version,
+            route.label,
+            json_codec.signature_name_of(doc),
+            routing_key,
+        )
         timeout = self._options.timeout_ms
         if route.kind == "predict":
             columnar: list[bool] = []
@@ -160,22 +202,30 @@ class RestApi:
             result = await self._service.predict(
                 spec, decode, timeout_ms=timeout, find=_rest_signature_lookup
             )
-            return json_codec.encode_predict_outputs(result.outputs, columnar[0])
+            encoded = json_codec.encode_predict_outputs(result.outputs, columnar[0])
+            return encoded, result.spec.version
         inp = json_codec.decode_inference_input(doc, route.kind)
         if route.kind == "classify":
-            _, classification = await self._service.classify(spec, inp, timeout)
-            return json_codec.encode_classification(classification)
-        _, regression = await self._service.regress(spec, inp, timeout)
-        return json_codec.encode_regression(regression)
+            resolved, classification = await self._service.classify(spec, inp, timeout)
+            return json_codec.encode_classification(classification), resolved.version
+        resolved, regression = await self._service.regress(spec, inp, timeout)
+        return json_codec.encode_regression(regression), resolved.version
 
-    @staticmethod
-    async def _read_body(receive: Receive) -> bytes:
-        chunks = []
+    async def _read_body(self, receive: Receive, headers: dict[bytes, bytes]) -> bytes:
+        limit = self._options.max_request_bytes
+        declared = headers.get(b"content-length", b"")
+        if limit and declared.isdigit() and int(declared) > limit:
+            raise _too_large(int(declared), limit)
+        chunks, size = [], 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise ServingError(Code.CANCELLED, "Client disconnected")
-            chunks.append(message.get("body", b""))
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if limit and size > limit:
+                raise _too_large(size, limit)
+            chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
@@ -197,6 +247,18 @@ class RestApi:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+class _RequestTooLarge(ServingError):
+    """HTTP 413; RESOURCE_EXHAUSTED would map to 429, which tells clients to retry."""
+
+
+def _too_large(size: int, limit: int) -> ServingError:
+    return _RequestTooLarge(
+        Code.RESOURCE_EXHAUSTED,
+        f"Request body of {size} bytes exceeds the server's limit of {limit} bytes "
+        "(--max_request_bytes)",
+    )
 
 
 def _rest_signature_lookup(signatures, name: str):

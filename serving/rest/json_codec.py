@@ -159,9 +159,12 @@ class _RapidJsonReader:
         self._root: Any = None
 
     def parse(self) -> Any:
-        """The document's value. The cyclic GC is paused meanwhile: a deeply nested body makes
-        ~1e6 containers, and the full collections they trigger would dominate (seconds instead
-        of a fraction); the result is acyclic, so nothing is left for the GC to find."""
+        """The document's value, or the ServingError rapidjson's message maps to.
+
+        The cyclic GC is paused meanwhile: a deeply nested body makes ~1e6 containers and the
+        full collections they trigger would dominate (seconds instead of a fraction of one);
+        the result is acyclic, so the GC has nothing to find in it.
+        """
         paused = gc.isenabled()
         gc.disable()
         try:
@@ -251,12 +254,23 @@ class _RapidJsonReader:
     def _number_run(self) -> bool:
         """Append a run of plain numbers to the open array in one step, if one starts here."""
         run = _NUMBER_RUN.match(self._text, self._pos)
-        values = _plain_numbers(run.group().split(b",")) if run else None
-        if values is None:
+        if not run:
             return False
+        tokens = run.group().split(b",")
+        values = [_number_value(token.strip(b" \t\n\r")) for token in tokens]
+        if math.inf in values or -math.inf in values:
+            self._check_overflow(run.start(), tokens, values)
         self._stack[-1][0].extend(values)
         self._pos = run.end()
         return True
+
+    def _check_overflow(self, offset: int, tokens: list[bytes], values: list) -> None:
+        """An infinity that was not spelled Inf/Infinity is rapidjson's 'Number too big'."""
+        for token, value in zip(tokens, values, strict=True):
+            if value in (math.inf, -math.inf) and b"I" not in token:
+                start = offset + len(token) - len(token.lstrip(b" \t\n\r"))
+                raise self._error("Number too big to be stored in double.", start)
+            offset += len(token) + 1
 
     def _store(self, value: Any) -> int:
         if not self._stack:
@@ -386,16 +400,6 @@ class _RapidJsonReader:
     @staticmethod
     def _error(message: str, offset: int) -> ServingError:
         return invalid_argument(f"JSON Parse error: {message} at offset: {offset}")
-
-
-def _plain_numbers(tokens: list[bytes]) -> list | None:
-    """Values of well-formed number tokens; None if one overflows (the caller then reports it)."""
-    values = [_number_value(token.strip(b" \t\n\r")) for token in tokens]
-    if math.inf in values or -math.inf in values:
-        infinite = (t for v, t in zip(values, tokens, strict=True) if v in (math.inf, -math.inf))
-        if any(b"I" not in token for token in infinite):
-            return None
-    return values
 
 
 def _number_value(token: bytes) -> int | float:

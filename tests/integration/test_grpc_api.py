@@ -9,6 +9,7 @@ flag, a large request, deadlines and config reloads.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
+from serving.grpc_api import rpc
 from serving.grpc_api.server import parse_channel_arguments
 from serving.options import OptionsError
 from tests.support.models import write_half_plus_two, write_slow_loop, write_tf2_scale
@@ -97,6 +99,18 @@ def _rpc_error(call, *args, timeout: float = 30) -> grpc.RpcError:
     return err.value
 
 
+def _count(n: int) -> predict_pb2.PredictRequest:
+    """A call to the ``slow`` model: a loop of ``n`` steps (10**12: until cancelled)."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "slow"
+    request.inputs["n"].CopyFrom(tf.make_tensor_proto(n, dtype=tf.int64))
+    return request
+
+
+def _total(response: predict_pb2.PredictResponse) -> int:
+    return int(tf.make_ndarray(response.outputs["total"]))
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("grpc")
@@ -113,14 +127,15 @@ def store(tmp_path_factory) -> Path:
 def servers(store) -> Iterator[dict[str, ServerProcess]]:
     """Both servers, started in parallel (each spends seconds importing TensorFlow).
 
-    ``main``: two models, a UNIX socket too, and TF Serving's ``testGoodGrpcChannelArgs``
-    arguments. ``reload``: ``--enable_serialization_as_tensor_content``, a single model thread
-    (so a model run that ignored its deadline would block the next call) and at most four
-    concurrent RPCs; its config is replaced by the reload tests.
+    ``main``: a UNIX socket too, TF Serving's ``testGoodGrpcChannelArgs`` arguments and at
+    most four concurrent RPCs (its tests make one call at a time). ``reload``:
+    ``--enable_serialization_as_tensor_content`` and a single model thread (so a model run
+    that ignored its deadline would block the next call); its config is replaced by the reload
+    tests.
     """
     main = _write_config(
         store / "main.config",
-        {"half_plus_two": store / "half_plus_two", "scale": store / "scale"},
+        {name: store / name for name in ("half_plus_two", "scale", "slow")},
     )
     reload = _write_config(
         store / "reload.config",
@@ -133,6 +148,7 @@ def servers(store) -> Iterator[dict[str, ServerProcess]]:
                 f"--grpc_socket_path={store / 'grpc.sock'}",
                 "--grpc_channel_arguments=grpc.max_connection_age_ms=2000,"
                 "grpc.lb_policy_name=grpclb",
+                "--grpc_max_threads=4",
             ],
             grpc=True,
         ),
@@ -141,7 +157,6 @@ def servers(store) -> Iterator[dict[str, ServerProcess]]:
                 f"--model_config_file={reload}",
                 "--enable_serialization_as_tensor_content=true",
                 "--rest_api_num_threads=1",
-                "--grpc_max_threads=4",
             ],
             grpc=True,
         ),
@@ -447,6 +462,47 @@ def test_channel_arguments_parsing():
         parse_channel_arguments("grpc.so_reuseaddr")
 
 
+def test_unexpected_exceptions_become_internal():
+    """A bug in a handler ends the call with INTERNAL and a message, never a crash."""
+
+    class Aborted(Exception):
+        pass
+
+    class Context:
+        async def abort(self, code, details):
+            self.status = (code, details)
+            raise Aborted
+
+    class Servicer:
+        @rpc
+        async def Broken(self, request, context):
+            raise KeyError("oops")
+
+    context = Context()
+    with pytest.raises(Aborted):
+        asyncio.run(Servicer().Broken(None, context))
+    assert context.status == (grpc.StatusCode.INTERNAL, "KeyError: 'oops'")
+
+
+def test_grpc_max_threads_caps_concurrent_calls(client):
+    """``--grpc_max_threads=4``: while four calls run, another is refused at once.
+
+    (grpc.aio counts a call until its handler task is done, a moment after the client has its
+    answer: the cap is for overload protection, not an exact concurrency contract.)
+    """
+    running = [client.predict_stub.Predict.future(_count(10**12), timeout=1) for _ in "abcd"]
+    codes = set()
+    for _ in range(20):
+        try:
+            client.predict_stub.Predict(_count(1), timeout=0.1)
+        except grpc.RpcError as exc:
+            codes.add(exc.code())
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                break
+    assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
+    assert [f.exception().code() for f in running] == [grpc.StatusCode.DEADLINE_EXCEEDED] * 4
+
+
 # ----------------------------------------- reload server: tensor_content, limits, reloads
 @pytest.fixture(scope="module")
 def reload_client(servers) -> Iterator[Client]:
@@ -463,18 +519,6 @@ def test_tensor_content_flag_and_a_64mb_request(reload_client):
     assert not y.float_val
     assert len(y.tensor_content) == x.nbytes
     np.testing.assert_array_equal(tf.make_ndarray(y), x * 0.5 + 2)
-
-
-def _count(n: int) -> predict_pb2.PredictRequest:
-    """A call to the ``slow`` model: a loop of ``n`` steps (10**12: until cancelled)."""
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = "slow"
-    request.inputs["n"].CopyFrom(tf.make_tensor_proto(n, dtype=tf.int64))
-    return request
-
-
-def _total(response: predict_pb2.PredictResponse) -> int:
-    return int(tf.make_ndarray(response.outputs["total"]))
 
 
 def test_client_deadline_reaches_the_model(reload_client):
@@ -563,21 +607,3 @@ def test_reload_rejects_invalid_configs(reload_client):
         "ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
         "ModelConfigList is currently supported",
     )
-
-
-def test_grpc_max_threads_caps_concurrent_calls(reload_client):
-    """``--grpc_max_threads=4``: while four calls run, another is refused at once.
-
-    Last in the file: the endless run keeps the single model thread busy until its deadline.
-    """
-    running = [reload_client.predict_stub.Predict.future(_count(10**12), timeout=1) for _ in "abcd"]
-    codes = set()
-    for _ in range(20):
-        try:
-            reload_client.predict_stub.Predict(_count(1), timeout=0.1)
-        except grpc.RpcError as exc:
-            codes.add(exc.code())
-            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                break
-    assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
-    assert [f.exception().code() for f in running] == [grpc.StatusCode.DEADLINE_EXCEEDED] * 4

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,14 @@ def free_port() -> int:
 class ServerProcess:
     """``with ServerProcess(["--model_name=m", ...]) as server: server.get(...)``."""
 
-    def __init__(self, args: list[str], grpc: bool = False, env: dict | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        grpc: bool = False,
+        env: dict | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.ssl_context = ssl_context
         self.rest_port = free_port()
         self.grpc_port = free_port() if grpc else 0
         self.args = [
@@ -42,7 +50,8 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.rest_port}"
+        scheme = "https" if self.ssl_context else "http"
+        return f"{scheme}://127.0.0.1:{self.rest_port}"
 
     def start(self, timeout: float = 90.0) -> ServerProcess:
         self.process = subprocess.Popen(
@@ -69,6 +78,12 @@ class ServerProcess:
     def request(
         self, method: str, path: str, body: bytes | str | dict | None = None, headers=None
     ) -> tuple[int, bytes]:
+        status, payload, _ = self.request_with_headers(method, path, body, headers)
+        return status, payload
+
+    def request_with_headers(
+        self, method: str, path: str, body: bytes | str | dict | None = None, headers=None
+    ) -> tuple[int, bytes, dict[str, str]]:
         if isinstance(body, dict):
             body = json.dumps(body)
         if isinstance(body, str):
@@ -77,10 +92,10 @@ class ServerProcess:
             self.url + path, data=body, method=method, headers=headers or {}
         )
         try:
-            with urllib.request.urlopen(req, timeout=60) as response:
-                return response.status, response.read()
+            with urllib.request.urlopen(req, timeout=60, context=self.ssl_context) as response:
+                return response.status, response.read(), dict(response.headers)
         except urllib.error.HTTPError as err:
-            return err.code, err.read()
+            return err.code, err.read(), dict(err.headers)
 
     def json(self, method: str, path: str, body=None) -> tuple[int, dict]:
         status, payload = self.request(method, path, body)

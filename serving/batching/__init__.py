@@ -1,0 +1,1 @@
+"""Dynamic batching: BatchingParameters, one shared batch scheduler, batched servables."""

@@ -1,0 +1,1 @@
+"""Prometheus metrics with TF Serving's names, enabled by --monitoring_config_file."""

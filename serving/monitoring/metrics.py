@@ -1,0 +1,196 @@
+"""TF Serving's metrics, kept in a prometheus-client registry and exposed under TF's names.
+
+TF Serving exports its TF monitoring metrics with every character outside ``[a-zA-Z0-9_]``
+turned into ``:`` — ``/tensorflow/serving/request_count`` becomes
+``:tensorflow:serving:request_count`` — and prints counters without the ``_total`` suffix
+prometheus-client's own exposition adds. Dashboards written for TF Serving query those exact
+names, so ``exposition()`` renders the registry in TF Serving's format (``# TYPE`` lines, no
+``# HELP``, no ``_created`` samples). Latencies are in microseconds, as in TF Serving.
+
+Metrics exist only when ``--monitoring_config_file`` enables them; otherwise the servers get
+``None`` and record nothing, so an unmonitored server pays nothing per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
+
+from serving.monitoring.config import DEFAULT_PATH
+
+# TF's monitoring::Buckets::Exponential(scale, power, count) plus +Inf.
+_LATENCY_US = tuple(round(10 * 1.8**i, 3) for i in range(33))  # request/runtime/warmup latency
+_QUEUING_US = tuple(round(100 * 1.2**i, 3) for i in range(52))  # batching_session queuing latency
+_BATCH_SIZES = tuple(2**i for i in range(14))  # 1 .. 8192 rows
+
+VersionStates = Callable[[], Iterable[tuple[str, int, str]]]
+
+
+def _name(tf_name: str) -> str:
+    return tf_name.replace("/", ":")
+
+
+class ServingMetrics:
+    def __init__(
+        self, version_states: VersionStates | None = None, path: str = DEFAULT_PATH
+    ) -> None:
+        self.path = path  # where the REST front end serves ``exposition()``
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._version_states = version_states
+
+        def counter(tf_name: str, doc: str, labels: tuple[str, ...]) -> Counter:
+            return Counter(_name(tf_name), doc, labels, registry=self.registry)
+
+        def histogram(tf_name: str, doc: str, labels: tuple[str, ...], buckets) -> Histogram:
+            return Histogram(_name(tf_name), doc, labels, buckets=buckets, registry=self.registry)
+
+        self._request_count = counter(
+            "/tensorflow/serving/request_count",
+            "The total number of requests.",
+            ("model_name", "status"),
+        )
+        self._request_latency = histogram(
+            "/tensorflow/serving/request_latency",
+            "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
+            ("model_name", "API", "entrypoint"),
+            _LATENCY_US,
+        )
+        self._runtime_latency = histogram(
+            "/tensorflow/serving/runtime_latency",
+            "Distribution of wall time (in microseconds) for Tensorflow runtime.",
+            ("model_name", "API", "runtime"),
+            _LATENCY_US,
+        )
+        self._queuing_latency = histogram(
+            "/tensorflow/serving/batching_session/queuing_latency",
+            "Distribution of wall time spent (in microseconds) in queuing",
+            ("thread_pool_name",),
+            _QUEUING_US,
+        )
+        self._wrapped_run_count = counter(
+            "/tensorflow/serving/batching_session/wrapped_run_count",
+            "Total count of run calls on the wrapped session",
+            (),
+        )
+        # Batch-size histograms use TF's batching metric names (batch_resource_base.cc).
+        self._input_batch_size = histogram(
+            "/tensorflow/serving/batching/input_batch_size",
+            "Tracks the batch size distribution on the inputs by thread pool.",
+            ("thread_pool_name",),
+            _BATCH_SIZES,
+        )
+        self._processed_batch_size = histogram(
+            "/tensorflow/serving/batching/processed_batch_size",
+            "Tracks the batch size distribution on processing by thread pool.",
+            ("thread_pool_name",),
+            _BATCH_SIZES,
+        )
+        self._padding_size = histogram(
+            "/tensorflow/serving/batching/padding_size",
+            "Tracks the padding size distribution on batches by execution batch size.",
+            ("thread_pool_name", "execution_batch_size"),
+            _BATCH_SIZES,
+        )
+        self._warmup_latency = histogram(
+            "/tensorflow/serving/model_warmup_latency",
+            "Distribution of wall time (in microseconds) for warming up the model.",
+            ("model_path", "status"),
+            _LATENCY_US,
+        )
+        self._warmup_records = counter(
+            "/tensorflow/serving/model_warmup_records_read",
+            "Total number of warmup records read during model warmup.",
+            ("model_path", "status"),
+        )
+        self._load_attempts = counter(
+            "/tensorflow/cc/saved_model/load_attempt_count",
+            "The number of times a SavedModel was successfully loaded.",
+            ("model_path", "status"),
+        )
+        self._load_latency = counter(
+            "/tensorflow/cc/saved_model/load_latency",
+            "Latency in microseconds for SavedModels that were successfully loaded.",
+            ("model_path",),
+        )
+        if version_states is not None:
+            self.registry.register(_VersionStateCollector(version_states))
+
+    # ---------------------------------------------------------------- requests
+    def record_request(self, model: str, status: str) -> None:
+        self._request_count.labels(model, status).inc()
+
+    def record_request_latency(self, model: str, api: str, entrypoint: str, seconds: float) -> None:
+        self._request_latency.labels(model, api, entrypoint).observe(seconds * 1e6)
+
+    def record_runtime(self, model: str, api: str, seconds: float) -> None:
+        self._runtime_latency.labels(model, api, "TF1").observe(seconds * 1e6)
+
+    # ---------------------------------------------------------------- batching (BatchMetrics)
+    def record_input(self, pool: str, rows: int) -> None:
+        self._input_batch_size.labels(pool).observe(rows)
+
+    def record_batch(self, pool: str, rows: int, padded_rows: int, waits: list[float]) -> None:
+        self._wrapped_run_count.inc()
+        self._processed_batch_size.labels(pool).observe(padded_rows)
+        self._padding_size.labels(pool, str(padded_rows)).observe(padded_rows - rows)
+        queuing = self._queuing_latency.labels(pool)
+        for wait in waits:
+            queuing.observe(wait * 1e6)
+
+    # ---------------------------------------------------------------- loading
+    def record_warmup(self, model_path: str, ok: bool, records: int, seconds: float) -> None:
+        status = "OK" if ok else "FAILED"
+        self._warmup_latency.labels(model_path, status).observe(seconds * 1e6)
+        self._warmup_records.labels(model_path, status).inc(records)
+
+    def record_load(self, model_path: str, ok: bool, seconds: float) -> None:
+        self._load_attempts.labels(model_path, "success" if ok else "fail").inc()
+        if ok:
+            self._load_latency.labels(model_path).inc(seconds * 1e6)
+
+    # ---------------------------------------------------------------- exposition
+    def exposition(self) -> bytes:
+        """The registry in TF Serving's Prometheus text format."""
+        lines: list[str] = []
+        for metric in self.registry.collect():
+            lines.append(f"# TYPE {metric.name} {metric.type}\n")
+            lines.extend(_sample_lines(metric))
+        return "".join(lines).encode()
+
+
+def _sample_lines(metric: Metric) -> Iterable[str]:
+    for sample in metric.samples:
+        if sample.name.endswith("_created"):
+            continue
+        name = metric.name if metric.type == "counter" else sample.name
+        labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sample.labels.items())
+        body = f"{{{labels}}}" if labels else ""
+        yield f"{name}{body} {floatToGoString(sample.value)}\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class _VersionStateCollector:
+    """``:tensorflow:serving:model_version_state``: 1 for each version's current state.
+
+    TF Serving has no such gauge (version states are only in the status API); it is added so
+    an alert can fire on a version stuck in LOADING or END without polling every model.
+    """
+
+    def __init__(self, version_states: VersionStates) -> None:
+        self._version_states = version_states
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            _name("/tensorflow/serving/model_version_state"),
+            "1 for the state each model version is in.",
+            labels=("model_name", "version", "state"),
+        )
+        for model, version, state in self._version_states():
+            family.add_metric((model, str(version), state), 1)
+        yield family

@@ -1,0 +1,1 @@
+"""TLS (for REST and gRPC alike) and bearer-token authentication."""

@@ -1,0 +1,298 @@
+"""The batcher's semantics against a numpy fake model: merging, splitting, padding, limits,
+isolation of bad requests, timeouts and cancellation. A gate in the fake model holds the only
+batch thread, so which requests share a batch is decided by the test, not by timing."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+from tensorflow.core.protobuf import meta_graph_pb2
+
+from serving.batching.params import (
+    BatchingConfig,
+    BatchingConfigError,
+    parse_batching_parameters,
+)
+from serving.batching.scheduler import QUEUE_FULL_MESSAGE, BatchScheduler
+from serving.batching.servable import BatchingServable
+from serving.errors import Code, ServingError, invalid_argument
+
+
+def _signature() -> meta_graph_pb2.SignatureDef:
+    signature = meta_graph_pb2.SignatureDef()
+    signature.inputs["x"].name = "x:0"
+    signature.outputs["y"].name = "y:0"
+    signature.outputs["n"].name = "n:0"
+    return signature
+
+
+class FakeModel:
+    """y = 2x; n = the executed batch size per row. Negative inputs are a model error."""
+
+    path = "/fake/1"
+    meta_graph = None
+
+    def __init__(self, gate_first: bool = False) -> None:
+        self.signatures = {"serving_default": _signature()}
+        self.batches: list[int] = []
+        self.started = threading.Event()
+        self.release = threading.Event()
+        if not gate_first:
+            self.release.set()
+        self.closed = False
+
+    def run(self, signature, inputs, aliases, timeout_ms=0):
+        x = inputs["x"]
+        self.batches.append(x.shape[0])
+        self.started.set()
+        self.release.wait(10)
+        if (x < 0).any():
+            raise invalid_argument("negative input")
+        return {"y": x * 2, "n": np.full(x.shape[0], x.shape[0])}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _servable(model: FakeModel, **config) -> tuple[BatchingServable, BatchScheduler]:
+    scheduler = BatchScheduler(num_threads=1)
+    return BatchingServable(model, scheduler, BatchingConfig(**config)), scheduler
+
+
+async def _predict(servable: BatchingServable, x, timeout_ms: int = 0):
+    signature = servable.signatures["serving_default"]
+    return await servable.run_async(signature, {"x": np.asarray(x)}, ["y", "n"], timeout_ms)
+
+
+async def _after_first_batch_started(model: FakeModel, servable, first, *others):
+    """Runs ``first``, waits until the model holds it, enqueues ``others``, then releases."""
+    head = asyncio.ensure_future(_predict(servable, first))
+    await asyncio.to_thread(model.started.wait, 10)
+    tasks = [asyncio.ensure_future(_predict(servable, x)) for x in others]
+    await asyncio.sleep(0)
+    model.release.set()
+    results = await asyncio.gather(head, *tasks, return_exceptions=True)
+    return results
+
+
+# ---------------------------------------------------------------------------- parameters
+def test_parameters_use_tf_serving_wrapper_syntax_and_defaults():
+    config = parse_batching_parameters(
+        "max_batch_size { value: 128 } batch_timeout_micros { value: 0 } "
+        "max_enqueued_batches { value: 1000000 } num_batch_threads { value: 8 } "
+        "allowed_batch_sizes: 32 allowed_batch_sizes: 128 pad_variable_length_inputs: true"
+    )
+    assert (config.max_batch_size, config.max_enqueued_batches, config.num_batch_threads) == (
+        128,
+        1000000,
+        8,
+    )
+    assert config.allowed_batch_sizes == (32, 128)
+    assert config.pad_variable_length_inputs
+    defaults = parse_batching_parameters("")
+    assert (defaults.max_batch_size, defaults.max_enqueued_batches) == (1000, 10)
+    assert defaults.padded_size(7) == 7
+
+
+def test_parameters_reject_what_tf_serving_rejects():
+    with pytest.raises(BatchingConfigError, match="Last entry in allowed_batch_sizes must match"):
+        parse_batching_parameters("max_batch_size { value: 8 } allowed_batch_sizes: 4")
+    with pytest.raises(BatchingConfigError, match="strictly increasing"):
+        parse_batching_parameters(
+            "max_batch_size { value: 8 } allowed_batch_sizes: 8 allowed_batch_sizes: 8"
+        )
+    with pytest.raises(BatchingConfigError, match="Invalid BatchingParameters"):
+        parse_batching_parameters("max_batch_size: 8")  # a wrapper needs { value: 8 }
+
+
+# ---------------------------------------------------------------------------- merging
+def test_requests_of_any_size_merge_along_dim0_and_split_back():
+    model = FakeModel(gate_first=True)
+    servable, scheduler = _servable(model, max_batch_size=16)
+    first, a, b, c = [[1.0]], [[2.0], [3.0]], [[4.0]], [[5.0], [6.0], [7.0]]
+    results = asyncio.run(_after_first_batch_started(model, servable, first, a, b, c))
+    assert model.batches == [1, 6]
+    for x, result in zip((first, a, b, c), results, strict=True):
+        np.testing.assert_array_equal(result["y"], np.asarray(x) * 2)
+    assert list(results[1]["n"]) == [6, 6]
+    scheduler.stop()
+
+
+def test_allowed_batch_sizes_pad_up_and_padding_is_dropped():
+    model = FakeModel(gate_first=True)
+    servable, scheduler = _servable(model, max_batch_size=8, allowed_batch_sizes=(2, 4, 8))
+    results = asyncio.run(_after_first_batch_started(model, servable, [1.0], [2.0, 3.0], [4.0]))
+    assert model.batches == [2, 4]  # 1 -> 2, 3 -> 4
+    assert [r["y"].tolist() for r in results] == [[2.0], [4.0, 6.0], [8.0]]
+    assert results[1]["n"].tolist() == [4, 4]
+    scheduler.stop()
+
+
+def test_pad_variable_length_inputs_pads_inner_dims_with_first_element():
+    model = FakeModel(gate_first=True)
+    servable, scheduler = _servable(model, max_batch_size=8, pad_variable_length_inputs=True)
+    results = asyncio.run(
+        _after_first_batch_started(model, servable, [[1.0]], [[2.0, 3.0]], [[4.0, 5.0, 6.0]])
+    )
+    assert model.batches == [1, 2]
+    assert results[1]["y"].tolist() == [[4.0, 6.0, 4.0]]  # padded with its own first element
+    assert results[2]["y"].tolist() == [[8.0, 10.0, 12.0]]
+    scheduler.stop()
+
+
+def test_large_requests_are_split_across_batches_when_enabled():
+    model = FakeModel()
+    servable, scheduler = _servable(
+        model, max_batch_size=8, enable_large_batch_splitting=True, max_execution_batch_size=2
+    )
+    result = asyncio.run(_predict(servable, [1.0, 2.0, 3.0, 4.0, 5.0]))
+    assert sorted(model.batches) == [1, 2, 2]
+    assert result["y"].tolist() == [2.0, 4.0, 6.0, 8.0, 10.0]
+    scheduler.stop()
+
+
+# ---------------------------------------------------------------------------- limits
+def test_too_large_request_is_invalid_argument():
+    servable, scheduler = _servable(FakeModel(), max_batch_size=2)
+    with pytest.raises(ServingError) as err:
+        asyncio.run(_predict(servable, [1.0, 2.0, 3.0]))
+    assert err.value.code == Code.INVALID_ARGUMENT
+    assert err.value.message == "Task size 3 is larger than maximum input batch size 2"
+    scheduler.stop()
+
+
+def test_full_queue_fails_fast_with_unavailable():
+    model = FakeModel(gate_first=True)
+    servable, scheduler = _servable(model, max_batch_size=2, max_enqueued_batches=1)
+    # first runs (held); [2] opens the one allowed batch; [3, 4] needs a second one -> full.
+    results = asyncio.run(_after_first_batch_started(model, servable, [1.0], [2.0], [3.0, 4.0]))
+    assert results[1]["y"].tolist() == [4.0]
+    assert isinstance(results[2], ServingError)
+    assert results[2].code == Code.UNAVAILABLE
+    assert results[2].message == QUEUE_FULL_MESSAGE
+    scheduler.stop()
+
+
+def test_batch_timeout_collects_requests_arriving_within_it():
+    model = FakeModel()
+    servable, scheduler = _servable(model, max_batch_size=8, batch_timeout_micros=300_000)
+
+    async def both():
+        return await asyncio.gather(_predict(servable, [1.0]), _predict(servable, [2.0]))
+
+    results = asyncio.run(both())
+    assert model.batches == [2]
+    assert [r["y"].tolist() for r in results] == [[2.0], [4.0]]
+    scheduler.stop()
+
+
+def test_request_past_its_deadline_in_the_queue_fails_alone():
+    model = FakeModel(gate_first=True)
+    servable, scheduler = _servable(model, max_batch_size=8)
+
+    async def scenario():
+        head = asyncio.ensure_future(_predict(servable, [1.0]))
+        await asyncio.to_thread(model.started.wait, 10)
+        late = asyncio.ensure_future(_predict(servable, [2.0], timeout_ms=1))
+        ok = asyncio.ensure_future(_predict(servable, [3.0]))
+        await asyncio.sleep(0.05)
+        model.release.set()
+        return await asyncio.gather(head, late, ok, return_exceptions=True)
+
+    _, late, ok = asyncio.run(scenario())
+    assert isinstance(late, ServingError) and late.code == Code.DEADLINE_EXCEEDED
+    assert ok["y"].tolist() == [6.0]
+    assert model.batches == [1, 1]
+    scheduler.stop()
+
+
+# ---------------------------------------------------------------------------- isolation
+def test_a_failing_request_fails_only_itself():
+    model = FakeModel(gate_first=True)
+    servable, scheduler = _servable(model, max_batch_size=8)
+    results = asyncio.run(_after_first_batch_started(model, servable, [1.0], [2.0], [-1.0], [3.0]))
+    assert results[1]["y"].tolist() == [4.0]
+    assert isinstance(results[2], ServingError) and results[2].message == "negative input"
+    assert results[3]["y"].tolist() == [6.0]
+    assert model.batches == [1, 3, 1, 1, 1]  # the failed batch of 3 re-run one by one
+    scheduler.stop()
+
+
+def test_requests_with_different_inner_shapes_or_dtypes_are_not_merged():
+    model = FakeModel(gate_first=True)
+    servable, scheduler = _servable(model, max_batch_size=8)
+    others = ([[2.0, 2.0]], [[3.0]], np.array([[4]], dtype=np.int32), [[5.0]])
+    results = asyncio.run(_after_first_batch_started(model, servable, [[1.0]], *others))
+    assert sorted(model.batches) == [1, 1, 1, 2]  # [[1.0]]-shaped requests merge
+    assert results[1]["y"].tolist() == [[4.0, 4.0]]
+    assert results[3]["y"].dtype == np.int32
+    scheduler.stop()
+
+
+def test_inputs_must_share_dim0():
+    servable, scheduler = _servable(FakeModel())
+    signature = servable.signatures["serving_default"]
+    signature.inputs["z"].name = "z:0"
+    with pytest.raises(ServingError, match="must have equal 0th-dimension size"):
+        servable.run(signature, {"x": np.ones(2), "z": np.ones(3)}, ["y"])
+    with pytest.raises(ServingError, match="at least one dimension"):
+        servable.run(signature, {"x": np.float32(1), "z": np.float32(1)}, ["y"])
+    scheduler.stop()
+
+
+def test_cancelled_request_does_not_break_the_batcher():
+    model = FakeModel(gate_first=True)
+    servable, scheduler = _servable(model, max_batch_size=8)
+
+    async def scenario():
+        head = asyncio.ensure_future(_predict(servable, [1.0]))
+        await asyncio.to_thread(model.started.wait, 10)
+        cancelled = asyncio.ensure_future(_predict(servable, [2.0]))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        model.release.set()
+        await head
+        return await _predict(servable, [5.0])
+
+    assert asyncio.run(scenario())["y"].tolist() == [10.0]
+    scheduler.stop()
+
+
+# ---------------------------------------------------------------------------- callers
+def test_sync_callers_from_threads_share_batches_with_async_ones():
+    model = FakeModel(gate_first=True)
+    servable, scheduler = _servable(model, max_batch_size=8)
+    signature = servable.signatures["serving_default"]
+    sync_results = []
+
+    def sync_call():
+        sync_results.append(servable.run(signature, {"x": np.asarray([9.0])}, ["y"])["y"])
+
+    async def scenario():
+        head = asyncio.ensure_future(_predict(servable, [1.0]))
+        await asyncio.to_thread(model.started.wait, 10)
+        thread = threading.Thread(target=sync_call)
+        thread.start()
+        other = asyncio.ensure_future(_predict(servable, [2.0]))
+        await asyncio.sleep(0.05)  # lets the thread enqueue; the merge is checked below
+        model.release.set()
+        await asyncio.to_thread(thread.join, 10)
+        return await asyncio.gather(head, other)
+
+    results = asyncio.run(scenario())
+    assert sync_results[0].tolist() == [18.0]
+    assert results[1]["y"].tolist() == [4.0]
+    assert model.batches == [1, 1, 1] or model.batches == [1, 2]
+    scheduler.stop()
+
+
+def test_close_removes_queues_and_closes_the_model():
+    model = FakeModel()
+    servable, scheduler = _servable(model)
+    asyncio.run(_predict(servable, [1.0]))
+    servable.close()
+    assert model.closed
+    scheduler.stop()
