@@ -58,7 +58,7 @@ class ServerOptions:
     enable_model_warmup: bool = True
     num_request_iterations_for_warmup: int = 0
     enable_serialization_as_tensor_content: bool = False
-    enable_grpc_healthcheck_service: bool = False
+    enable_grpc_healthcheck_service: bool = True
     max_queued_requests: int = 1024
     max_request_bytes: int = 0
     auth_token_file: str = ""
@@ -89,6 +89,8 @@ _HELP = {
     "(tfx-model-server only)",
     "traffic_split_config_file": "JSON weights splitting unversioned requests between version "
     "labels (tfx-model-server only; see docs/serving.md)",
+    "enable_grpc_healthcheck_service": "serve grpc.health.v1.Health, SERVING once every model "
+    "has an AVAILABLE version (default true here; false in TF Serving)",
     "ssl_config_file": "text SSLConfig (server_key, server_cert, custom_ca, client_verify); "
     "applies to REST and gRPC",
     "version": "print versions and exit",

@@ -17,6 +17,7 @@ import ssl
 import tempfile
 from contextlib import contextmanager
 
+import grpc
 import uvicorn
 from tensorflow_serving.config import model_server_config_pb2
 
@@ -28,6 +29,8 @@ from serving.core.model_manager import RetryPolicy
 from serving.core.server_core import ServerCore
 from serving.core.traffic_split import DEFAULT_ROUTING_HEADER, read_traffic_split
 from serving.errors import ServingError
+from serving.grpc_api.health import ReadinessHealth
+from serving.grpc_api.server import GrpcSecurity, build_grpc_server
 from serving.monitoring.config import MonitoringConfigError, read_monitoring_config
 from serving.monitoring.metrics import ServingMetrics
 from serving.options import OptionsError, ServerOptions
@@ -40,18 +43,6 @@ from serving.servables.saved_model import LoadOptions
 from serving.servables.session_config import SessionSettings, build_session_config
 
 log = logging.getLogger(__name__)
-
-# Options of features that later work items implement; using one now is a clear error.
-_NOT_YET = {
-    "enable_grpc_healthcheck_service": "the gRPC health service",
-}
-
-
-def check_implemented(options: ServerOptions) -> None:
-    defaults = ServerOptions()
-    for name, feature in _NOT_YET.items():
-        if getattr(options, name) != getattr(defaults, name):
-            raise OptionsError(f"--{name}: {feature} is not supported by this build yet")
 
 
 def model_config_from_flags(options: ServerOptions) -> model_server_config_pb2.ModelServerConfig:
@@ -79,7 +70,6 @@ class _Uvicorn(uvicorn.Server):
 
 class ModelServer:
     def __init__(self, options: ServerOptions) -> None:
-        check_implemented(options)
         self.options = options
         intra = options.tensorflow_intra_op_parallelism or options.tensorflow_session_parallelism
         inter = options.tensorflow_inter_op_parallelism or options.tensorflow_session_parallelism
@@ -235,12 +225,15 @@ class ModelServer:
                 self.options.host,
                 self.options.rest_api_port,
             )
-        grpc_server = await self._start_grpc()
+        grpc_parts = await self._start_grpc()
         await self._stopping.wait()
         log.info("Stopping: no new requests accepted; finishing in-flight ones")
         if rest is not None:
             rest.should_exit = True
-        if grpc_server is not None:
+        if grpc_parts is not None:
+            grpc_server, health = grpc_parts
+            if health is not None:
+                await health.stop()
             await grpc_server.stop(grace=30)
         await asyncio.gather(*tasks)
 
@@ -258,25 +251,29 @@ class ModelServer:
             "ssl_cert_reqs": ssl.CERT_REQUIRED if self.tls.client_verify else ssl.CERT_NONE,
         }
 
-    async def _start_grpc(self):
-        """The gRPC front end, when built (see serving.grpc_api)."""
+    async def _start_grpc(self) -> tuple[grpc.aio.Server, ReadinessHealth | None] | None:
         if not self.options.port and not self.options.grpc_socket_path:
             return None
-        try:
-            from serving.grpc_api.server import build_grpc_server
-        except ImportError:
-            log.warning(
-                "gRPC API requested (--port=%d) but not available in this build; "
-                "serving REST only. Pass --port=0 to silence this warning.",
-                self.options.port,
-            )
-            return None
-        if self.tls is not None or self.authenticator.enabled:
-            raise OptionsError("TLS and token auth are not wired into gRPC yet; pass --port=0")
-        server = build_grpc_server(self.service, self.options)
+        health = (
+            ReadinessHealth(self.core) if self.options.enable_grpc_healthcheck_service else None
+        )
+        security = GrpcSecurity(
+            tls=self.tls,
+            authenticator=self.authenticator,
+            routing_header=self.traffic.routing_header if self.traffic else DEFAULT_ROUTING_HEADER,
+        )
+        server = build_grpc_server(self.service, self.options, security, health)
         await server.start()
-        log.info("Running gRPC ModelServer at %s:%d ...", self.options.host, self.options.port)
-        return server
+        if health is not None:
+            await health.refresh()
+            health.start()
+        log.info(
+            "Running gRPC ModelServer at %s:%d%s ...",
+            self.options.host,
+            self.options.port,
+            " (TLS)" if self.tls else "",
+        )
+        return server, health
 
     def request_stop(self) -> None:
         if self._stopping is not None:

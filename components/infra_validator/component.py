@@ -1,4 +1,5 @@
-"""InfraValidator component: the stock contract plus an optional ``custom_config`` for limits."""
+"""InfraValidator component: the stock contract plus an optional ``custom_config`` for limits
+and the canary transport."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import json_utils
 
 from components.infra_validator import executor
+from components.infra_validator.runners import platforms
 
 
 class InfraValidatorSpec(types.ComponentSpec):
-    """Stock ``InfraValidatorSpec`` plus ``custom_config`` (JSON) for latency/memory limits."""
+    """Stock ``InfraValidatorSpec`` plus ``custom_config`` (JSON): latency/memory limits and
+    the canary transport."""
 
     PARAMETERS = {
         stock.SERVING_SPEC_KEY: ExecutionParameter(type=infra_validator_pb2.ServingSpec),
@@ -40,9 +43,12 @@ class InfraValidator(base_component.BaseComponent):
 
     ``serving_spec`` is the stock ``ServingSpec``. With no ``serving_platform`` set, the model is
     served by this project's runtime as a local subprocess (no Docker needed); ``kubernetes``
-    starts the serving image as a pod (works under KubeflowV2DagRunner); ``local_docker`` runs
-    the image in a local Docker engine. ``custom_config`` keys: ``max_latency_p99_ms``,
-    ``latency_requests`` (number of timed requests, default 100), ``max_memory_mib``.
+    starts this project's serving image (``tensorflow_serving.image_name`` + tags/digests) as a
+    pod (works under KubeflowV2DagRunner); ``local_docker`` runs an image (default the real
+    ``tensorflow/serving``) in a local Docker engine. ``custom_config`` keys:
+    ``max_latency_p99_ms``, ``latency_requests`` (number of timed requests, default 100),
+    ``max_memory_mib``, ``canary_protocol`` (``"rest"``, the default, or ``"grpc"``: TF
+    Serving's PredictionService, the transport stock TFX uses).
     """
 
     SPEC_CLASS = InfraValidatorSpec
@@ -57,8 +63,11 @@ class InfraValidator(base_component.BaseComponent):
         validation_spec: infra_validator_pb2.ValidationSpec | None = None,
         custom_config: dict[str, Any] | None = None,
     ) -> None:
+        # Fail at DSL time, not run time.
         if custom_config:
-            executor.ValidationLimits.from_config(custom_config)  # fail at DSL time, not run time
+            executor.ValidationOptions.from_config(custom_config)
+        if isinstance(serving_spec, infra_validator_pb2.ServingSpec):
+            platforms.serving_images(serving_spec)
         spec = InfraValidatorSpec(
             model=model,
             examples=examples,

@@ -9,8 +9,9 @@ requests into ``stamped_model/`` and sets ``has_model=1``.
 Added: the server's log (``model_server.log``) and a ``validation_report.json`` in the blessing,
 custom properties ``reason``/``reason_message``/``validation_mode``/``latency_p99_ms``/
 ``peak_memory_mib``, optional p99-latency and memory limits, and predict canaries for any typed
-inputs. Everything the executor creates outside the blessing dir (temp dirs, server processes)
-is removed in ``finally``.
+inputs, canaries over REST (default) or gRPC (``custom_config`` ``canary_protocol``; stock
+always uses gRPC). Everything the executor creates outside the blessing dir (temp dirs, server
+processes, containers, pods) is removed in ``finally``.
 """
 
 from __future__ import annotations
@@ -37,13 +38,10 @@ from tfx.types import standard_component_specs as stock
 from tfx.utils import io_utils, path_utils, proto_utils
 
 from components import serving_requests
+from components.infra_validator.grpc_client import GrpcClient
 from components.infra_validator.rest_client import RestClient
-from components.infra_validator.runners.base import (
-    FailureCode,
-    ModelServerRunner,
-    ValidationFailed,
-)
-from components.infra_validator.runners.local_process import LocalProcessRunner
+from components.infra_validator.runners import platforms
+from components.infra_validator.runners.base import FailureCode, ValidationFailed
 from components.manifest import build_manifest, manifest_path_for
 
 DEFAULT_MODEL_NAME = "infra-validation-model"
@@ -63,6 +61,8 @@ SERVER_LOG_FILENAME = "model_server.log"
 REPORT_FILENAME = "validation_report.json"
 LOAD_ONLY = "LOAD_ONLY"
 LOAD_AND_QUERY = "LOAD_AND_QUERY"
+REST = "rest"
+GRPC = "grpc"
 
 
 class GracefulShutdown(Exception):
@@ -70,15 +70,17 @@ class GracefulShutdown(Exception):
 
 
 @dataclasses.dataclass(frozen=True)
-class ValidationLimits:
-    """Optional thresholds from ``custom_config``; unknown keys are rejected, not ignored."""
+class ValidationOptions:
+    """``custom_config``: optional thresholds and the canary transport; unknown keys are
+    rejected, not ignored."""
 
     max_latency_p99_ms: float | None = None
     latency_requests: int = _DEFAULT_LATENCY_REQUESTS
     max_memory_mib: float | None = None
+    canary_protocol: str = REST
 
     @classmethod
-    def from_config(cls, config: dict[str, Any] | None) -> ValidationLimits:
+    def from_config(cls, config: dict[str, Any] | None) -> ValidationOptions:
         config = config or {}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(config) - known)
@@ -89,12 +91,18 @@ class ValidationLimits:
         limits = cls(**config)
         if limits.latency_requests < 1:
             raise ValueError("custom_config latency_requests must be >= 1.")
+        if limits.canary_protocol not in (REST, GRPC):
+            raise ValueError(
+                f"custom_config canary_protocol must be {REST!r} or {GRPC!r}, got "
+                f"{limits.canary_protocol!r}."
+            )
         return limits
 
 
 @dataclasses.dataclass
 class Attempt:
     number: int
+    image: str | None = None
     ok: bool = False
     code: str = "OK"
     message: str = ""
@@ -154,7 +162,7 @@ class Executor(base_executor.BaseExecutor):
                 exec_properties, stock.REQUEST_SPEC_KEY, infra_validator_pb2.RequestSpec()
             )
         custom_config = json.loads(exec_properties.get(stock.CUSTOM_CONFIG_KEY) or "null")
-        limits = ValidationLimits.from_config(custom_config)
+        limits = ValidationOptions.from_config(custom_config)
 
         model_path = path_utils.serving_model_path(
             model.uri, path_utils.is_old_model_artifact(model)
@@ -172,7 +180,14 @@ class Executor(base_executor.BaseExecutor):
             raise ValueError(
                 "max_latency_p99_ms needs LOAD_AND_QUERY: pass examples and request_spec."
             )
-        logging.info("InfraValidator mode %s with %d canary requests", mode, len(requests))
+        images = platforms.serving_images(serving_spec)
+        logging.info(
+            "InfraValidator mode %s with %d canary requests over %s, servers %s",
+            mode,
+            len(requests),
+            limits.canary_protocol,
+            images,
+        )
 
         attempts: list[Attempt] = []
         # Local temp dir on purpose: the server needs a local model path (the orchestrator's
@@ -180,14 +195,32 @@ class Executor(base_executor.BaseExecutor):
         with tempfile.TemporaryDirectory(prefix="infraval-") as tmp, _sigterm_raises():
             base_path = self._model_base_path(tmp, serving_spec.model_name, model_path)
             log_path = os.path.join(tmp, SERVER_LOG_FILENAME)
-            for number in range(1, num_tries + 1):
-                attempt = self._validate_once(
-                    number, serving_spec, base_path, log_path, max_loading, requests, limits
-                )
-                attempts.append(attempt)
-                if attempt.ok:
+            open(log_path, "w").close()  # exists even if no server ever starts
+            # Stock semantics: every image (tag/digest) must pass, each with num_tries tries.
+            for image in images:
+                for number in range(1, num_tries + 1):
+                    attempt = self._validate_once(
+                        number,
+                        serving_spec,
+                        image,
+                        model_path,
+                        base_path,
+                        log_path,
+                        max_loading,
+                        requests,
+                        limits,
+                    )
+                    attempts.append(attempt)
+                    if attempt.ok:
+                        break
+                    logging.warning(
+                        "Infra validation attempt %d (%s) failed: %s",
+                        number,
+                        image or "bundled server",
+                        attempt.message,
+                    )
+                if not attempts[-1].ok:
                     break
-                logging.warning("Infra validation attempt %d failed: %s", number, attempt.message)
             shutil.copyfile(log_path, os.path.join(blessing.uri, SERVER_LOG_FILENAME))
 
         final = attempts[-1]
@@ -220,40 +253,32 @@ class Executor(base_executor.BaseExecutor):
         os.symlink(os.path.abspath(model_path), os.path.join(base, "1"))
         return base
 
-    def _make_runner(
-        self, serving_spec: infra_validator_pb2.ServingSpec, base_path: str, log_path: str
-    ) -> ModelServerRunner:
-        platform = serving_spec.WhichOneof("serving_platform")
-        if platform is None:
-            return LocalProcessRunner(serving_spec.model_name, base_path, log_path)
-        raise NotImplementedError(
-            f"serving_platform {platform!r} is not available in this build; leave "
-            "serving_platform unset to validate with the bundled local model server."
-        )
-
     def _validate_once(
         self,
         number: int,
         serving_spec: infra_validator_pb2.ServingSpec,
+        image: str | None,
+        model_path: str,
         base_path: str,
         log_path: str,
         max_loading_seconds: int,
         requests: list[serving_requests.Request],
-        limits: ValidationLimits,
+        limits: ValidationOptions,
     ) -> Attempt:
-        attempt = Attempt(number)
+        attempt = Attempt(number, image)
         started = time.time()
         deadline = started + max_loading_seconds
-        runner = self._make_runner(serving_spec, base_path, log_path)
+        runner = platforms.make_runner(serving_spec, image, model_path, base_path, log_path)
+        client_class = GrpcClient if limits.canary_protocol == GRPC else RestClient
         try:
             runner.start()
             endpoint = runner.wait_until_running(deadline)
-            client = RestClient(endpoint, serving_spec.model_name)
-            client.wait_until_available(deadline, runner.check_alive)
-            latencies = [client.send(r) for r in requests]
-            if limits.max_latency_p99_ms is not None:
-                while len(latencies) < limits.latency_requests:
-                    latencies.append(client.send(requests[len(latencies) % len(requests)]))
+            with contextlib.closing(client_class(endpoint, serving_spec.model_name)) as client:
+                client.wait_until_available(deadline, runner.check_alive)
+                latencies = [client.send(r) for r in requests]
+                if limits.max_latency_p99_ms is not None:
+                    while len(latencies) < limits.latency_requests:
+                        latencies.append(client.send(requests[len(latencies) % len(requests)]))
             if latencies:
                 attempt.latency_p99_ms = float(np.percentile(latencies, 99) * 1000)
             peak = runner.peak_memory_bytes()
@@ -289,7 +314,8 @@ class Executor(base_executor.BaseExecutor):
         blessing.set_int_custom_property(BLESSED_KEY, int(final.ok))
         blessing.set_string_custom_property(MODE_KEY, mode)
         blessing.set_string_custom_property(REASON_KEY, final.code)
-        blessing.set_string_custom_property(REASON_MESSAGE_KEY, final.message)
+        message = f"[{final.image}] {final.message}" if final.image and final.message else ""
+        blessing.set_string_custom_property(REASON_MESSAGE_KEY, message or final.message)
         if final.latency_p99_ms is not None:
             blessing.set_float_custom_property(LATENCY_KEY, final.latency_p99_ms)
         if final.peak_memory_mib is not None:
@@ -308,7 +334,7 @@ class Executor(base_executor.BaseExecutor):
         blessing.set_int_custom_property(HAS_MODEL_KEY, 1)
 
 
-def _check_limits(attempt: Attempt, limits: ValidationLimits) -> None:
+def _check_limits(attempt: Attempt, limits: ValidationOptions) -> None:
     if (
         limits.max_latency_p99_ms is not None
         and attempt.latency_p99_ms is not None

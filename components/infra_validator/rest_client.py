@@ -57,6 +57,9 @@ class RestClient:
     def __init__(self, endpoint: Endpoint, model_name: str) -> None:
         self._base = f"http://{endpoint.host}:{endpoint.rest_port}/v1/models/{model_name}"
 
+    def close(self) -> None:
+        """Nothing to release (one connection per call); here so both clients share a shape."""
+
     def _call(self, url: str, body: dict[str, Any] | None = None) -> tuple[int, str]:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})

@@ -7,6 +7,7 @@ services share: turning a ``ServingError`` into a gRPC status the way TF Serving
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -64,11 +65,22 @@ def rpc(method: Handler) -> Handler:
     return handler
 
 
-def request_spec(request: Any, require_name: bool = True) -> ModelSpec:
+def request_spec(
+    request: Any, require_name: bool = True, routing_key: str | None = None
+) -> ModelSpec:
     """The request's ``model_spec`` with TF Serving's checks (absent spec, empty name)."""
     if not request.HasField("model_spec"):
         raise invalid_argument("Missing ModelSpec")
-    return model_spec(request.model_spec, require_name)
+    spec = model_spec(request.model_spec, require_name)
+    return dataclasses.replace(spec, routing_key=routing_key) if routing_key else spec
+
+
+def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
+    """A request metadata entry (keys are lower-case on the wire)."""
+    for entry_key, value in context.invocation_metadata() or ():
+        if entry_key == key:
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return None
 
 
 def model_spec(proto: model_pb2.ModelSpec, require_name: bool = True) -> ModelSpec:

@@ -24,22 +24,40 @@ from serving import tensor_codec
 from serving.api import model_info
 from serving.api.inference import InferenceService
 from serving.api.signatures import SignatureDef, check_inputs
-from serving.grpc_api import model_spec, request_spec, rpc, set_model_spec, timeout_ms
+from serving.core.traffic_split import DEFAULT_ROUTING_HEADER
+from serving.grpc_api import (
+    metadata_value,
+    model_spec,
+    request_spec,
+    rpc,
+    set_model_spec,
+    timeout_ms,
+)
 
 Context = grpc.aio.ServicerContext
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, service: InferenceService, tensor_content: bool = False) -> None:
-        """``tensor_content``: ``--enable_serialization_as_tensor_content`` for Predict outputs."""
+    def __init__(
+        self,
+        service: InferenceService,
+        tensor_content: bool = False,
+        routing_header: str = DEFAULT_ROUTING_HEADER,
+    ) -> None:
+        """``tensor_content``: ``--enable_serialization_as_tensor_content`` for Predict outputs;
+        ``routing_header``: the metadata key that keeps a caller on one traffic-split label."""
         self._service = service
         self._tensor_content = tensor_content
+        self._routing_header = routing_header
+
+    def _spec(self, request, context: Context):
+        return request_spec(request, routing_key=metadata_value(context, self._routing_header))
 
     @rpc
     async def Predict(
         self, request: predict_pb2.PredictRequest, context: Context
     ) -> predict_pb2.PredictResponse:
-        spec = request_spec(request)
+        spec = self._spec(request, context)
         inputs = request.inputs
 
         def decode(signature: SignatureDef) -> Mapping[str, np.ndarray]:
@@ -61,7 +79,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self, request: classification_pb2.ClassificationRequest, context: Context
     ) -> classification_pb2.ClassificationResponse:
         resolved, result = await self._service.classify(
-            request_spec(request), request.input, timeout_ms(context)
+            self._spec(request, context), request.input, timeout_ms(context)
         )
         response = classification_pb2.ClassificationResponse(result=result)
         set_model_spec(response.model_spec, resolved)
@@ -72,7 +90,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self, request: regression_pb2.RegressionRequest, context: Context
     ) -> regression_pb2.RegressionResponse:
         resolved, result = await self._service.regress(
-            request_spec(request), request.input, timeout_ms(context)
+            self._spec(request, context), request.input, timeout_ms(context)
         )
         response = regression_pb2.RegressionResponse(result=result)
         set_model_spec(response.model_spec, resolved)

@@ -18,13 +18,21 @@ Flag mapping:
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from serving.api.inference import InferenceService
+from serving.core.traffic_split import DEFAULT_ROUTING_HEADER
+from serving.grpc_api.auth import TokenAuthInterceptor
+from serving.grpc_api.health import ReadinessHealth
 from serving.grpc_api.model_service import ModelServicer
 from serving.grpc_api.prediction_service import PredictionServicer
 from serving.options import OptionsError, ServerOptions
+from serving.security.auth import TokenAuthenticator
+from serving.security.ssl_config import TlsSettings
 
 MAX_MESSAGE_BYTES = 2**31 - 1
 
@@ -50,24 +58,62 @@ def parse_channel_arguments(text: str) -> list[ChannelArgument]:
     return arguments
 
 
-def build_grpc_server(service: InferenceService, options: ServerOptions) -> grpc.aio.Server:
-    """PredictionService and ModelService bound to the configured listeners, not started."""
+@dataclass(frozen=True)
+class GrpcSecurity:
+    """What both front ends share: TLS settings, token checks, the traffic-split header."""
+
+    tls: TlsSettings | None = None
+    authenticator: TokenAuthenticator | None = None
+    routing_header: str = DEFAULT_ROUTING_HEADER
+
+
+def server_credentials(tls: TlsSettings) -> grpc.ServerCredentials:
+    return grpc.ssl_server_credentials(
+        [(tls.server_key, tls.server_cert)],
+        root_certificates=tls.custom_ca,
+        require_client_auth=tls.client_verify,
+    )
+
+
+def build_grpc_server(
+    service: InferenceService,
+    options: ServerOptions,
+    security: GrpcSecurity | None = None,
+    health: ReadinessHealth | None = None,
+) -> grpc.aio.Server:
+    """PredictionService and ModelService (and Health) on the configured listeners, not started."""
+    security = security or GrpcSecurity()
+    receive_limit = options.max_request_bytes or MAX_MESSAGE_BYTES
     channel_options: dict[str, int | str] = {
-        "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+        "grpc.max_receive_message_length": receive_limit,
         "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
     }
     channel_options.update(parse_channel_arguments(options.grpc_channel_arguments))
+    authenticator = security.authenticator
     server = grpc.aio.server(
         options=list(channel_options.items()),
         maximum_concurrent_rpcs=options.grpc_max_threads or None,
+        interceptors=[TokenAuthInterceptor(authenticator)]
+        if authenticator is not None and authenticator.enabled
+        else None,
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(service, options.enable_serialization_as_tensor_content), server
+        PredictionServicer(
+            service, options.enable_serialization_as_tensor_content, security.routing_header
+        ),
+        server,
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(service.core), server)
+    if health is not None:
+        health.add_to_server(server)
+    if security.tls is not None:
+        credentials = server_credentials(security.tls)
+        add_port = functools.partial(server.add_secure_port, server_credentials=credentials)
+    else:
+        add_port = server.add_insecure_port
     if options.port:
         host = f"[{options.host}]" if ":" in options.host else options.host
-        server.add_insecure_port(f"{host}:{options.port}")
+        add_port(f"{host}:{options.port}")
     if options.grpc_socket_path:
-        server.add_insecure_port(f"unix:{options.grpc_socket_path}")
+        add_port(f"unix:{options.grpc_socket_path}")
     return server

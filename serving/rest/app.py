@@ -24,7 +24,7 @@ from serving.api.signatures import signature_or_default
 from serving.core.server_core import ModelSpec
 from serving.core.traffic_split import DEFAULT_ROUTING_HEADER
 from serving.errors import Code, ServingError, http_status, invalid_argument
-from serving.rest import json_codec
+from serving.rest import json_body, json_examples, json_tensors
 from serving.rest.routes import API_PREFIX, Route, parse_route
 from serving.security.auth import TokenAuthenticator
 
@@ -96,7 +96,7 @@ class RestApi:
             reason = authenticator.check(headers.get(b"authorization"))
             if reason is not None:
                 challenge = [(b"www-authenticate", b"Bearer")]
-                await self._send(send, 401, json_codec.encode_error(reason), challenge)
+                await self._send(send, 401, json_body.encode_error(reason), challenge)
                 return
         if method == "GET" and raw_path in ("/healthz", "/readyz"):
             status, payload = self._health(raw_path)
@@ -107,7 +107,7 @@ class RestApi:
             await self._send(send, 200, metrics.exposition(), _PROMETHEUS_HEADERS, False)
             return
         if not API_PREFIX.match(raw_path):
-            await self._send(send, 404, json_codec.encode_error(f"Not found: {raw_path}"), [])
+            await self._send(send, 404, json_body.encode_error(f"Not found: {raw_path}"), [])
             return
         if method == "OPTIONS":
             origin = headers.get(b"origin", b"")
@@ -134,7 +134,7 @@ class RestApi:
             if not isinstance(exc, ServingError):
                 log.exception("Unexpected error serving %s %s", method, raw_path)
             status = 413 if isinstance(error, _RequestTooLarge) else http_status(error.code)
-            payload = json_codec.encode_error(error.message)
+            payload = json_body.encode_error(error.message)
         if metrics is not None and route is not None and route.kind in _INFERENCE_KINDS:
             latency = time.perf_counter() - start
             metrics.record_request_latency(route.model, route.kind, "REST", latency)
@@ -182,12 +182,12 @@ class RestApi:
             }
             document = {"model_spec": _proto_json(response.model_spec), "metadata": metadata}
             return orjson.dumps(document), None
-        doc = json_codec.parse_json(body)
+        doc = json_body.parse_json(body)
         spec = ModelSpec(
             route.model,
             route.version,
             route.label,
-            json_codec.signature_name_of(doc),
+            json_body.signature_name_of(doc),
             routing_key,
         )
         timeout = self._options.timeout_ms
@@ -195,21 +195,21 @@ class RestApi:
             columnar: list[bool] = []
 
             def decode(signature):
-                inputs, is_columnar = json_codec.decode_predict_inputs(doc, signature)
+                inputs, is_columnar = json_tensors.decode_predict_inputs(doc, signature)
                 columnar.append(is_columnar)
                 return inputs
 
             result = await self._service.predict(
                 spec, decode, timeout_ms=timeout, find=_rest_signature_lookup
             )
-            encoded = json_codec.encode_predict_outputs(result.outputs, columnar[0])
+            encoded = json_tensors.encode_predict_outputs(result.outputs, columnar[0])
             return encoded, result.spec.version
-        inp = json_codec.decode_inference_input(doc, route.kind)
+        inp = json_examples.decode_inference_input(doc, route.kind)
         if route.kind == "classify":
             resolved, classification = await self._service.classify(spec, inp, timeout)
-            return json_codec.encode_classification(classification), resolved.version
+            return json_examples.encode_classification(classification), resolved.version
         resolved, regression = await self._service.regress(spec, inp, timeout)
-        return json_codec.encode_regression(regression), resolved.version
+        return json_examples.encode_regression(regression), resolved.version
 
     async def _read_body(self, receive: Receive, headers: dict[bytes, bytes]) -> bytes:
         limit = self._options.max_request_bytes

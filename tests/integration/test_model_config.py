@@ -30,6 +30,20 @@ def _write_config(path, *models: str) -> None:
     staging.replace(path)  # the watcher must never read a half-written file
 
 
+def _grpc_version(server, routing_key: str) -> str:
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "ab"
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto([2.0], dtype=tf.float32))
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        response = stub.Predict(request, timeout=30, metadata=(("x-routing-key", routing_key),))
+    return str(response.model_spec.version.value)
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("store")
@@ -60,7 +74,7 @@ def test_labels_split_and_reload(store, tmp_path):
         "--model_config_file_poll_wait_seconds=1",
         f"--traffic_split_config_file={split}",
     ]
-    with ServerProcess(args) as server:
+    with ServerProcess(args, grpc=True) as server:
         # Labels from the startup config work once their versions load (TF Serving refuses).
         assert _predict(server, "/v1/models/ab/labels/stable:predict")[:2] == (200, 3.0)
         assert _predict(server, "/v1/models/ab/labels/canary:predict")[:2] == (200, 11.0)
@@ -77,6 +91,8 @@ def test_labels_split_and_reload(store, tmp_path):
                 for _ in range(10)
             }
             assert len(seen) == 1
+            # gRPC: the same key in metadata picks the same version (reported in model_spec).
+            assert _grpc_version(server, key) == seen.pop()
 
         # Reload: add a model while "ab" is under load; nothing may fail.
         failures: list = []

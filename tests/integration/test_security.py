@@ -104,3 +104,55 @@ def test_bad_ssl_config_stops_startup_with_a_reason(store, tmp_path):
     )
     with pytest.raises(RuntimeError, match="server_key/server_cert cannot be used"):
         server.start()
+
+
+def _grpc_predict(channel, metadata=()) -> float:
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "m"
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto([2.0], dtype=tf.float32))
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    response = stub.Predict(request, timeout=30, metadata=metadata)
+    return response.outputs["y"].float_val[0]
+
+
+def test_grpc_mutual_tls_tokens_and_health(store, pki, tmp_path):
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    (tmp_path / "ssl.config").write_text(ssl_config_text(pki, client_verify=True))
+    args = [
+        "--model_name=m",
+        f"--model_base_path={store / 'm'}",
+        f"--ssl_config_file={tmp_path / 'ssl.config'}",
+    ]
+    env = {"TFX_MODEL_SERVER_AUTH_TOKENS": "grpc-token"}
+    with ServerProcess(args, grpc=True, rest=False, env=env) as server:
+        target = f"localhost:{server.grpc_port}"
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=pki.ca.cert,
+            private_key=pki.client.key,
+            certificate_chain=pki.client.cert,
+        )
+        with grpc.secure_channel(target, credentials) as channel:
+            token = (("authorization", "Bearer grpc-token"),)
+            assert _grpc_predict(channel, token) == 3.0
+            with pytest.raises(grpc.RpcError) as err:
+                _grpc_predict(channel)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            with pytest.raises(grpc.RpcError) as err:
+                _grpc_predict(channel, (("authorization", "Bearer wrong"),))
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            health = health_pb2_grpc.HealthStub(channel)
+            for service in ("", "tensorflow.serving.PredictionService"):
+                reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        no_client_cert = grpc.ssl_channel_credentials(root_certificates=pki.ca.cert)
+        with grpc.secure_channel(target, no_client_cert) as channel:
+            with pytest.raises(grpc.RpcError) as err:
+                _grpc_predict(channel, (("authorization", "Bearer grpc-token"),))
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError):
+            _grpc_predict(channel, (("authorization", "Bearer grpc-token"),))

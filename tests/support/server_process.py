@@ -33,9 +33,10 @@ class ServerProcess:
         grpc: bool = False,
         env: dict | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        rest: bool = True,
     ) -> None:
         self.ssl_context = ssl_context
-        self.rest_port = free_port()
+        self.rest_port = free_port() if rest else 0
         self.grpc_port = free_port() if grpc else 0
         self.args = [
             f"--rest_api_port={self.rest_port}",
@@ -66,7 +67,8 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.rest_port), timeout=0.5):
+                ready_port = self.rest_port or self.grpc_port
+                with socket.create_connection(("127.0.0.1", ready_port), timeout=0.5):
                     return self
             except OSError:
                 time.sleep(0.1)

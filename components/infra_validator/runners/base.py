@@ -12,6 +12,8 @@ class FailureCode(str, enum.Enum):
     """Why a model was not blessed; stored verbatim in the blessing's ``reason`` property."""
 
     SERVER_START_FAILED = "SERVER_START_FAILED"
+    IMAGE_PULL_FAILED = "IMAGE_PULL_FAILED"
+    UNSCHEDULABLE = "UNSCHEDULABLE"
     SERVER_EXITED = "SERVER_EXITED"
     LOAD_TIMEOUT = "LOAD_TIMEOUT"
     MODEL_UNAVAILABLE = "MODEL_UNAVAILABLE"

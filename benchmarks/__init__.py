@@ -1,0 +1,1 @@
+"""Benchmark of this model server against its alternatives (see benchmarks/README.md)."""

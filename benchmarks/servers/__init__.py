@@ -1,0 +1,1 @@
+"""Servers the benchmark compares against; each is started as its own process."""

@@ -1,0 +1,58 @@
+"""``grpc.health.v1.Health`` kept in step with model readiness (TF Serving lacks it: #1754).
+
+The overall service ("") and both API services report SERVING once every configured model
+has an AVAILABLE version, NOT_SERVING before that — the gRPC twin of REST's ``/readyz``.
+Service names are given fully qualified and, as TF Serving's optional health service names
+them, unqualified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from serving.core.server_core import ServerCore
+
+SERVICE_NAMES = (
+    "",
+    "tensorflow.serving.PredictionService",
+    "tensorflow.serving.ModelService",
+    "PredictionService",
+    "ModelService",
+)
+_REFRESH_SECONDS = 1.0
+
+
+class ReadinessHealth:
+    def __init__(self, core: ServerCore) -> None:
+        self._core = core
+        self.servicer = health.aio.HealthServicer()
+        self._task: asyncio.Task | None = None
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        health_pb2_grpc.add_HealthServicer_to_server(self.servicer, server)
+
+    async def refresh(self) -> None:
+        ready = not self._core.models_without_available_version()
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ready
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in SERVICE_NAMES:
+            await self.servicer.set(name, status)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await self.refresh()
+            await asyncio.sleep(_REFRESH_SECONDS)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        await self.servicer.enter_graceful_shutdown()

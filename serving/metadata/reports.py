@@ -1,0 +1,26 @@
+"""The report kinds the server spools and their payload keys (the server↔worker contract).
+
+Times are epoch milliseconds as floats: MLMD's INT properties are 32-bit on MySQL/MariaDB and
+PostgreSQL, so anything like a timestamp is stored as DOUBLE.
+"""
+
+from __future__ import annotations
+
+SERVER_STARTED = "server_started"  # server_id, hostname, runtime_version, started_at_ms, pid
+VERSION_LOADED = "version_loaded"  # episode_id, server_id, model_name, model_version, path,
+# base_path, load_started_ms, load_time_ms, load_latency_ms, hostname, device
+VERSION_LOAD_FAILED = "version_load_failed"  # as VERSION_LOADED + error
+VERSION_UNLOADED = "version_unloaded"  # episode_id, unload_time_ms, unload_reason
+PREDICTION_LOG = "prediction_log"  # shard_id, episode_id, uri, num_records, window_start_ms,
+# window_end_ms, model_name, model_version, server_id
+LIVE_METRICS = "live_metrics"  # server_id, model_name, model_version, episode_id, task,
+# num_predictions, num_labeled, accuracy, auc, mae, rmse, updated_ms
+
+KINDS = (
+    SERVER_STARTED,
+    VERSION_LOADED,
+    VERSION_LOAD_FAILED,
+    VERSION_UNLOADED,
+    PREDICTION_LOG,
+    LIVE_METRICS,
+)
