@@ -29,7 +29,7 @@ def median_rows(rows: list[dict]) -> list[dict]:
         for metric in ("rps", "p50_ms", "p99_ms"):
             row[metric] = statistics.median(r[metric] for r in group)
         row["errors"] = sum(r["errors"] for r in group)
-        row["load_before"] = max(r["load_before"] for r in group)
+        row["busy_before"] = max(r["busy_before"] for r in group)
         row["rounds"] = len(group)
         merged.append(row)
     return merged
@@ -83,7 +83,7 @@ def targets(rows: list[dict]) -> list[str]:
 
 def table(rows: list[dict], model: str) -> list[str]:
     lines = [
-        "| server | protocol | c | req/s | p50 ms | p99 ms | errors | rows/model call | load avg before |",  # noqa: E501
+        "| server | protocol | c | req/s | p50 ms | p99 ms | errors | rows/model call | CPU busy before |",  # noqa: E501
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in sorted(
@@ -94,7 +94,7 @@ def table(rows: list[dict], model: str) -> list[str]:
         lines.append(
             f"| {row['server']} | {row['protocol']} | {row['concurrency']} | {row['rps']:.0f} | "
             f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['errors']} | {batch} | "
-            f"{row['load_before']:.2f} |"
+            f"{row['busy_before']:.0%} |"
         )
     return lines
 
@@ -121,10 +121,10 @@ def main(argv: list[str]) -> int:
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
         "",
-        "The machine is shared: *load avg before* is the 1-minute load average when each "
-        "measurement started. With the server on one core and wrk/h2load on the other, a clean "
-        "run shows about 1-2; higher means other work competed for the cores and that row "
-        "understates every server on it.",
+        "The machine is shared with other work: *CPU busy before* is the share of both CPUs "
+        "that other processes used in the second before each measurement (the runner waits up "
+        "to `--patience` s for it to fall below `--max-busy`). A row with a high value "
+        "understates the server measured then; compare rows with similar values.",
         "",
         "## Targets",
         "",

@@ -7,8 +7,9 @@ and h2load for gRPC unary calls over h2c. For each model, server, protocol and c
 runs a discarded warm-up, then a measured run, and records req/s, p50/p99, errors and — where
 the server exposes it — the mean number of rows per model call. Results go to
 ``benchmarks/results/`` (results.json, results.md, one PNG per model) with the machine, package
-versions, settings and the 1-minute load average seen before each measurement: numbers taken
-while something else ran on the machine are not comparable, and the table says so.
+versions, settings and how busy other processes kept the CPUs just before each measurement
+(it waits for a quiet moment first): numbers taken while something else ran on this shared
+machine are not comparable, and the table says so.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class Row:
     p99_ms: float
     errors: int
     mean_batch: float | None
-    load_before: float
+    busy_before: float
     round: int
 
 
@@ -97,8 +98,29 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def load_average() -> float:
-    return os.getloadavg()[0]
+def cpu_busy(seconds: float = 1.0) -> float:
+    """Fraction of all CPUs busy over ``seconds`` (from /proc/stat), taken while the server
+    under test is idle: what other work on the shared machine is using."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields), idle
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 1 - (idle1 - idle0) / max(total1 - total0, 1)
+
+
+def wait_for_quiet(limit: float, patience: float) -> float:
+    """Waits (up to ``patience`` s) until other work uses less than ``limit`` of the CPUs;
+    returns the last busy fraction seen, recorded with the measurement."""
+    deadline = time.monotonic() + patience
+    busy = cpu_busy()
+    while busy > limit and time.monotonic() < deadline:
+        busy = cpu_busy()
+    return busy
 
 
 def http_post(url: str, body: bytes, timeout: float = 10) -> tuple[int, bytes]:
@@ -525,7 +547,7 @@ def bench_server(server: Server, model: str, args, round_: int, rows: list[Row])
     try:
         for endpoint in server.endpoints:
             for concurrency in args.concurrency:
-                load = load_average()
+                load = wait_for_quiet(args.max_busy, args.patience)
                 before = server.batch_probe() if server.batch_probe else None
                 result = measure(endpoint, concurrency, args.seconds, args.warmup)
                 validate(endpoint)  # still answering correctly after the run
@@ -624,6 +646,10 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--max-busy", type=float, default=0.15, help="wait while others use more of the CPUs"
+    )
+    parser.add_argument("--patience", type=float, default=60, help="longest wait per point (s)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",")]

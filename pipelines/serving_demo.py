@@ -40,6 +40,7 @@ MODEL_NAME = "demo"
 DATA_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "demo")
 CANARY_SIGNATURES = ("serving_default", "predict_examples", "regression")
 _KFP_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
+FEEDBACK_SPLIT_NAMES = '["train", "eval"]'  # as serving.metadata.export registers them
 
 
 def create_pipeline(
@@ -52,12 +53,31 @@ def create_pipeline(
     train_steps: int = 20,
     eval_steps: int = 5,
     keep_last_versions: int = 5,
+    feedback_examples: str | None = None,
+    metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
 ) -> tfx.dsl.Pipeline:
-    """The pipeline; ``metadata_path`` (SQLite file) is for LocalDagRunner, None on Kubeflow."""
+    """The pipeline; ``metadata_path`` (SQLite file) is for LocalDagRunner, None on Kubeflow.
+
+    ``feedback_examples``: a directory written by ``python -m serving.metadata.export`` (labelled
+    live traffic). The Trainer then trains on it; the Importer reuses the Examples artifact the
+    export registered, so lineage shows serving -> feedback -> this run.
+    ``metadata_connection_config`` replaces the SQLite file (e.g. MySQL/MariaDB).
+    """
     example_gen = tfx.components.CsvExampleGen(input_base=data_root)
+    training_data = example_gen.outputs["examples"]
+    extra_nodes = []
+    if feedback_examples:
+        feedback = tfx.dsl.Importer(
+            source_uri=os.path.abspath(feedback_examples),
+            artifact_type=tfx.types.standard_artifacts.Examples,
+            reimport=False,
+            properties={"split_names": FEEDBACK_SPLIT_NAMES},
+        ).with_id("feedback_importer")
+        training_data = feedback.outputs["result"]
+        extra_nodes.append(feedback)
     trainer = tfx.components.Trainer(
         run_fn="pipelines.trainer_module.run_fn",
-        examples=example_gen.outputs["examples"],
+        examples=training_data,
         train_args=tfx.proto.TrainArgs(num_steps=train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=eval_steps),
     )
@@ -91,9 +111,10 @@ def create_pipeline(
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
-        components=[example_gen, trainer, exporter, infra_validator, pusher],
+        components=[example_gen, *extra_nodes, trainer, exporter, infra_validator, pusher],
         enable_cache=False,
-        metadata_connection_config=(
+        metadata_connection_config=metadata_connection_config
+        or (
             tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)
             if metadata_path
             else None
@@ -124,7 +145,7 @@ def run_summary(metadata_path: str) -> list[tuple[str, str, float]]:
     ]
 
 
-def run_local(workdir: str, train_steps: int) -> str:
+def run_local(workdir: str, train_steps: int, feedback_examples: str | None = None) -> str:
     """Runs the pipeline on LocalDagRunner; returns the model store's base directory."""
     workdir = os.path.abspath(workdir)
     metadata_path = os.path.join(workdir, "metadata.sqlite")
@@ -135,6 +156,7 @@ def run_local(workdir: str, train_steps: int) -> str:
         serving_model_dir=serving_model_dir,
         metadata_path=metadata_path,
         train_steps=train_steps,
+        feedback_examples=feedback_examples,
     )
     started = time.time()
     tfx.orchestration.LocalDagRunner().run(pipeline)
@@ -185,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="run on LocalDagRunner")
     run.add_argument("--workdir", default="demo-workdir")
     run.add_argument("--train_steps", type=int, default=20)
+    run.add_argument(
+        "--feedback_examples",
+        default=None,
+        help="train on labelled live traffic exported by python -m serving.metadata.export",
+    )
     kfp = commands.add_parser("compile-kubeflow", help="compile for Kubeflow Pipelines v2")
     kfp.add_argument("--image", required=True, help="components image (this package + tfx)")
     kfp.add_argument("--pipeline_root", required=True)
@@ -198,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     absl_logging.set_verbosity(absl_logging.INFO)
     if args.command == "run":
-        run_local(args.workdir, args.train_steps)
+        run_local(args.workdir, args.train_steps, args.feedback_examples)
     else:
         compile_kubeflow(
             image=args.image,

@@ -40,9 +40,17 @@ fi
 stamp=".venv/.installed-$(sha256sum requirements/lock.txt pyproject.toml | sha256sum | cut -c1-16)"
 if [[ ! -f "$stamp" ]]; then
   echo "bootstrap: installing locked dependencies (first run takes a few minutes)"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check "uv==0.13.9"
-  .venv/bin/uv pip sync --python .venv/bin/python requirements/lock.txt
-  .venv/bin/uv pip install --python .venv/bin/python --no-deps -e .
+  # uv lives beside the environment, not in it: 'uv pip sync' removes what the lock lacks.
+  uv=".venv/.uv/bin/uv"
+  if [[ ! -x "$uv" ]]; then
+    if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+      .venv/bin/python -m ensurepip --upgrade >/dev/null  # a venv made without pip
+    fi
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+      --target .venv/.uv "uv==0.13.9"
+  fi
+  "$uv" pip sync --python .venv/bin/python requirements/lock.txt
+  "$uv" pip install --python .venv/bin/python --no-deps -e .
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

@@ -5,7 +5,8 @@
    ./demo-workdir/models/demo.
 2. Starts tfx-model-server on that store (free loopback ports).
 3. Sends one REST and one gRPC predict request for the same rows and prints both answers.
-4. Stops the server with SIGTERM.
+4. Stops the server with SIGTERM and prints the served version's lineage from MLMD: the
+   pipeline run, trainer, examples, blessings and push behind it, and the server's load.
 """
 
 from __future__ import annotations
@@ -105,12 +106,27 @@ def grpc_predict(port: int) -> list:
     return values
 
 
+def show_lineage(workdir: Path, version: int) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "serving.metadata.lineage",
+        f"--metadata_connection=sqlite://{workdir / 'metadata.sqlite'}",
+        "version",
+        MODEL_NAME,
+        str(version),
+    ]
+    step("lineage: tfx-serving-lineage " + " ".join(command[3:]))
+    subprocess.run(command, cwd=REPO, check=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default=str(REPO / "demo-workdir"))
     parser.add_argument("--train_steps", type=int, default=20)
     args = parser.parse_args()
-    store = run_pipeline(Path(args.workdir).resolve(), args.train_steps)
+    workdir = Path(args.workdir).resolve()
+    store = run_pipeline(workdir, args.train_steps)
 
     rest_port, grpc_port = free_port(), free_port()
     command = [
@@ -122,22 +138,27 @@ def main() -> int:
         f"--rest_api_port={rest_port}",
         f"--model_name={MODEL_NAME}",
         f"--model_base_path={store}",
+        # Report loads to the pipeline's MLMD (through a background worker, never inline).
+        f"--metadata_connection=sqlite://{workdir / 'metadata.sqlite'}",
+        f"--metadata_spool_dir={workdir / 'spool'}",
     ]
     step("starting: tfx-model-server " + " ".join(command[3:]))
     server = subprocess.Popen(command, cwd=REPO)
     try:
         status = wait_until_serving(f"http://127.0.0.1:{rest_port}/v1/models/{MODEL_NAME}", server)
         step(f"model status: {json.dumps(status)}")
+        version = int(status["model_version_status"][0]["version"])
         over_rest = rest_predict(rest_port)
         over_grpc = grpc_predict(grpc_port)
         if max(abs(a - b) for a, b in zip(over_rest, over_grpc, strict=True)) > 1e-6:
             step("MISMATCH between the REST and gRPC answers")
             return 1
         step("REST and gRPC agree")
-        return 0
     finally:
         server.terminate()
         step(f"server stopped with exit code {server.wait(60)}")
+    show_lineage(workdir, version)
+    return 0
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 
-from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from serving.config_protos import read_text_proto
 from serving.core.server_core import ServerCore
 from serving.errors import ConfigError, ServingError
 
@@ -26,15 +26,7 @@ class ConfigFileError(ConfigError):
 
 
 def read_model_config(path: str) -> ModelServerConfig:
-    config = ModelServerConfig()
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text_format.Parse(handle.read(), config)
-    except (OSError, text_format.ParseError) as exc:
-        raise ConfigFileError(
-            f"Error parsing text-format tensorflow.serving.ModelServerConfig from {path}: {exc}"
-        ) from exc
-    return config
+    return read_text_proto(path, ModelServerConfig(), ConfigFileError)
 
 
 class ConfigFileWatcher:

@@ -65,6 +65,12 @@ class ServerOptions:
     auth_protect_health_probes: bool = False
     traffic_split_config_file: str = ""
     host: str = "0.0.0.0"
+    metadata_connection: str = ""
+    metadata_spool_dir: str = ""
+    metadata_spool_max_reports: int = 100_000
+    metadata_server_id: str = ""
+    prediction_log_dir: str = ""
+    prediction_log_sampling: str = "0.01"
     version: bool = False
 
 
@@ -93,6 +99,18 @@ _HELP = {
     "has an AVAILABLE version (default true here; false in TF Serving)",
     "ssl_config_file": "text SSLConfig (server_key, server_cert, custom_ca, client_verify); "
     "applies to REST and gRPC",
+    "metadata_connection": "report loads/unloads, prediction logs and live metrics to ML "
+    "Metadata: sqlite:///path/mlmd.sqlite, mysql://user@host:3306/db or "
+    "postgresql://user@host:5432/db (password in $TFX_SERVING_METADATA_PASSWORD); a worker "
+    "process writes them, never the request path (tfx-model-server only)",
+    "metadata_spool_dir": "persistent local directory queueing reports while the metadata store "
+    "is unreachable; required with --metadata_connection",
+    "metadata_spool_max_reports": "reports the spool holds before dropping new ones (logged)",
+    "metadata_server_id": "this server's name in metadata (default <hostname>:<port>)",
+    "prediction_log_dir": "write sampled PredictionLog TFRecord shards here and accept "
+    "POST /v1/models/<m>:feedback (tfx-model-server only)",
+    "prediction_log_sampling": "share of requests logged: a default and per-model rates, "
+    "e.g. 0.01,demo=1.0",
     "version": "print versions and exit",
 }
 
@@ -209,3 +227,8 @@ def validate(options: ServerOptions) -> None:
         raise OptionsError("--max_request_bytes must be >= 0 (0 = unlimited)")
     if options.rest_api_timeout_in_ms < 0:
         raise OptionsError("--rest_api_timeout_in_ms must be >= 0")
+    if options.metadata_connection and not options.metadata_spool_dir:
+        raise OptionsError(
+            "--metadata_connection needs --metadata_spool_dir: a persistent local directory "
+            "where reports wait while the metadata store is unreachable"
+        )

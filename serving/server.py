@@ -22,16 +22,17 @@ import uvicorn
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.api.inference import InferenceService
-from serving.batching.params import BatchingConfig, BatchingConfigError, read_batching_parameters
+from serving.batching.params import BatchingConfig, read_batching_parameters
 from serving.batching.scheduler import BatchScheduler
-from serving.config_file import ConfigFileError, ConfigFileWatcher, read_model_config
+from serving.config_file import ConfigFileWatcher, read_model_config
 from serving.core.model_manager import RetryPolicy
 from serving.core.server_core import ServerCore
 from serving.core.traffic_split import DEFAULT_ROUTING_HEADER, read_traffic_split
 from serving.errors import ServingError
 from serving.grpc_api.health import ReadinessHealth
 from serving.grpc_api.server import GrpcSecurity, build_grpc_server
-from serving.monitoring.config import MonitoringConfigError, read_monitoring_config
+from serving.metadata.services import build_metadata_services
+from serving.monitoring.config import read_monitoring_config
 from serving.monitoring.metrics import ServingMetrics
 from serving.options import OptionsError, ServerOptions
 from serving.rest.app import RestApi, RestOptions
@@ -48,10 +49,7 @@ log = logging.getLogger(__name__)
 def model_config_from_flags(options: ServerOptions) -> model_server_config_pb2.ModelServerConfig:
     """The config a command line describes: the file, or one model from the flags."""
     if options.model_config_file:
-        try:
-            return read_model_config(options.model_config_file)
-        except ConfigFileError as exc:
-            raise OptionsError(str(exc)) from exc
+        return read_model_config(options.model_config_file)
     config = model_server_config_pb2.ModelServerConfig()
     model = config.model_config_list.config.add()
     model.name = options.model_name
@@ -83,6 +81,8 @@ class ModelServer:
         configure_devices(options.per_process_gpu_memory_fraction)
         self.metrics = self._metrics(options)
         self.batching = self._batching(options)
+        self.metadata = build_metadata_services(options)
+        reporter = self.metadata.reporter if self.metadata else None
         loader = ServableLoader(
             load_options,
             self.batching,
@@ -101,6 +101,7 @@ class ModelServer:
             allow_labels_for_unavailable_versions=(
                 options.allow_version_labels_for_unavailable_models
             ),
+            on_state_change=reporter.on_state_change if reporter else None,
         )
         self._watcher = (
             ConfigFileWatcher(
@@ -125,15 +126,14 @@ class ModelServer:
         self.service = InferenceService(
             self.core, threads, options.max_queued_requests, self.metrics
         )
+        if self.metadata is not None:
+            self.service.prediction_log = self.metadata.logger
         self._stopping: asyncio.Event | None = None
 
     def _metrics(self, options: ServerOptions) -> ServingMetrics | None:
         if not options.monitoring_config_file:
             return None
-        try:
-            settings = read_monitoring_config(options.monitoring_config_file)
-        except MonitoringConfigError as exc:
-            raise OptionsError(str(exc)) from exc
+        settings = read_monitoring_config(options.monitoring_config_file)
         if not settings.enable:
             return None
         if not options.rest_api_port:
@@ -152,14 +152,11 @@ class ModelServer:
                     "--enable_per_model_batching_parameters requires --enable_batching"
                 )
             return None
-        try:
-            config = (
-                read_batching_parameters(options.batching_parameters_file)
-                if options.batching_parameters_file
-                else BatchingConfig(thread_pool_name="model_server_batch_threads")
-            )
-        except BatchingConfigError as exc:
-            raise OptionsError(str(exc)) from exc
+        config = (
+            read_batching_parameters(options.batching_parameters_file)
+            if options.batching_parameters_file
+            else BatchingConfig(thread_pool_name="model_server_batch_threads")
+        )
         scheduler = BatchScheduler(config.threads, config.thread_pool_name, self.metrics)
         return BatchingSetup(scheduler, config, options.enable_per_model_batching_parameters)
 
@@ -170,6 +167,8 @@ class ModelServer:
                 self.core.set_traffic_splits(self.traffic.splits)
         except ServingError as exc:
             raise OptionsError(exc.message) from exc
+        if self.metadata is not None:
+            self.metadata.start()  # before the first load, so no load report is missed
         self.core.start()
         if self._watcher is not None:
             self._watcher.start()
@@ -182,6 +181,8 @@ class ModelServer:
                 self._watcher.stop()
             self.core.stop()
             self.service.close()
+            if self.metadata is not None:
+                self.metadata.close()
         log.info("Server stopped")
         return 0
 
@@ -203,6 +204,7 @@ class ModelServer:
                     routing_header=(
                         self.traffic.routing_header if self.traffic else DEFAULT_ROUTING_HEADER
                     ).encode(),
+                    metadata=self.metadata,
                 ),
             )
             rest = _Uvicorn(

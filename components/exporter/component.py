@@ -1,4 +1,5 @@
-"""Exporter component: Trainer ``Model`` (+ optional ``Examples``) -> serving-ready ``Model``."""
+"""Exporter component: Trainer ``Model`` (+ optional ``TransformGraph``, ``Examples``) ->
+serving-ready ``Model``."""
 
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ class ExporterSpec(types.ComponentSpec):
     INPUTS = {
         stock.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
         stock.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples, optional=True),
+        stock.TRANSFORM_GRAPH_KEY: ChannelParameter(
+            type=standard_artifacts.TransformGraph, optional=True
+        ),
     }
     OUTPUTS = {EXPORTED_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model)}
     TYPE_ANNOTATION = Process
@@ -40,6 +44,11 @@ class Exporter(base_component.BaseComponent):
     ``examples`` (``num_warmup_examples`` per signature, default 1, from ``warmup_split`` or the
     first split) and records a signature summary as custom properties. The output is a stock
     ``Model``: stock Evaluator/InfraValidator/Pusher can consume it unchanged.
+
+    With ``transform_graph`` (the Transform component's output, stock key), the model the
+    Trainer fit on transformed features is first wrapped with TFT's serving layer, so that
+    ``serving_default`` takes raw features (only those the model needs: no labels) and the
+    transform's statistics and vocabularies travel inside the SavedModel.
     """
 
     SPEC_CLASS = ExporterSpec
@@ -49,6 +58,7 @@ class Exporter(base_component.BaseComponent):
         self,
         model: types.BaseChannel,
         examples: types.BaseChannel | None = None,
+        transform_graph: types.BaseChannel | None = None,
         num_warmup_examples: int | None = None,
         warmup_split: str | None = None,
     ) -> None:
@@ -59,6 +69,7 @@ class Exporter(base_component.BaseComponent):
         spec = ExporterSpec(
             model=model,
             examples=examples,
+            transform_graph=transform_graph,
             num_warmup_examples=num_warmup_examples,
             warmup_split=warmup_split,
             exported_model=types.Channel(type=standard_artifacts.Model),

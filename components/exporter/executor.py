@@ -1,8 +1,10 @@
-"""Exporter executor: signatures, warmup requests, manifest, signature summary."""
+"""Exporter executor: transform embedding, signatures, warmup requests, manifest, summary."""
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from typing import Any
 
 from absl import logging
@@ -13,7 +15,7 @@ from tfx.types import standard_component_specs as stock
 from tfx.utils import io_utils, path_utils
 
 from components import serving_requests
-from components.exporter import signatures
+from components.exporter import signatures, transform
 from components.manifest import build_manifest, manifest_path_for
 
 EXPORTED_MODEL_KEY = "exported_model"
@@ -21,6 +23,7 @@ SIGNATURE_NAMES_KEY = "signature_names"
 SIGNATURES_KEY = "signatures"
 WARMUP_REQUESTS_KEY = "warmup_requests"
 MANIFEST_DIGEST_KEY = "manifest_digest"
+TRANSFORM_EMBEDDED_KEY = "transform_embedded"
 _DEFAULT_NUM_WARMUP_EXAMPLES = 1
 
 
@@ -39,14 +42,22 @@ class Executor(base_executor.BaseExecutor):
         source = path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
         target = path_utils.serving_model_dir(exported.uri)
 
-        source_defs = serving_requests.load_signature_defs(source)
-        plan = signatures.plan_signatures(source_defs)
-        for name, problem in sorted(plan.unusable.items()):
-            logging.warning("Signature %r kept but not servable: %s", name, problem)
-        if plan.changes_model:
-            signatures.write_serving_model(source, target, source_defs, plan)
-        else:
-            io_utils.copy_dir(source, target)
+        # Local on purpose: an intermediate SavedModel, deleted before Do returns.
+        with tempfile.TemporaryDirectory(prefix="exporter-") as tmp:
+            embedded = False
+            if input_dict.get(stock.TRANSFORM_GRAPH_KEY):
+                graph = artifact_utils.get_single_instance(input_dict[stock.TRANSFORM_GRAPH_KEY])
+                with_transform = os.path.join(tmp, "with-transform")
+                embedded = transform.embed_transform(source, graph.uri, with_transform)
+                source = with_transform if embedded else source
+            source_defs = serving_requests.load_signature_defs(source)
+            plan = signatures.plan_signatures(source_defs)
+            for name, problem in sorted(plan.unusable.items()):
+                logging.warning("Signature %r kept but not servable: %s", name, problem)
+            if plan.changes_model:
+                signatures.write_serving_model(source, target, source_defs, plan)
+            else:
+                io_utils.copy_dir(source, target)
         target_defs = serving_requests.load_signature_defs(target)
         servable = sorted(n for n in target_defs if n not in plan.unusable)
 
@@ -76,6 +87,7 @@ class Executor(base_executor.BaseExecutor):
             SIGNATURES_KEY, json.dumps(signatures.summarize(target_defs), sort_keys=True)
         )
         exported.set_int_custom_property(WARMUP_REQUESTS_KEY, warmup_count)
+        exported.set_int_custom_property(TRANSFORM_EMBEDDED_KEY, int(embedded))
         exported.set_string_custom_property(MANIFEST_DIGEST_KEY, manifest.digest)
         logging.info(
             "Exported %s -> %s with signatures %s, %d warmup requests",

@@ -20,7 +20,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import tempfile
 import threading
@@ -221,7 +220,10 @@ class Executor(base_executor.BaseExecutor):
                     )
                 if not attempts[-1].ok:
                     break
-            shutil.copyfile(log_path, os.path.join(blessing.uri, SERVER_LOG_FILENAME))
+            # fileio, not shutil: on Kubeflow the blessing URI is usually gs://.
+            io_utils.copy_file(
+                log_path, os.path.join(blessing.uri, SERVER_LOG_FILENAME), overwrite=True
+            )
 
         final = attempts[-1]
         self._write_result(blessing, mode, attempts)

@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
 
 from serving.api import examples
@@ -33,6 +33,9 @@ from serving.batching.servable import BatchingServable
 from serving.core.server_core import ModelSpec, ServableHandle, ServerCore
 from serving.errors import Code, ServingError, invalid_argument, unavailable, unimplemented
 from serving.monitoring.metrics import ServingMetrics
+
+if TYPE_CHECKING:
+    from serving.metadata.prediction_log import PredictionLogger
 
 
 @dataclass(frozen=True)
@@ -50,10 +53,16 @@ class PredictResult:
     outputs: dict[str, np.ndarray]
 
 
+ResultProto = TypeVar(
+    "ResultProto", classification_pb2.ClassificationResult, regression_pb2.RegressionResult
+)
 InputDecoder = Callable[[SignatureDef], Mapping[str, np.ndarray]]
 
 
 class InferenceService:
+    # Set by the server when --prediction_log_dir is given (serving.metadata.prediction_log).
+    prediction_log: PredictionLogger | None = None
+
     def __init__(
         self,
         core: ServerCore,
@@ -137,36 +146,54 @@ class InferenceService:
             outputs = await self._model_call(
                 handle, "Predict", signature, inputs, aliases, timeout_ms
             )
-            return PredictResult(self._resolved(handle, spec), outputs)
+            resolved = self._resolved(handle, spec)
+            if self.prediction_log is not None:
+                self.prediction_log.record("predict", resolved, inputs, outputs)
+            return PredictResult(resolved, outputs)
 
     # ------------------------------------------------------------------ classify / regress
     async def classify(
         self, spec: ModelSpec, inp: input_pb2.Input, timeout_ms: int = 0
     ) -> tuple[ResolvedSpec, classification_pb2.ClassificationResult]:
-        with self._counted(spec.name), self.core.handle(spec) as handle:
-            _, signature = examples.find_inference_signature(
-                handle.servable.signatures, spec.signature_name
-            )
-            alias, fetch = examples.classification_plan(signature)
-            batch = examples.serialized_examples(inp)
-            outputs = await self._model_call(
-                handle, "Classify", signature, {alias: batch}, fetch, timeout_ms
-            )
-            return self._resolved(handle, spec), examples.classification_result(outputs, len(batch))
+        return await self._on_examples(
+            "Classify",
+            spec,
+            inp,
+            timeout_ms,
+            examples.classification_plan,
+            examples.classification_result,
+        )
 
     async def regress(
         self, spec: ModelSpec, inp: input_pb2.Input, timeout_ms: int = 0
     ) -> tuple[ResolvedSpec, regression_pb2.RegressionResult]:
+        return await self._on_examples(
+            "Regress", spec, inp, timeout_ms, examples.regression_plan, examples.regression_result
+        )
+
+    async def _on_examples(
+        self,
+        api: str,
+        spec: ModelSpec,
+        inp: input_pb2.Input,
+        timeout_ms: int,
+        plan: Callable[[SignatureDef], tuple[str, list[str]]],
+        result: Callable[[Mapping[str, np.ndarray], int], ResultProto],
+    ) -> tuple[ResolvedSpec, ResultProto]:
+        """Classify and Regress: serialized examples into one signature input, a result out."""
         with self._counted(spec.name), self.core.handle(spec) as handle:
             _, signature = examples.find_inference_signature(
                 handle.servable.signatures, spec.signature_name
             )
-            alias, fetch = examples.regression_plan(signature)
+            alias, fetch = plan(signature)
             batch = examples.serialized_examples(inp)
             outputs = await self._model_call(
-                handle, "Regress", signature, {alias: batch}, fetch, timeout_ms
+                handle, api, signature, {alias: batch}, fetch, timeout_ms
             )
-            return self._resolved(handle, spec), examples.regression_result(outputs, len(batch))
+            resolved, answer = self._resolved(handle, spec), result(outputs, len(batch))
+            if self.prediction_log is not None:
+                self.prediction_log.record(api.lower(), resolved, inp, answer)
+            return resolved, answer
 
     # ------------------------------------------------------------------ multi-inference
     async def multi_inference(
@@ -207,11 +234,6 @@ class InferenceService:
                     result = examples.regression_result(outputs, len(batch))
                 results.append((ResolvedSpec(handle.model_name, handle.version, plan.key), result))
             return results
-
-    # ------------------------------------------------------------------ metadata
-    def signature_defs(self, spec: ModelSpec) -> tuple[int, meta_graph_pb2.MetaGraphDef]:
-        with self.core.handle(spec) as handle:
-            return handle.version, handle.servable.meta_graph
 
     @staticmethod
     def _resolved(handle: ServableHandle, spec: ModelSpec) -> ResolvedSpec:

@@ -1,8 +1,8 @@
 """TF Serving's ``BatchingParameters`` text proto, parsed with protobuf's own text format.
 
 ``BatchingParameters`` lives in ``session_bundle_config.proto``, which tensorflow-serving-api does
-not ship, so the message is declared here with TF Serving's field names and numbers (a hand-built
-descriptor). Parsing then accepts exactly what ``--batching_parameters_file`` accepts upstream,
+not ship; :mod:`serving.config_protos` declares it with TF Serving's field names and numbers.
+Parsing then accepts exactly what ``--batching_parameters_file`` accepts upstream,
 wrapper syntax included (``max_batch_size { value: 128 }``), and unset wrappers stay
 distinguishable from zero, which is what the defaults below depend on.
 """
@@ -13,9 +13,10 @@ import itertools
 import os
 from dataclasses import dataclass
 
-from google.protobuf import descriptor_pb2, descriptor_pool, text_format, wrappers_pb2
 from google.protobuf.message import Message
-from google.protobuf.message_factory import MessageFactory
+
+from serving.config_protos import BatchingParameters, parse_text_proto, read_text_proto
+from serving.errors import ConfigError
 
 # TF Serving's defaults for unset fields (BasicBatchScheduler::Options, batching_session.h).
 DEFAULT_MAX_BATCH_SIZE = 1000
@@ -23,50 +24,8 @@ DEFAULT_MAX_ENQUEUED_BATCHES = 10
 DEFAULT_THREAD_POOL_NAME = "batch_threads"
 PER_MODEL_FILE = "batching_params.pbtxt"
 
-_I64 = ".google.protobuf.Int64Value"
-_FIELDS = (  # (name, number, type name or scalar type, repeated)
-    ("max_batch_size", 1, _I64, False),
-    ("batch_timeout_micros", 2, _I64, False),
-    ("max_enqueued_batches", 3, _I64, False),
-    ("num_batch_threads", 4, _I64, False),
-    ("thread_pool_name", 5, ".google.protobuf.StringValue", False),
-    ("allowed_batch_sizes", 6, descriptor_pb2.FieldDescriptorProto.TYPE_INT64, True),
-    ("pad_variable_length_inputs", 7, descriptor_pb2.FieldDescriptorProto.TYPE_BOOL, False),
-    ("enable_large_batch_splitting", 8, ".google.protobuf.BoolValue", False),
-    ("max_execution_batch_size", 9, _I64, False),
-)
 
-
-def _message_class() -> type[Message]:
-    pool = descriptor_pool.DescriptorPool()
-    wrappers = descriptor_pb2.FileDescriptorProto()
-    wrappers_pb2.DESCRIPTOR.CopyToProto(wrappers)
-    pool.Add(wrappers)
-    proto = descriptor_pb2.FileDescriptorProto(
-        name="tfx_serving/batching_parameters.proto",
-        package="tensorflow.serving",
-        syntax="proto3",
-        dependency=[wrappers.name],
-    )
-    message = proto.message_type.add(name="BatchingParameters")
-    field_type = descriptor_pb2.FieldDescriptorProto
-    for name, number, kind, repeated in _FIELDS:
-        field = message.field.add(name=name, number=number)
-        field.label = field_type.LABEL_REPEATED if repeated else field_type.LABEL_OPTIONAL
-        if isinstance(kind, str):
-            field.type = field_type.TYPE_MESSAGE
-            field.type_name = kind
-        else:
-            field.type = kind
-    pool.Add(proto)
-    descriptor = pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
-    return MessageFactory(pool).GetPrototype(descriptor)
-
-
-BatchingParametersProto = _message_class()
-
-
-class BatchingConfigError(ValueError):
+class BatchingConfigError(ConfigError):
     """A batching parameters file that TF Serving would refuse; the message names the fix."""
 
 
@@ -104,21 +63,12 @@ class BatchingConfig:
 
 
 def parse_batching_parameters(text: str, source: str = "<string>") -> BatchingConfig:
-    message = BatchingParametersProto()
-    try:
-        text_format.Parse(text, message)
-    except text_format.ParseError as exc:
-        raise BatchingConfigError(f"Invalid BatchingParameters in {source}: {exc}") from None
+    message = parse_text_proto(text, BatchingParameters(), BatchingConfigError, source)
     return _resolve(message, source)
 
 
 def read_batching_parameters(path: str) -> BatchingConfig:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as exc:
-        raise BatchingConfigError(f"Cannot read batching parameters {path}: {exc}") from None
-    return parse_batching_parameters(text, path)
+    return _resolve(read_text_proto(path, BatchingParameters(), BatchingConfigError), path)
 
 
 def _value(message: Message, field: str, default):

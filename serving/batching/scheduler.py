@@ -11,6 +11,12 @@ idle server runs a lone request immediately and a busy one collects requests mea
 Waiting costs no thread: a request is an asyncio future (or, for the synchronous path used by
 warmup, a ``concurrent.futures.Future``); the batch thread resolves all futures of one event
 loop with a single ``call_soon_threadsafe``.
+
+Python-specific: a request enqueued from an event loop wakes the batch threads only at the
+loop's next iteration (``call_soon``), not at once. Every request the loop parsed in the same
+iteration is then already in the batch; waking a thread per request would let it take the GIL
+between two requests and run batches of one — measured at 1.5 rows per model call instead of
+~13 under 32 concurrent gRPC clients on one core.
 """
 
 from __future__ import annotations
@@ -151,9 +157,6 @@ class BatchQueue:
                 f"Task size {rows} is larger than maximum input batch size {config.max_batch_size}"
             )
         key = merge.merge_key(inputs, self._aliases, config.pad_variable_length_inputs)
-        metrics = self._scheduler.metrics
-        if metrics is not None:
-            metrics.record_input(self._scheduler.pool_name, rows)
         with self._scheduler.condition:
             batches = self._batches
             open_batch = batches[-1] if batches and not batches[-1].closed else None
@@ -170,7 +173,10 @@ class BatchQueue:
                 piece = inputs if len(sizes) == 1 else _rows(inputs, start, start + size)
                 start += size
                 self._add(_Task(piece, size, key, request, index))
-            self._scheduler.condition.notify()
+            self._scheduler.wake(request.loop)
+        metrics = self._scheduler.metrics
+        if metrics is not None:
+            metrics.record_input(self._scheduler.pool_name, rows)
 
     def _piece_sizes(self, rows: int, room: int) -> list[int]:
         """Without splitting a request is one piece; with it, a request that does not fit the
@@ -278,6 +284,7 @@ class BatchScheduler:
         self._next = 0
         self._threads: list[threading.Thread] = []
         self._stopped = False
+        self._wake_pending: set[asyncio.AbstractEventLoop] = set()
 
     def queue(self, config: BatchingConfig, aliases: Sequence[str], run: RunBatch) -> BatchQueue:
         queue = BatchQueue(self, config, aliases, run)
@@ -292,6 +299,20 @@ class BatchScheduler:
                 thread.start()
                 self._threads.append(thread)
         return queue
+
+    def wake(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Wakes a batch thread: now for a thread caller, at the loop's next iteration for an
+        event-loop caller (coalesced, see the module docstring). Called with the lock held."""
+        if loop is None:
+            self.condition.notify()
+        elif loop not in self._wake_pending:
+            self._wake_pending.add(loop)
+            loop.call_soon(self._wake_from_loop, loop)
+
+    def _wake_from_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self.condition:
+            self._wake_pending.discard(loop)
+            self.condition.notify()
 
     def remove(self, queue: BatchQueue) -> None:
         """Forgets a queue (its version unloads); anything still waiting in it fails."""

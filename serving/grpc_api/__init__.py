@@ -20,6 +20,7 @@ from tensorflow_serving.apis import model_pb2
 from serving.api.inference import ResolvedSpec, status_error
 from serving.core.server_core import ModelSpec
 from serving.errors import Code, ServingError, invalid_argument
+from serving.metadata import request_id
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ def rpc(method: Handler) -> Handler:
 
     @functools.wraps(method)
     async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Response:
+        # The caller's x-request-id (or a new one) joins prediction logs and feedback.
+        rid = request_id.bind(metadata_value(context, request_id.HEADER))
+        context.set_trailing_metadata(((request_id.HEADER, rid),))
         try:
             return await method(self, request, context)
         except ServingError as exc:

@@ -16,11 +16,13 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from serving.errors import ConfigError
+
 PASSWORD_ENV = "TFX_SERVING_METADATA_PASSWORD"
 _SCHEMES = ("sqlite", "mysql", "mariadb", "postgresql", "postgres")
 
 
-class MetadataConfigError(ValueError):
+class MetadataConfigError(ConfigError):
     """A connection spec that cannot work; the message shows a valid form."""
 
 

@@ -11,6 +11,7 @@ import os
 import time
 
 import ml_metadata as mlmd
+from ml_metadata import errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as pb
 
@@ -38,12 +39,16 @@ class MlmdRecords:
 
     # ------------------------------------------------------------------ helpers
     def _execution(self, external_id: str) -> pb.Execution | None:
-        found = self.store.get_executions_by_external_ids([external_id])
-        return found[0] if found else None
+        try:  # MLMD raises NotFound instead of returning an empty list
+            return self.store.get_executions_by_external_ids([external_id])[0]
+        except errors.NotFoundError:
+            return None
 
     def _artifact(self, external_id: str) -> pb.Artifact | None:
-        found = self.store.get_artifacts_by_external_ids([external_id])
-        return found[0] if found else None
+        try:
+            return self.store.get_artifacts_by_external_ids([external_id])[0]
+        except errors.NotFoundError:
+            return None
 
     def _context(self, type_name: str, name: str, props: dict) -> pb.Context:
         context = pb.Context(type_id=self.types[type_name], name=name)
@@ -200,7 +205,9 @@ class MlmdRecords:
             self.store.put_artifacts([metrics])
             return
         metrics = pb.Artifact(
-            type_id=self.types[ms.LIVE_METRICS], external_id=key + "/metrics", state=pb.Artifact.LIVE
+            type_id=self.types[ms.LIVE_METRICS],
+            external_id=key + "/metrics",
+            state=pb.Artifact.LIVE,
         )
         ms.set_properties(metrics, ms.LIVE_METRICS, payload)
         execution = pb.Execution(
@@ -213,8 +220,10 @@ class MlmdRecords:
         inputs = self._served_inputs(payload.get("episode_id") or "")
         self.store.put_execution(
             execution,
-            [*((a, ms.event(pb.Event.INPUT, "pushed_model")) for a in inputs)]
-            + [(metrics, ms.event(pb.Event.OUTPUT, "metrics"))],
+            [
+                *((a, ms.event(pb.Event.INPUT, "pushed_model")) for a in inputs),
+                (metrics, ms.event(pb.Event.OUTPUT, "metrics")),
+            ],
             self._contexts(payload),
             reuse_context_if_already_exist=True,
         )

@@ -18,7 +18,7 @@ from serving.metadata.config import ConnectionSpec
 
 log = logging.getLogger(__name__)
 
-S, I, D = pb.STRING, pb.INT, pb.DOUBLE
+S, INT, D = pb.STRING, pb.INT, pb.DOUBLE
 
 SERVER_CONTEXT = "serving.server"
 DEPLOYMENT_CONTEXT = "serving.deployment"
@@ -31,14 +31,14 @@ EXAMPLES = "Examples"
 
 _ARTIFACT_TYPES = {
     PUSHED_MODEL: ({}, pb.ArtifactType.MODEL),
-    EXAMPLES: ({"span": I, "version": I, "split_names": S}, pb.ArtifactType.DATASET),
+    EXAMPLES: ({"span": INT, "version": INT, "split_names": S}, pb.ArtifactType.DATASET),
     PREDICTION_LOG: (
         {
             "model_name": S,
             "model_version": S,
             "server_id": S,
             "format": S,
-            "num_records": I,
+            "num_records": INT,
             "window_start_ms": D,
             "window_end_ms": D,
         },
@@ -50,8 +50,8 @@ _ARTIFACT_TYPES = {
             "model_version": S,
             "server_id": S,
             "task": S,
-            "num_predictions": I,
-            "num_labeled": I,
+            "num_predictions": INT,
+            "num_labeled": INT,
             "accuracy": D,
             "auc": D,
             "mae": D,
@@ -125,7 +125,9 @@ def connection_config(spec: ConnectionSpec) -> pb.ConnectionConfig:
     return config
 
 
-def connect(spec: ConnectionSpec, attempts: int = _CONNECT_ATTEMPTS) -> metadata_store.MetadataStore:
+def connect(
+    spec: ConnectionSpec, attempts: int = _CONNECT_ATTEMPTS
+) -> metadata_store.MetadataStore:
     """Opens the store; the constructor is outside MLMD's own retry loop, so it is retried here
     (a SQLite lock race surfaces as a misleading "subset of tables" RuntimeError)."""
     for attempt in range(1, attempts + 1):
@@ -188,7 +190,7 @@ def set_properties(node, type_name: str, values: dict) -> None:
             continue
         if kind == D:
             node.properties[key].double_value = float(value)
-        elif kind == I:
+        elif kind == INT:
             node.properties[key].int_value = int(value)
         else:
             node.properties[key].string_value = str(value)
@@ -197,4 +199,3 @@ def set_properties(node, type_name: str, values: dict) -> None:
 def value_of(value: pb.Value):
     kind = value.WhichOneof("value")
     return getattr(value, kind) if kind else None
-

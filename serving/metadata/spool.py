@@ -92,7 +92,10 @@ class Spool:
                 "SELECT seq, report_id, kind, payload, created FROM reports ORDER BY seq LIMIT ?",
                 (limit,),
             ).fetchall()
-        return [Report(seq, rid, kind, json.loads(body), created) for seq, rid, kind, body, created in rows]
+        return [
+            Report(seq, rid, kind, json.loads(body), created)
+            for seq, rid, kind, body, created in rows
+        ]
 
     def ack(self, seqs: list[int]) -> None:
         if not seqs:

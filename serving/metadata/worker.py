@@ -95,8 +95,13 @@ class Deliverer:
                     try:
                         _dispatch(self._store(), report)
                     except _PERMANENT as exc:
-                        log.error("Metadata store rejected %s %s: %s (parked in %s)",
-                                  report.kind, report.report_id, exc, self._spool.path)
+                        log.error(
+                            "Metadata store rejected %s %s: %s (parked in %s)",
+                            report.kind,
+                            report.report_id,
+                            exc,
+                            self._spool.path,
+                        )
                         self._spool.ack(done)
                         done = []
                         self._spool.park(report, str(exc))
@@ -112,7 +117,10 @@ class Deliverer:
                 if self.failures == 1 or self.failures % 30 == 0:
                     log.warning(
                         "Metadata store %s unavailable (%s: %s); %d reports kept in %s",
-                        self._spec.describe(), type(exc).__name__, exc, len(self._spool),
+                        self._spec.describe(),
+                        type(exc).__name__,
+                        exc,
+                        len(self._spool),
                         self._spool.path,
                     )
                 self._records = None
@@ -123,8 +131,14 @@ class Deliverer:
                 self.failures = 0
 
 
-def run(spool_dir: str, spec: ConnectionSpec, query_socket: str, parent_pid: int,
-        poll_seconds: float, drain_seconds: float) -> int:
+def run(
+    spool_dir: str,
+    spec: ConnectionSpec,
+    query_socket: str,
+    parent_pid: int,
+    poll_seconds: float,
+    drain_seconds: float,
+) -> int:
     spool = Spool(spool_dir)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
@@ -136,7 +150,9 @@ def run(spool_dir: str, spec: ConnectionSpec, query_socket: str, parent_pid: int
     backoff = poll_seconds
     while not stopping.is_set():
         if parent_pid and os.getppid() != parent_pid:
-            log.info("Model server exited; metadata worker stops (undelivered reports stay spooled)")
+            log.info(
+                "Model server exited; metadata worker stops (undelivered reports stay spooled)"
+            )
             break
         drained = deliverer.deliver()
         backoff = poll_seconds if drained else min(max(backoff * 2, 0.5), _MAX_BACKOFF_SECONDS)
@@ -145,8 +161,11 @@ def run(spool_dir: str, spec: ConnectionSpec, query_socket: str, parent_pid: int
     while len(spool) and time.monotonic() < deadline and not deliverer.deliver():
         time.sleep(0.5)
     if len(spool):
-        log.warning("%d metadata reports not delivered yet; kept in %s for the next start",
-                    len(spool), spool.path)
+        log.warning(
+            "%d metadata reports not delivered yet; kept in %s for the next start",
+            len(spool),
+            spool.path,
+        )
     if queries is not None:
         queries.stop()
     spool.close()
@@ -162,9 +181,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll_seconds", type=float, default=0.2)
     parser.add_argument("--drain_seconds", type=float, default=5.0)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s metadata-worker %(levelname)s %(message)s")
-    return run(args.spool_dir, parse_connection(args.connection), args.query_socket,
-               args.parent_pid, args.poll_seconds, args.drain_seconds)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s metadata-worker %(levelname)s %(message)s"
+    )
+    return run(
+        args.spool_dir,
+        parse_connection(args.connection),
+        args.query_socket,
+        args.parent_pid,
+        args.poll_seconds,
+        args.drain_seconds,
+    )
 
 
 if __name__ == "__main__":

@@ -7,12 +7,14 @@ throughput on the hot path.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import logging
 import time
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import orjson
 from google.protobuf import json_format
@@ -24,9 +26,13 @@ from serving.api.signatures import signature_or_default
 from serving.core.server_core import ModelSpec
 from serving.core.traffic_split import DEFAULT_ROUTING_HEADER
 from serving.errors import Code, ServingError, http_status, invalid_argument
+from serving.metadata import request_id
 from serving.rest import json_body, json_examples, json_tensors
 from serving.rest.routes import API_PREFIX, Route, parse_route
 from serving.security.auth import TokenAuthenticator
+
+if TYPE_CHECKING:
+    from serving.metadata.services import MetadataServices
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +60,7 @@ class RestOptions:
         default_factory=lambda: TokenAuthenticator(frozenset())
     )
     routing_header: bytes = DEFAULT_ROUTING_HEADER.encode()
+    metadata: MetadataServices | None = None  # feedback + lineage (serving.metadata)
 
 
 def _proto_json(message) -> dict:
@@ -114,6 +121,8 @@ class RestApi:
             ok = origin.startswith((b"http://", b"https://"))
             await self._send(send, 200 if ok else 400, b"", extra_headers, content_type=False)
             return
+        rid = request_id.bind(headers.get(request_id.HEADER.encode(), b"").decode("latin-1"))
+        extra_headers.append((request_id.HEADER.encode(), rid.encode()))
         start = time.perf_counter()
         route = None
         try:
@@ -182,6 +191,8 @@ class RestApi:
             }
             document = {"model_spec": _proto_json(response.model_spec), "metadata": metadata}
             return orjson.dumps(document), None
+        if route.kind.startswith("lineage_") or route.kind == "feedback":
+            return await self._metadata(route, body), None
         doc = json_body.parse_json(body)
         spec = ModelSpec(
             route.model,
@@ -210,6 +221,37 @@ class RestApi:
             return json_examples.encode_classification(classification), resolved.version
         resolved, regression = await self._service.regress(spec, inp, timeout)
         return json_examples.encode_regression(regression), resolved.version
+
+    async def _metadata(self, route: Route, body: bytes) -> bytes:
+        """Feedback (local join on a worker thread) and lineage (forwarded to the worker)."""
+        services = self._options.metadata
+        if route.kind == "feedback":
+            if services is None or services.feedback is None:
+                raise ServingError(
+                    Code.FAILED_PRECONDITION, "Feedback needs --prediction_log_dir on this server"
+                )
+            if route.label is not None:
+                raise invalid_argument("Send feedback to /versions/<v>:feedback or the model")
+            doc = json_body.parse_json(body)
+            loop = asyncio.get_running_loop()
+            answer = await loop.run_in_executor(
+                None, services.feedback.submit, route.model, route.version, doc
+            )
+            return orjson.dumps(answer)
+        if services is None:
+            raise ServingError(
+                Code.FAILED_PRECONDITION, "Lineage queries need --metadata_connection"
+            )
+        if route.kind == "lineage_version":
+            query = {"op": "version", "model": route.model, "version": route.version}
+        elif route.kind == "lineage_versions":
+            query = {"op": "versions", "model": route.model}
+        elif route.kind == "lineage_diff":
+            first, second = route.extra
+            query = {"op": "diff", "model": route.model, "first": first, "second": second}
+        else:
+            query = {"op": "server", "server_id": route.extra[0]}
+        return orjson.dumps(await services.lineage(query))
 
     async def _read_body(self, receive: Receive, headers: dict[bytes, bytes]) -> bytes:
         limit = self._options.max_request_bytes

@@ -16,26 +16,35 @@ from serving.errors import invalid_argument
 _INT64_MAX = 2**63 - 1
 
 _INFERENCE = re.compile(
-    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
+    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
+    r":(classify|regress|predict|feedback)",
     re.IGNORECASE,
 )
 _INFO = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
     re.IGNORECASE,
 )
+# Lineage (beyond TF Serving): answered from the metadata store by the metadata worker.
+_LINEAGE = re.compile(
+    r"/v1/lineage/(?:models/([^/:]+)(?:/versions/(\d+)|/diff/(\d+)/(\d+))?|servers/([^/]+))",
+    re.IGNORECASE,
+)
 API_PREFIX = re.compile(r"/v1/", re.IGNORECASE)
 
-INFERENCE_VERBS = ("classify", "regress", "predict")
+INFERENCE_VERBS = ("classify", "regress", "predict", "feedback")
 
 
 @dataclass(frozen=True)
 class Route:
-    """``kind`` is one of predict/classify/regress/status/metadata/list."""
+    """``kind`` is one of predict/classify/regress/feedback/status/metadata/list, or
+    lineage_version/lineage_versions/lineage_diff/lineage_server (``extra`` holds the diff's
+    versions or the server id)."""
 
     kind: str
     model: str
     version: int | None
     label: str | None
+    extra: tuple[str, ...] = ()
 
 
 def _malformed(method: str, path: str) -> Exception:
@@ -59,6 +68,8 @@ def parse_route(method: str, raw_path: str) -> Route:
             raise _malformed(method, raw_path)
         name, version, label, verb = match.groups()
         return Route(verb, unquote(name), _version(version), unquote(label) if label else None)
+    if method == "GET" and (lineage := _LINEAGE.fullmatch(raw_path)):
+        return _lineage_route(*lineage.groups())
     if method == "GET":
         match = _INFO.fullmatch(raw_path)
         if not match:
@@ -75,3 +86,19 @@ def parse_route(method: str, raw_path: str) -> Route:
             unquote(label) if label else None,
         )
     raise _malformed(method, raw_path)
+
+
+def _lineage_route(
+    model: str | None,
+    version: str | None,
+    first: str | None,
+    second: str | None,
+    server: str | None,
+) -> Route:
+    if server is not None:
+        return Route("lineage_server", "", None, None, (unquote(server),))
+    if first is not None and second is not None:
+        return Route("lineage_diff", unquote(model or ""), None, None, (first, second))
+    if version is not None:
+        return Route("lineage_version", unquote(model or ""), _version(version), None)
+    return Route("lineage_versions", unquote(model or ""), None, None)

@@ -1,9 +1,8 @@
 """``--ssl_config_file``: TF Serving's ``SSLConfig`` text proto, for both front ends.
 
-tensorflow-serving-api does not ship ``ssl_config.proto``, so the message is declared here
-from a descriptor with TF Serving's package, name and field numbers; files written for
-``tensorflow_model_server`` parse unchanged. TF Serving applies it to gRPC only (its issue
-#1503); here REST is served over the same TLS settings.
+The message comes from :mod:`serving.config_protos` (the wheel lacks ``ssl_config.proto``);
+files written for ``tensorflow_model_server`` parse unchanged. TF Serving applies it to gRPC
+only (its issue #1503); here REST is served over the same TLS settings.
 """
 
 from __future__ import annotations
@@ -13,40 +12,8 @@ import ssl
 import tempfile
 from dataclasses import dataclass
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
-
+from serving.config_protos import SSLConfig, read_text_proto
 from serving.errors import ConfigError
-
-
-def _ssl_config_class():
-    file_proto = descriptor_pb2.FileDescriptorProto(
-        name="tensorflow_serving/config/ssl_config.proto",
-        package="tensorflow.serving",
-        syntax="proto3",
-    )
-    message = file_proto.message_type.add(name="SSLConfig")
-    string, boolean = (
-        descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
-        descriptor_pb2.FieldDescriptorProto.TYPE_BOOL,
-    )
-    optional = descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
-    for number, (name, kind) in enumerate(
-        [
-            ("server_key", string),
-            ("server_cert", string),
-            ("custom_ca", string),
-            ("client_verify", boolean),
-        ],
-        start=1,
-    ):
-        message.field.add(name=name, number=number, type=kind, label=optional)
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(file_proto)
-    descriptor = pool.FindMessageTypeByName("tensorflow.serving.SSLConfig")
-    return message_factory.MessageFactory(pool).GetPrototype(descriptor)
-
-
-SSLConfig = _ssl_config_class()
 
 
 class SSLConfigError(ConfigError):
@@ -64,14 +31,7 @@ class TlsSettings:
 
 
 def read_ssl_config(path: str) -> TlsSettings:
-    config = SSLConfig()
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text_format.Parse(handle.read(), config)
-    except (OSError, text_format.ParseError) as exc:
-        raise SSLConfigError(
-            f"Error parsing text-format tensorflow.serving.SSLConfig from {path}: {exc}"
-        ) from exc
+    config = read_text_proto(path, SSLConfig(), SSLConfigError)
     if not config.server_key or not config.server_cert:
         raise SSLConfigError(f"{path}: server_key and server_cert (PEM contents) are required")
     if config.client_verify and not config.custom_ca:

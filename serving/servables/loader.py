@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class BatchingSetup:
     """``config`` applies to every model, unless ``per_model``: then each version's own
-    ``batching_params.pbtxt`` does, and versions without one run unbatched."""
+    ``batching_params.pbtxt`` does, and versions without one run unbatched. The thread pool
+    (``num_batch_threads``) is always the global file's, as in TF Serving."""
 
     scheduler: BatchScheduler
     config: BatchingConfig

@@ -391,10 +391,10 @@ class FakeKubeApi:
             return value
 
         command = list(spec.get("command") or [])
-        argv = [*_IMAGE_COMMANDS.get(command[0], command[:1]), *command[1:]]
+        argv = [*_IMAGE_COMMANDS.get(command[0], command[:1])]
         if command[0] == "tfx-model-server":
             argv.append(f"--host={pod_ip}")  # binding the pod's own IP, as in its netns
-        argv += [resolve(a) for a in spec.get("args") or []]
+        argv += [resolve(a) for a in command[1:] + (spec.get("args") or [])]
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
         env.update({e["name"]: resolve(e.get("value", "")) for e in spec.get("env") or []})
         log_path = root.parent / f"{spec['name']}.log"

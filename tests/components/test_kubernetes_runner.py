@@ -8,6 +8,7 @@ failures a real kubelet reports (image pull, unschedulable, container exit).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -15,10 +16,16 @@ import time
 import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
+from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor
 from tfx.proto import infra_validator_pb2
+from tfx.types import standard_artifacts
+from tfx.utils import proto_utils
 
+from components.exporter import executor as exporter_executor
+from components.infra_validator import executor
 from components.infra_validator.grpc_client import GrpcClient
 from components.infra_validator.rest_client import RestClient
+from components.infra_validator.runners import kubernetes_runner
 from components.infra_validator.runners.base import FailureCode, ValidationFailed
 from components.infra_validator.runners.kubernetes_runner import ClusterContext, KubernetesRunner
 from tests.components.fake_kube_api import (
@@ -28,7 +35,11 @@ from tests.components.fake_kube_api import (
     waiting_status,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    # kubernetes 26 calls urllib3's deprecated getheaders(); not ours to fix.
+    pytest.mark.filterwarnings("ignore:HTTPResponse.getheaders:DeprecationWarning"),
+]
 
 IMAGE = "registry.local/tfx-model-server:0.1"
 EXECUTOR_POD = "tfx-serving-demo-infravalidator-7x2k"
@@ -170,8 +181,8 @@ def test_pod_on_pipeline_pvc_serves_and_is_cleaned_up(kube, model_path, tmp_path
     assert kube.pod_names() == [EXECUTOR_POD]
     assert sum(1 for method, _ in kube.requests if method == "DELETE") == 3
     log = runner.logs()
-    assert "=== container model-server" in log
-    assert "AVAILABLE" in log or "available" in log.lower()
+    assert "=== container model-server\n" in log
+    assert "Running gRPC ModelServer" in log
 
 
 def test_model_uri_is_fetched_by_init_container_without_owner_when_pod_unknown(
@@ -313,3 +324,156 @@ def test_local_model_outside_any_claim_is_rejected_before_creating_a_pod(
 def test_outside_a_pod_the_error_says_what_to_do(tmp_path):
     with pytest.raises(RuntimeError, match="must run inside a Kubernetes pod"):
         ClusterContext.in_cluster(str(tmp_path / "no-serviceaccount"), {})
+
+
+# --- the InfraValidator executor with serving_platform kubernetes -------------------------
+
+
+@pytest.fixture
+def in_executor_pod(kube, monkeypatch):
+    """This process as the executor container of EXECUTOR_POD under KubeflowV2DagRunner:
+    in-cluster env and service-account files, and no KFP v1 variables."""
+    monkeypatch.setattr(kubernetes_runner, "SERVICE_ACCOUNT_DIR", kube.service_account_dir())
+    for name, value in kube.environ(EXECUTOR_POD).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("KFP_POD_NAME", raising=False)
+    monkeypatch.delenv("KFP_NAMESPACE", raising=False)
+    monkeypatch.delenv("POD_NAME", raising=False)
+    return kube
+
+
+@pytest.fixture
+def exported_model_uri(pipeline_root, trained_model_uri) -> str:
+    """The Exporter's output on the pipeline-root PVC, as on Kubeflow."""
+    trained = standard_artifacts.Model()
+    trained.uri = trained_model_uri
+    exported = standard_artifacts.Model()
+    exported.uri = os.path.join(pipeline_root, "Exporter", "exported_model", "4")
+    exporter_executor.Executor().Do({"model": [trained]}, {"exported_model": [exported]}, {})
+    return exported.uri
+
+
+def _serving_spec(**kubernetes) -> infra_validator_pb2.ServingSpec:
+    return infra_validator_pb2.ServingSpec(
+        model_name=MODEL_NAME,
+        tensorflow_serving=infra_validator_pb2.TensorFlowServing(
+            image_name=IMAGE.split(":")[0], tags=[IMAGE.split(":")[1]]
+        ),
+        kubernetes=infra_validator_pb2.KubernetesConfig(**kubernetes),
+    )
+
+
+def _kfp_artifact(uri: str, title: str, metadata: dict | None = None) -> dict:
+    return {
+        "artifacts": [
+            {
+                "uri": uri,
+                "name": f"projects/1/locations/l/metadataStores/default/artifacts/{abs(hash(uri))}",
+                "type": {"instanceSchema": f"title: {title}\ntype: object\n"},
+                "metadata": metadata or {},
+            }
+        ]
+    }
+
+
+def test_executor_under_kfp_v2_entrypoint_validates_in_a_pod_over_grpc(
+    in_executor_pod, exported_model_uri, examples_uri, pipeline_root, tmp_path
+):
+    blessing_uri = os.path.join(pipeline_root, "InfraValidator", "blessing", "5")
+    os.makedirs(blessing_uri)
+    output_file = tmp_path / "task" / "output_metadata.json"
+    request_spec = infra_validator_pb2.RequestSpec(
+        tensorflow_serving=infra_validator_pb2.TensorFlowServingRequestSpec(
+            signature_names=["serving_default", "regression"]
+        ),
+        split_name="eval",
+    )
+    executor_input = {
+        "inputs": {
+            "artifacts": {
+                "model": _kfp_artifact(exported_model_uri, "tfx.Model"),
+                "examples": _kfp_artifact(
+                    examples_uri, "tfx.Examples", {"split_names": '["train", "eval"]'}
+                ),
+            },
+            "parameters": {
+                "serving_spec": {"stringValue": proto_utils.proto_to_json(_serving_spec())},
+                "validation_spec": {
+                    "stringValue": proto_utils.proto_to_json(
+                        infra_validator_pb2.ValidationSpec(
+                            max_loading_time_seconds=180, num_tries=1
+                        )
+                    )
+                },
+                "request_spec": {"stringValue": proto_utils.proto_to_json(request_spec)},
+                "custom_config": {"stringValue": json.dumps({"canary_protocol": "grpc"})},
+            },
+        },
+        "outputs": {
+            "artifacts": {"blessing": _kfp_artifact(blessing_uri, "tfx.InfraBlessing")},
+            "outputFile": str(output_file),
+        },
+    }
+
+    kubeflow_v2_run_executor.main(
+        kubeflow_v2_run_executor._parse_flags(
+            [
+                "--executor_class_path",
+                "components.infra_validator.executor.Executor",
+                "--json_serialized_invocation_args",
+                json.dumps(executor_input),
+            ]
+        )
+    )
+
+    output = json.loads(output_file.read_text())
+    metadata = output["artifacts"]["blessing"]["artifacts"][0]["metadata"]
+    assert metadata["blessed"] == 1.0, metadata.get("reason_message")
+    assert metadata["reason"] == "OK"
+    assert metadata["validation_mode"] == "LOAD_AND_QUERY"
+    assert os.path.exists(os.path.join(blessing_uri, "INFRA_BLESSED"))
+    (body,) = in_executor_pod.created
+    assert body["metadata"]["ownerReferences"][0]["uid"] == EXECUTOR_UID
+    assert body["spec"]["containers"][0]["volumeMounts"][0]["subPath"] == (
+        "Exporter/exported_model/4/Format-Serving"
+    )
+    assert in_executor_pod.pod_names() == [EXECUTOR_POD]
+    with open(os.path.join(blessing_uri, "model_server.log")) as f:
+        assert "=== container model-server\n" in f.read()
+
+
+def test_executor_records_image_pull_failure_as_unblessed_reason(
+    in_executor_pod, exported_model_uri, tmp_path
+):
+    for _ in range(2):
+        in_executor_pod.script_next_pod(
+            [waiting_status("ErrImagePull", f'pull access denied for "{IMAGE}"')]
+        )
+    model = standard_artifacts.Model()
+    model.uri = exported_model_uri
+    blessing = standard_artifacts.InfraBlessing()
+    blessing.uri = str(tmp_path / "blessing")
+    os.makedirs(blessing.uri)
+
+    executor.Executor().Do(
+        {"model": [model]},
+        {"blessing": [blessing]},
+        {
+            "serving_spec": proto_utils.proto_to_json(_serving_spec()),
+            "validation_spec": proto_utils.proto_to_json(
+                infra_validator_pb2.ValidationSpec(max_loading_time_seconds=60, num_tries=2)
+            ),
+        },
+    )
+
+    assert blessing.get_int_custom_property("blessed") == 0
+    assert blessing.get_string_custom_property("reason") == "IMAGE_PULL_FAILED"
+    assert blessing.get_string_custom_property("reason_message").startswith(
+        f"[{IMAGE}] cannot pull image"
+    )
+    report = json.loads((tmp_path / "blessing" / "validation_report.json").read_text())
+    assert [(a["image"], a["code"]) for a in report["attempts"]] == [
+        (IMAGE, "IMAGE_PULL_FAILED")
+    ] * 2
+    assert len(in_executor_pod.created) == 2
+    assert in_executor_pod.pod_names() == [EXECUTOR_POD]

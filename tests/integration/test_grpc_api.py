@@ -469,6 +469,12 @@ def test_unexpected_exceptions_become_internal():
         pass
 
     class Context:
+        def invocation_metadata(self):
+            return ()
+
+        def set_trailing_metadata(self, metadata):  # the handler returns the request id here
+            self.trailing = metadata
+
         async def abort(self, code, details):
             self.status = (code, details)
             raise Aborted

@@ -104,7 +104,10 @@ def test_parameters_reject_what_tf_serving_rejects():
         parse_batching_parameters(
             "max_batch_size { value: 8 } allowed_batch_sizes: 8 allowed_batch_sizes: 8"
         )
-    with pytest.raises(BatchingConfigError, match="Invalid BatchingParameters"):
+    with pytest.raises(
+        BatchingConfigError,
+        match=r"Error parsing text-format tensorflow\.serving\.BatchingParameters",
+    ):
         parse_batching_parameters("max_batch_size: 8")  # a wrapper needs { value: 8 }
 
 
@@ -296,3 +299,20 @@ def test_close_removes_queues_and_closes_the_model():
     servable.close()
     assert model.closed
     scheduler.stop()
+
+
+def test_per_model_parameters_come_from_the_version_directory(tmp_path):
+    from serving.servables.loader import BatchingSetup
+
+    scheduler = BatchScheduler(num_threads=1)
+    setup = BatchingSetup(scheduler, BatchingConfig(max_batch_size=64), per_model=True)
+    with_file = tmp_path / "1"
+    with_file.mkdir()
+    (with_file / "batching_params.pbtxt").write_text("max_batch_size { value: 16 }")
+    without_file = tmp_path / "2"
+    without_file.mkdir()
+    assert setup.config_for(str(with_file)).max_batch_size == 16
+    assert setup.config_for(str(without_file)) is None  # that version runs unbatched
+    assert BatchingSetup(scheduler, BatchingConfig(max_batch_size=64)).config_for(
+        str(without_file)
+    ) == BatchingConfig(max_batch_size=64)

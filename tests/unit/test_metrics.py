@@ -19,7 +19,10 @@ def test_monitoring_config_is_tf_servings_text_proto():
     assert (settings.enable, settings.path) == (True, "/metrics")
     assert parse_monitoring_config("prometheus_config { enable: true }").path == DEFAULT_PATH
     assert not parse_monitoring_config("").enable
-    with pytest.raises(MonitoringConfigError, match="Invalid MonitoringConfig"):
+    with pytest.raises(
+        MonitoringConfigError,
+        match=r"Error parsing text-format tensorflow\.serving\.MonitoringConfig",
+    ):
         parse_monitoring_config("prometheus_config { enabled: true }")
 
 

@@ -33,7 +33,10 @@ errors that retrying cannot fix (401/403/400/422) raise ``RuntimeError`` and fai
 execution with the permission or field at fault.
 
 RBAC needed by the executor's service account, in its own namespace (the manifests belong to
-the deployment, not to this module): ``pods``: create, get, delete; ``pods/log``: get.
+the deployment, not to this module): ``pods``: create, get, delete; ``pods/log``: get. The
+executor must reach the pod IP on ports 8500/8501 (NetworkPolicy); on Istio-enabled Kubeflow
+either allow that traffic or set the annotation ``sidecar.istio.io/inject: "false"`` through
+``serving_pod_overrides`` (kubeflow/pipelines#5164).
 
 No cluster exists in this project's CI: the tests drive the real ``kubernetes`` client against
 a fake API server on loopback (``tests/components/fake_kube_api.py``) whose fake kubelet runs
@@ -208,10 +211,6 @@ class KubernetesRunner(ModelServerRunner):
         self._delete_wait_seconds = delete_wait_seconds
         self._pod_name: str | None = None
         self._last_checked = 0.0
-
-    @property
-    def pod_name(self) -> str | None:
-        return self._pod_name
 
     def _context(self) -> ClusterContext:
         if self._cluster is None:

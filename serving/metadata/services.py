@@ -1,0 +1,117 @@
+"""Builds the serving-side metadata pieces from the server flags (all off unless a flag asks).
+
+Nothing here imports ``ml_metadata``: only the worker process does. A configured metadata
+connection is checked to be usable (``ml_metadata`` installed) before serving starts, so a
+missing package is a startup error with a fix, not silent loss of reports.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from serving.errors import (
+    ConfigError,
+    failed_precondition,
+    invalid_argument,
+    not_found,
+    unavailable,
+)
+from serving.metadata.config import MetadataConfigError, parse_connection
+from serving.metadata.feedback import FeedbackService
+from serving.metadata.prediction_log import PredictionLogger
+from serving.metadata.reporter import MetadataReporter
+from serving.metadata.sampling import parse_sampling
+
+log = logging.getLogger(__name__)
+
+
+class MetadataSetupError(ConfigError):
+    """A metadata flag combination that cannot work; the message says what to change."""
+
+
+@dataclass
+class MetadataServices:
+    reporter: MetadataReporter | None
+    logger: PredictionLogger | None
+    feedback: FeedbackService | None
+
+    def start(self) -> None:
+        if self.reporter is not None:
+            self.reporter.start()
+
+    def close(self) -> None:
+        """Logger first: closing its shards spools their reports before the worker drains."""
+        if self.logger is not None:
+            self.logger.close()
+        if self.reporter is not None:
+            self.reporter.close()
+
+    async def lineage(self, request: dict[str, Any]) -> Any:
+        if self.reporter is None:
+            raise failed_precondition("Lineage queries need --metadata_connection on this server")
+        answer = await self.reporter.query(request)
+        if answer.get("ok"):
+            return answer["result"]
+        code = answer.get("code", "UNAVAILABLE")
+        if code == "NOT_FOUND":
+            raise not_found(answer["error"])
+        if code == "INVALID_ARGUMENT":
+            raise invalid_argument(answer["error"])
+        raise unavailable(answer["error"])
+
+
+def default_server_id(options) -> str:
+    """Stable across restarts of the same deployment: host and the ports it serves."""
+    port = options.rest_api_port or options.port
+    return f"{socket.gethostname()}:{port}"
+
+
+def _device() -> str:
+    import tensorflow as tf  # already loaded by the servables; asked once at startup
+
+    return "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+
+
+def build_metadata_services(options) -> MetadataServices | None:
+    """``options`` is :class:`serving.options.ServerOptions`; None when no flag asks."""
+    if not options.metadata_connection and not options.prediction_log_dir:
+        return None
+    reporter = None
+    server_id = options.metadata_server_id or default_server_id(options)
+    if options.metadata_connection:
+        try:
+            connection = parse_connection(options.metadata_connection)
+        except MetadataConfigError as exc:
+            raise MetadataSetupError(f"--metadata_connection: {exc}") from exc
+        if importlib.util.find_spec("ml_metadata") is None:
+            raise MetadataSetupError(
+                "--metadata_connection needs the ml-metadata package in this environment "
+                "(pip install 'ml-metadata>=1.16,<1.17'), or drop the flag"
+            )
+        reporter = MetadataReporter(
+            os.path.abspath(options.metadata_spool_dir),
+            connection,
+            server_id,
+            _device(),
+            options.metadata_spool_max_reports,
+        )
+    logger = feedback = None
+    if options.prediction_log_dir:
+        try:
+            rates = parse_sampling(options.prediction_log_sampling)
+        except ValueError as exc:
+            raise MetadataSetupError(str(exc)) from exc
+        logger = PredictionLogger(
+            options.prediction_log_dir,
+            rates,
+            server_id,
+            reporter.episode_for if reporter else (lambda _m, _v: None),
+            reporter.spool if reporter else None,
+        )
+        feedback = FeedbackService(logger, reporter)
+    return MetadataServices(reporter, logger, feedback)
