@@ -378,7 +378,7 @@ def build_servers(model: str, base: str, bodies: dict[str, Path], wanted: set[st
                         "gRPC", f"http://127.0.0.1:{grpc_port}{TF_PREDICT}", bodies["tf_grpc"]
                     ),
                 ],
-                settings="uvicorn+httptools / grpc.aio, default asyncio loop; parse, no model",
+                settings="uvicorn+httptools / grpc.aio on uvloop (as the server); parse, no model",
             )
         )
     tools = venv_python("tools")

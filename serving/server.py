@@ -29,6 +29,7 @@ from serving.core.model_manager import RetryPolicy
 from serving.core.server_core import ServerCore
 from serving.core.traffic_split import DEFAULT_ROUTING_HEADER, read_traffic_split
 from serving.errors import ServingError
+from serving.event_loop import run_event_loop
 from serving.grpc_api.health import ReadinessHealth
 from serving.grpc_api.server import GrpcSecurity, build_grpc_server
 from serving.metadata.services import build_metadata_services
@@ -175,7 +176,7 @@ class ModelServer:
         log.info("Waiting for the initial versions of %s to load", self.core.model_names())
         self.core.wait_until_settled()
         try:
-            asyncio.run(self._serve())
+            run_event_loop(self._serve())
         finally:
             if self._watcher is not None:
                 self._watcher.stop()

@@ -1,5 +1,5 @@
 """The transport ceiling: TF-Serving-shaped REST and gRPC endpoints on this project's exact
-stack (uvicorn + httptools on the default asyncio loop; grpc.aio), doing everything a real
+stack (uvicorn + httptools and grpc.aio on the server's event loop, uvloop), doing everything a real
 server does per request except the model call: parse the request into numpy, build a
 10-float response. No server on this stack can answer faster than this one.
 
@@ -8,7 +8,6 @@ server does per request except the model call: parse the request into numpy, bui
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 import grpc
@@ -17,6 +16,8 @@ import orjson
 import uvicorn
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from serving.event_loop import run_event_loop
 
 _OUTPUT = np.zeros((1, 10), np.float32)
 _REST_BODY = orjson.dumps({"predictions": _OUTPUT.tolist()})
@@ -74,4 +75,4 @@ async def main(rest_port: int, grpc_port: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
+    run_event_loop(main(int(sys.argv[1]), int(sys.argv[2])))

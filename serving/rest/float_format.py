@@ -104,11 +104,18 @@ def json_array(array: np.ndarray) -> bytes:
     return b"[" + b",".join(json_rows(array)) + b"]"
 
 
+# Below this many values the vectorised path's fixed cost (~40 numpy calls, ~0.3 ms) exceeds
+# formatting value by value (~2.5 us each): typical online predictions are that small.
+_VECTORISE_FROM = 128
+
+
 def json_rows(array: np.ndarray) -> list[bytes]:
     """JSON text of each ``array[i]`` (rank >= 1): the rows of a row-format prediction."""
     inner = array.shape[1:]
     if array.size == 0:
         return [_empty_json(inner)] * array.shape[0] if array.shape[0] else []
+    if array.size < _VECTORISE_FROM:
+        return [_nested_text(row, array.dtype == np.float32).encode() for row in array]
     flat = np.ascontiguousarray(array).ravel()
     depth = len(inner)
     # One column per value, one row per character slot: every fill below writes contiguous
@@ -118,6 +125,12 @@ def json_rows(array: np.ndarray) -> list[bytes]:
     _fill_frame(columns, inner)
     text = np.ascontiguousarray(columns.T).ravel()
     return np.compress(text != 0, text).tobytes().split(b"\n")[:-1]
+
+
+def _nested_text(value: np.ndarray | np.floating, single: bool) -> str:
+    if np.ndim(value) == 0:
+        return format_float(float(value), single)
+    return "[" + ",".join(_nested_text(item, single) for item in value) + "]"
 
 
 def _empty_json(shape: tuple[int, ...]) -> bytes:

@@ -102,3 +102,13 @@ def test_json_rows_gives_one_text_per_batch_item():
     assert json_rows(values) == [b"[[1.0],[2.0]]", b"[[3.0],[Infinity]]"]
     assert json_rows(np.array([0.25, 7.0])) == [b"0.25", b"7.0"]
     assert json_rows(np.zeros((2, 0))) == [b"[]", b"[]"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_and_vectorised_paths_write_the_same_text(dtype):
+    rng = np.random.default_rng(7)
+    values = (rng.standard_normal((200, 3)) * 10.0 ** rng.integers(-6, 8, (200, 3))).astype(dtype)
+    values[0, 0], values[1, 1], values[2, 2] = np.nan, -np.inf, 0.0
+    whole = json_rows(values)  # 600 values: the vectorised path
+    pieces = [row for chunk in np.split(values, 100) for row in json_rows(chunk)]  # 6 each
+    assert whole == pieces

@@ -1,0 +1,20 @@
+"""The event loop every front end runs on: uvloop where installed, else asyncio's own.
+
+uvicorn[standard] brings uvloop on Linux. The REST and gRPC front ends share this one loop,
+and uvloop's lower per-callback cost is measurable throughput for both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from collections.abc import Coroutine
+
+
+def run_event_loop(main: Coroutine[None, None, None]) -> None:
+    if importlib.util.find_spec("uvloop") is not None:
+        import uvloop
+
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
