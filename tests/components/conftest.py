@@ -75,3 +75,19 @@ def examples_uri(tmp_path) -> str:
             for row in rows:
                 writer.write(_example(*row).SerializeToString())
     return str(uri)
+
+
+@pytest.fixture
+def exported_model(tmp_path, trained_model_uri):
+    """The trained model passed through our Exporter (a ``Model`` artifact)."""
+    # Imported here: tests that need no TFX artifact do not pay TFX's import time.
+    from tfx.types import standard_artifacts
+
+    from components.exporter import executor as exporter_executor
+
+    trained = standard_artifacts.Model()
+    trained.uri = trained_model_uri
+    exported = standard_artifacts.Model()
+    exported.uri = str(tmp_path / "exported")
+    exporter_executor.Executor().Do({"model": [trained]}, {"exported_model": [exported]}, {})
+    return exported

@@ -13,23 +13,12 @@ from tfx.proto import infra_validator_pb2
 from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
 
-from components.exporter import executor as exporter_executor
 from components.infra_validator import executor
 from components.infra_validator.grpc_client import GrpcClient
 from components.infra_validator.runners.base import FailureCode, ValidationFailed
 from components.infra_validator.runners.local_process import LocalProcessRunner
 
 SIGNATURES = ["serving_default", "predict_examples", "regression"]
-
-
-@pytest.fixture
-def exported_model(tmp_path, trained_model_uri) -> standard_artifacts.Model:
-    trained = standard_artifacts.Model()
-    trained.uri = trained_model_uri
-    exported = standard_artifacts.Model()
-    exported.uri = str(tmp_path / "exported")
-    exporter_executor.Executor().Do({"model": [trained]}, {"exported_model": [exported]}, {})
-    return exported
 
 
 def _base_path(tmp_path, model: standard_artifacts.Model) -> str:

@@ -14,7 +14,6 @@ from tfx.proto import infra_validator_pb2, pusher_pb2
 from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
 
-from components.exporter import executor as exporter_executor
 from components.infra_validator import executor
 from components.infra_validator.runners.base import FailureCode, ValidationFailed
 from components.infra_validator.runners.local_process import LocalProcessRunner
@@ -30,16 +29,6 @@ def examples(examples_uri) -> standard_artifacts.Examples:
     artifact.uri = examples_uri
     artifact.split_names = '["train", "eval"]'
     return artifact
-
-
-@pytest.fixture
-def exported_model(tmp_path, trained_model_uri) -> standard_artifacts.Model:
-    trained = standard_artifacts.Model()
-    trained.uri = trained_model_uri
-    exported = standard_artifacts.Model()
-    exported.uri = str(tmp_path / "exported")
-    exporter_executor.Executor().Do({"model": [trained]}, {"exported_model": [exported]}, {})
-    return exported
 
 
 def _validate(tmp_path, model, examples=None, request_spec=None, **extra):

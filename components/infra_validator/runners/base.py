@@ -38,6 +38,15 @@ class Endpoint:
     grpc_port: int
 
 
+def read_log(path: str) -> str:
+    """A runner's server log file; empty until the server has written one."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
 class ModelServerRunner(abc.ABC):
     """One server lifetime: start, wait until it listens, read logs, stop (idempotent)."""
 

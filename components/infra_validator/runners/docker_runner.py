@@ -37,6 +37,7 @@ from components.infra_validator.runners.base import (
     FailureCode,
     ModelServerRunner,
     ValidationFailed,
+    read_log,
 )
 
 GRPC_PORT = 8500
@@ -342,11 +343,7 @@ class DockerRunner(ModelServerRunner):
         )
 
     def logs(self) -> str:
-        try:
-            with open(self._log_path, errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
+        return read_log(self._log_path)
 
     def stop(self) -> None:
         """Saves the container log, force-removes it, closes the engine; never raises."""

@@ -63,6 +63,7 @@ from components.infra_validator.runners.base import (
     FailureCode,
     ModelServerRunner,
     ValidationFailed,
+    read_log,
 )
 from components.infra_validator.runners.kubernetes_pod import (
     FETCH_CONTAINER,
@@ -321,11 +322,7 @@ class KubernetesRunner(ModelServerRunner):
             logging.info("Checking pod %s: transient API error %s", self._pod_name, e)
 
     def logs(self) -> str:
-        try:
-            with open(self._log_path, errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
+        return read_log(self._log_path)
 
     def _save_logs(self, cluster: ClusterContext, pod: client.V1Pod | None) -> None:
         """Appends the pod's state and its containers' logs to the server log file."""

@@ -24,6 +24,7 @@ from components.infra_validator.runners.base import (
     FailureCode,
     ModelServerRunner,
     ValidationFailed,
+    read_log,
 )
 
 _LOOPBACK = "127.0.0.1"
@@ -117,11 +118,7 @@ class LocalProcessRunner(ModelServerRunner):
         )
 
     def logs(self) -> str:
-        try:
-            with open(self._log_path, errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
+        return read_log(self._log_path)
 
     def peak_memory_bytes(self) -> int | None:
         """VmHWM (peak RSS) from /proc, read while the process is still alive."""
