@@ -15,17 +15,19 @@ import shutil
 import signal
 import ssl
 import tempfile
+from collections.abc import Callable
 from contextlib import contextmanager
 
 import grpc
 import uvicorn
 from tensorflow_serving.config import model_server_config_pb2
 
+from serving import heap
 from serving.api.inference import InferenceService
 from serving.batching.params import BatchingConfig, read_batching_parameters
 from serving.batching.scheduler import BatchScheduler
 from serving.config_file import ConfigFileWatcher, read_model_config
-from serving.core.model_manager import RetryPolicy
+from serving.core.model_manager import RetryPolicy, VersionRecord
 from serving.core.server_core import ServerCore
 from serving.core.traffic_split import DEFAULT_ROUTING_HEADER, read_traffic_split
 from serving.errors import ServingError
@@ -102,7 +104,7 @@ class ModelServer:
             allow_labels_for_unavailable_versions=(
                 options.allow_version_labels_for_unavailable_models
             ),
-            on_state_change=reporter.on_state_change if reporter else None,
+            on_state_change=self._state_hooks(reporter),
         )
         self._watcher = (
             ConfigFileWatcher(
@@ -130,6 +132,19 @@ class ModelServer:
         if self.metadata is not None:
             self.service.prediction_log = self.metadata.logger
         self._stopping: asyncio.Event | None = None
+
+    def _state_hooks(self, reporter) -> Callable[[str, VersionRecord], None]:
+        """Version state changes go to the heap settler and, when on, the MLMD reporter."""
+        self._heap = heap.HeapSettler()
+        hooks = [self._heap.on_state_change]
+        if reporter is not None:
+            hooks.append(reporter.on_state_change)
+
+        def on_state_change(model: str, record: VersionRecord) -> None:
+            for hook in hooks:
+                hook(model, record)
+
+        return on_state_change
 
     def _metrics(self, options: ServerOptions) -> ServingMetrics | None:
         if not options.monitoring_config_file:
@@ -175,6 +190,7 @@ class ModelServer:
             self._watcher.start()
         log.info("Waiting for the initial versions of %s to load", self.core.model_names())
         self.core.wait_until_settled()
+        heap.settle()  # before the first request, not during the first seconds of load
         try:
             run_event_loop(self._serve())
         finally:
@@ -218,6 +234,7 @@ class ModelServer:
                     lifespan="off",
                     log_level="warning",
                     access_log=False,
+                    proxy_headers=False,  # nothing reads the client address; saves a hop
                     timeout_graceful_shutdown=30,
                     **self._rest_tls_arguments(),
                 )

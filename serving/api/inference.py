@@ -10,11 +10,11 @@ instead (``BatchingServable.run_async``): its batch scheduler has its own thread
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -112,21 +112,11 @@ class InferenceService:
             self.metrics.record_runtime(handle.model_name, api, time.perf_counter() - start)
         return outputs
 
-    @contextmanager
-    def _counted(self, model: str) -> Iterator[None]:
+    def _counted(self, model: str) -> _RequestCounter | contextlib.nullcontext:
         """TF Serving's request_count{model_name,status} for one API call."""
         if self.metrics is None:
-            yield
-            return
-        try:
-            yield
-        except asyncio.CancelledError:
-            self.metrics.record_request(model, Code.CANCELLED.name)
-            raise
-        except Exception as exc:
-            self.metrics.record_request(model, status_error(exc).code.name)
-            raise
-        self.metrics.record_request(model, Code.OK.name)
+            return contextlib.nullcontext()
+        return _RequestCounter(self.metrics, model)
 
     # ------------------------------------------------------------------ predict
     async def predict(
@@ -300,3 +290,28 @@ def status_error(exc: BaseException) -> ServingError:
     if isinstance(exc, ServingError):
         return exc
     return ServingError(Code.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+
+class _RequestCounter:
+    """Counts one call under the status it ended with. A class rather than
+    ``@contextmanager``, which costs several times more on every request."""
+
+    __slots__ = ("_metrics", "_model")
+
+    def __init__(self, metrics: ServingMetrics, model: str) -> None:
+        self._metrics = metrics
+        self._model = model
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb) -> None:
+        if exc_type is None:
+            status = Code.OK.name
+        elif issubclass(exc_type, asyncio.CancelledError):
+            status = Code.CANCELLED.name
+        elif isinstance(exc, Exception):
+            status = status_error(exc).code.name
+        else:
+            return
+        self._metrics.record_request(self._model, status)

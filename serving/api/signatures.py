@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from tensorflow.core.protobuf import meta_graph_pb2
 
@@ -11,6 +11,41 @@ from serving.errors import failed_precondition, invalid_argument
 DEFAULT_SIGNATURE = "serving_default"
 
 SignatureDef = meta_graph_pb2.SignatureDef
+
+
+class SignatureInfo:
+    """The parts of a SignatureDef every request reads, as plain dicts.
+
+    Reading a protobuf map costs about a microsecond per key; a request touched the inputs and
+    outputs maps half a dozen times (decode, validation, batch queue key, feed names), which
+    showed up as ~8 % of the REST predict path in a profile under load.
+    """
+
+    __slots__ = ("defaults", "input_dtypes", "input_names", "output_names")
+
+    def __init__(self, signature: SignatureDef) -> None:
+        aliases = sorted(signature.inputs)
+        self.input_names = {alias: signature.inputs[alias].name for alias in aliases}
+        self.input_dtypes = {alias: signature.inputs[alias].dtype for alias in aliases}
+        self.output_names = {alias: info.name for alias, info in signature.outputs.items()}
+        self.defaults = frozenset(signature.defaults)
+
+
+# id -> (signature, info). Keeping the signature alive keeps its id from being reused; the
+# cache is dropped whole when it grows past what any set of loaded models needs.
+_INFO_CACHE: dict[int, tuple[SignatureDef, SignatureInfo]] = {}
+_INFO_CACHE_LIMIT = 4096
+
+
+def signature_info(signature: SignatureDef) -> SignatureInfo:
+    entry = _INFO_CACHE.get(id(signature))
+    if entry is not None and entry[0] is signature:
+        return entry[1]
+    info = SignatureInfo(signature)
+    if len(_INFO_CACHE) >= _INFO_CACHE_LIMIT:
+        _INFO_CACHE.clear()
+    _INFO_CACHE[id(signature)] = (signature, info)
+    return info
 
 
 def signature_or_default(name: str) -> str:
@@ -26,15 +61,16 @@ def find_signature(signatures: Mapping[str, SignatureDef], name: str) -> Signatu
         raise failed_precondition(f'Serving signature key "{key}" not found.') from None
 
 
-def _braces(names: Sequence[str] | set[str]) -> str:
+def _braces(names: Iterable[str]) -> str:
     return "{" + ",".join(sorted(names)) + "}"
 
 
 def check_inputs(signature: SignatureDef, sent: Sequence[str]) -> None:
     """Every required input present, nothing unknown; inputs with defaults may be omitted."""
-    expected = set(signature.inputs)
+    info = signature_info(signature)
+    expected = info.input_names.keys()
     sent_set = set(sent)
-    required = expected - set(signature.defaults)
+    required = expected - info.defaults
     extra = sent_set - expected
     missing = required - sent_set
     if not extra and not missing:
@@ -47,22 +83,23 @@ def check_inputs(signature: SignatureDef, sent: Sequence[str]) -> None:
         )
     alias = sorted(missing)[0]
     raise invalid_argument(
-        f"Signature input alias: {alias}(feed name: {signature.inputs[alias].name}) not found "
+        f"Signature input alias: {alias}(feed name: {info.input_names[alias]}) not found "
         f"in request and no default value provided. Inputs expected to be in the request "
-        f"{_braces(sent_set)}, or default input alias set: {_braces(set(signature.defaults))}"
+        f"{_braces(sent_set)}, or default input alias set: {_braces(info.defaults)}"
     )
 
 
 def output_aliases(signature: SignatureDef, output_filter: Sequence[str]) -> list[str]:
     """The outputs to fetch: the filter (validated) or every output of the signature."""
+    outputs = signature_info(signature).output_names
     if not output_filter:
-        return list(signature.outputs)
+        return list(outputs)
     seen: set[str] = set()
     for alias in output_filter:
-        if alias not in signature.outputs:
+        if alias not in outputs:
             raise invalid_argument(
                 f"output tensor alias not found in signature: {alias} Outputs expected to be "
-                f"in the set {_braces(set(signature.outputs))}."
+                f"in the set {_braces(outputs.keys())}."
             )
         if alias in seen:
             raise invalid_argument(f"duplicate output tensor alias: {alias}")

@@ -15,7 +15,7 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 
-from serving.api.signatures import SignatureDef
+from serving.api.signatures import SignatureDef, signature_info
 from serving.batching.params import BatchingConfig
 from serving.batching.scheduler import BatchQueue, BatchScheduler, Outputs, Request
 from serving.errors import invalid_argument
@@ -68,13 +68,14 @@ class BatchingServable:
         """TF's TensorSignature: calls feeding and fetching the same tensors share a queue."""
         if not inputs:
             raise invalid_argument("Batching session Run() must have at least one input tensor")
+        info = signature_info(signature)
         feeds = tuple(sorted(inputs))
         fetches = tuple(output_aliases)
         key = (
             feeds,
-            tuple(signature.inputs[a].name for a in feeds),
+            tuple(info.input_names[a] for a in feeds),
             fetches,
-            tuple(signature.outputs[a].name for a in fetches),
+            tuple(info.output_names[a] for a in fetches),
         )
         queue = self._queues.get(key)
         if queue is not None:

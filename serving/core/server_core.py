@@ -10,14 +10,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving.core.model_manager import ModelManager, RetryPolicy, VersionRecord
+from serving.core.model_manager import ModelManager, RetryPolicy, VersionPin, VersionRecord
 from serving.core.traffic_split import TrafficSplit
 from serving.errors import Code, ServingError, failed_precondition, invalid_argument
 from serving.storage.source import VersionSource
@@ -47,6 +46,22 @@ class ServableHandle:
     model_name: str
     version: int
     servable: object
+
+
+class PinnedServable:
+    """``with core.handle(spec) as handle``: the handle, unpinned when the block ends."""
+
+    __slots__ = ("_pin", "handle")
+
+    def __init__(self, handle: ServableHandle, pin: VersionPin) -> None:
+        self.handle = handle
+        self._pin = pin
+
+    def __enter__(self) -> ServableHandle:
+        return self.handle
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._pin.__exit__(*exc_info)
 
 
 @dataclass
@@ -290,9 +305,9 @@ class ServerCore:
                 # The chosen label's version is not serving: fall back to the latest.
         return spec.version
 
-    @contextmanager
-    def handle(self, spec: ModelSpec) -> Iterator[ServableHandle]:
+    def handle(self, spec: ModelSpec) -> PinnedServable:
+        """The servable a spec resolves to, pinned until the ``with`` block using it ends."""
         version = self.resolve_version(spec)
-        manager = self._get(spec.name, version).manager
-        with manager.handle(version) as record:
-            yield ServableHandle(spec.name, record.version, record.servable)
+        pin = self._get(spec.name, version).manager.handle(version)
+        record = pin.record
+        return PinnedServable(ServableHandle(spec.name, record.version, record.servable), pin)

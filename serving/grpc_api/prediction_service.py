@@ -6,6 +6,7 @@ the core's (``serving.api``), shared with REST. Tensors cross with ``serving.ten
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
 import grpc
@@ -53,10 +54,17 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def _spec(self, request, context: Context):
         return request_spec(request, routing_key=metadata_value(context, self._routing_header))
 
+    def _record_latency(self, model: str, api: str, start: float) -> None:
+        """TF Serving's request_latency{entrypoint="GRPC"}: successful calls only, as upstream."""
+        metrics = self._service.metrics
+        if metrics is not None:
+            metrics.record_request_latency(model, api, "GRPC", time.perf_counter() - start)
+
     @rpc
     async def Predict(
         self, request: predict_pb2.PredictRequest, context: Context
     ) -> predict_pb2.PredictResponse:
+        start = time.perf_counter()
         spec = self._spec(request, context)
         inputs = request.inputs
 
@@ -72,28 +80,33 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         set_model_spec(response.model_spec, result.spec)
         for alias, value in result.outputs.items():
             tensor_codec.encode(value, self._tensor_content, response.outputs[alias])
+        self._record_latency(spec.name, "Predict", start)
         return response
 
     @rpc
     async def Classify(
         self, request: classification_pb2.ClassificationRequest, context: Context
     ) -> classification_pb2.ClassificationResponse:
+        start = time.perf_counter()
         resolved, result = await self._service.classify(
             self._spec(request, context), request.input, timeout_ms(context)
         )
         response = classification_pb2.ClassificationResponse(result=result)
         set_model_spec(response.model_spec, resolved)
+        self._record_latency(resolved.name, "Classify", start)
         return response
 
     @rpc
     async def Regress(
         self, request: regression_pb2.RegressionRequest, context: Context
     ) -> regression_pb2.RegressionResponse:
+        start = time.perf_counter()
         resolved, result = await self._service.regress(
             self._spec(request, context), request.input, timeout_ms(context)
         )
         response = regression_pb2.RegressionResponse(result=result)
         set_model_spec(response.model_spec, resolved)
+        self._record_latency(resolved.name, "Regress", start)
         return response
 
     @rpc

@@ -40,6 +40,7 @@ class ServingMetrics:
         self.path = path  # where the REST front end serves ``exposition()``
         self.registry = CollectorRegistry(auto_describe=False)
         self._version_states = version_states
+        self._children: dict[tuple[int, tuple[str, ...]], Counter | Histogram] = {}
 
         def counter(tf_name: str, doc: str, labels: tuple[str, ...]) -> Counter:
             return Counter(_name(tf_name), doc, labels, registry=self.registry)
@@ -119,24 +120,33 @@ class ServingMetrics:
             self.registry.register(_VersionStateCollector(version_states))
 
     # ---------------------------------------------------------------- requests
+    def _child(self, metric: Counter | Histogram, *labels: str) -> Counter | Histogram:
+        """``metric.labels(...)`` validates and locks on every call; per-request recording
+        looks the child up in a plain dict instead (a dict read is atomic under the GIL)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def record_request(self, model: str, status: str) -> None:
-        self._request_count.labels(model, status).inc()
+        self._child(self._request_count, model, status).inc()
 
     def record_request_latency(self, model: str, api: str, entrypoint: str, seconds: float) -> None:
-        self._request_latency.labels(model, api, entrypoint).observe(seconds * 1e6)
+        self._child(self._request_latency, model, api, entrypoint).observe(seconds * 1e6)
 
     def record_runtime(self, model: str, api: str, seconds: float) -> None:
-        self._runtime_latency.labels(model, api, "TF1").observe(seconds * 1e6)
+        self._child(self._runtime_latency, model, api, "TF1").observe(seconds * 1e6)
 
     # ---------------------------------------------------------------- batching (BatchMetrics)
     def record_input(self, pool: str, rows: int) -> None:
-        self._input_batch_size.labels(pool).observe(rows)
+        self._child(self._input_batch_size, pool).observe(rows)
 
     def record_batch(self, pool: str, rows: int, padded_rows: int, waits: list[float]) -> None:
         self._wrapped_run_count.inc()
-        self._processed_batch_size.labels(pool).observe(padded_rows)
-        self._padding_size.labels(pool, str(padded_rows)).observe(padded_rows - rows)
-        queuing = self._queuing_latency.labels(pool)
+        self._child(self._processed_batch_size, pool).observe(padded_rows)
+        self._child(self._padding_size, pool, str(padded_rows)).observe(padded_rows - rows)
+        queuing = self._child(self._queuing_latency, pool)
         for wait in waits:
             queuing.observe(wait * 1e6)
 

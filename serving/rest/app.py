@@ -121,8 +121,8 @@ class RestApi:
             ok = origin.startswith((b"http://", b"https://"))
             await self._send(send, 200 if ok else 400, b"", extra_headers, content_type=False)
             return
-        rid = request_id.bind(headers.get(request_id.HEADER.encode(), b"").decode("latin-1"))
-        extra_headers.append((request_id.HEADER.encode(), rid.encode()))
+        rid = request_id.bind(headers.get(request_id.HEADER_BYTES, b"").decode("latin-1"))
+        extra_headers.append((request_id.HEADER_BYTES, rid.encode()))
         start = time.perf_counter()
         route = None
         try:
@@ -144,7 +144,8 @@ class RestApi:
                 log.exception("Unexpected error serving %s %s", method, raw_path)
             status = 413 if isinstance(error, _RequestTooLarge) else http_status(error.code)
             payload = json_body.encode_error(error.message)
-        if metrics is not None and route is not None and route.kind in _INFERENCE_KINDS:
+        # Successful calls only, as TF Serving records request_latency.
+        if metrics is not None and status == 200 and route.kind in _INFERENCE_KINDS:
             latency = time.perf_counter() - start
             metrics.record_request_latency(route.model, route.kind, "REST", latency)
         await self._send(send, status, payload, extra_headers)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Callable
 from fractions import Fraction
 
 import numpy as np
@@ -55,6 +56,32 @@ def format_float(value: float, single: bool) -> str:
     if "." not in text and "e" not in text:
         text += ".0"
     return text
+
+
+# Smallest normal float32: above it a float32's half-ulp is at most |v| * 2**-24.
+_FLOAT32_MIN_NORMAL = 1.1754943508222875e-38
+
+
+def _format_float32(value: float) -> str:
+    """:func:`format_float` for float32 values, deciding the common cases without the exact
+    check: ``%g`` text whose double is ``value`` round-trips, and text further than twice the
+    largest half-ulp from ``value`` cannot (the double's own error is ~2**-53 relative)."""
+    text = f"{value:g}"
+    if text[-1] in "nf":  # nan, inf, -inf
+        return format_float(value, True)
+    parsed = float(text)
+    if parsed != value:
+        magnitude = abs(value)
+        far = magnitude >= _FLOAT32_MIN_NORMAL and abs(parsed - value) > magnitude * 2.0**-23
+        if far or not _round_trips(text, value, True):
+            text = f"{value:.9g}"
+    if "." not in text and "e" not in text:
+        text += ".0"
+    return text
+
+
+def _format_float64(value: float) -> str:
+    return format_float(value, False)
 
 
 def _round_trips(text: str, value: float, single: bool) -> bool:
@@ -115,7 +142,8 @@ def json_rows(array: np.ndarray) -> list[bytes]:
     if array.size == 0:
         return [_empty_json(inner)] * array.shape[0] if array.shape[0] else []
     if array.size < _VECTORISE_FROM:
-        return [_nested_text(row, array.dtype == np.float32).encode() for row in array]
+        fmt = _format_float32 if array.dtype == np.float32 else _format_float64
+        return [_nested_text(row, fmt).encode() for row in array.tolist()]
     flat = np.ascontiguousarray(array).ravel()
     depth = len(inner)
     # One column per value, one row per character slot: every fill below writes contiguous
@@ -127,10 +155,13 @@ def json_rows(array: np.ndarray) -> list[bytes]:
     return np.compress(text != 0, text).tobytes().split(b"\n")[:-1]
 
 
-def _nested_text(value: np.ndarray | np.floating, single: bool) -> str:
-    if np.ndim(value) == 0:
-        return format_float(float(value), single)
-    return "[" + ",".join(_nested_text(item, single) for item in value) + "]"
+def _nested_text(value: list | float, fmt: Callable[[float], str]) -> str:
+    """``value`` comes from ``ndarray.tolist()``: Python floats in nested lists."""
+    if type(value) is float:
+        return fmt(value)
+    if value and type(value[0]) is float:
+        return "[" + ",".join(map(fmt, value)) + "]"
+    return "[" + ",".join([_nested_text(item, fmt) for item in value]) + "]"
 
 
 def _empty_json(shape: tuple[int, ...]) -> bytes:

@@ -31,6 +31,7 @@ import orjson
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
+from serving.api.signatures import signature_info
 from serving.errors import ServingError, invalid_argument, unimplemented
 from serving.rest import float_format
 from serving.rest.json_b64 import b64_decode, b64_object, is_b64
@@ -42,6 +43,7 @@ from serving.tensor_types import dtype_name, numpy_dtype, tf_dtype
 # numpy's dimension limit (NPY_MAXDIMS); TF Serving would accept up to 254.
 _MAX_RANK = 32
 _FLOATS = frozenset([types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE])
+_NARROW_FLOAT_MAX = {np.dtype(t): float(np.finfo(t).max) for t in (np.float32, np.float16)}
 # JSON integer range each dtype accepts (rapidjson IsInt / IsInt64 / IsUint / IsUint64).
 # int8/int16/uint8 go through TensorProto.int_val upstream: any int32 is accepted and narrowed.
 _INT_RANGES = {
@@ -63,11 +65,11 @@ def decode_predict_inputs(
     The dtypes come from the signature, never from the JSON tokens. Shapes are not checked
     against the signature (TF Serving feeds whatever shape the request has).
     """
-    if not signature.inputs:
+    # Sorted by alias: the order the key-set message lists names in (a std::set upstream).
+    dtypes = signature_info(signature).input_dtypes
+    if not dtypes:
         name = signature_name_of(doc) or "DEFAULT"
         raise invalid_argument(f"Failed to get input map for signature: {name}")
-    # Sorted: the order the key-set message lists names in (a std::set upstream).
-    dtypes = {alias: signature.inputs[alias].dtype for alias in sorted(signature.inputs)}
     if "instances" in doc:
         if "inputs" in doc:
             raise value_error(
@@ -354,9 +356,17 @@ def _to_array(values: list, shape: list[int], dtype: int) -> np.ndarray:
         # Narrowing wraps like the C++ int_val -> int8/uint8/int16 conversion does.
         array = np.array(values, dtype=np.uint64 if dtype == types_pb2.DT_UINT64 else np.int64)
         array = array.astype(target)
+    elif target in _NARROW_FLOAT_MAX:
+        # Doubles beyond float32/half become +-inf, as upstream. np.errstate costs more than
+        # the whole conversion of a typical row, so it is entered only when a value overflows.
+        array = np.array(values, dtype=np.float64)
+        if array.size and np.abs(array).max() > _NARROW_FLOAT_MAX[target]:
+            with np.errstate(over="ignore"):
+                array = array.astype(target)
+        else:
+            array = array.astype(target)
     else:
-        with np.errstate(over="ignore"):  # doubles beyond float32 become +-inf, as upstream
-            array = np.array(values, dtype=target)
+        array = np.array(values, dtype=target)
     return array.reshape(shape)
 
 

@@ -20,6 +20,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 from tensorflow.python.util import deprecation
 
+from serving.api.signatures import signature_info
 from serving.errors import Code, ServingError
 
 log = logging.getLogger(__name__)
@@ -68,9 +69,10 @@ class SavedModelServable:
         timeout_ms: int = 0,
     ) -> dict[str, np.ndarray]:
         """Feeds ``inputs`` (by alias) and fetches ``output_aliases`` of ``signature``."""
+        info = signature_info(signature)
         feed_aliases = tuple(sorted(inputs))
-        feeds = tuple(signature.inputs[a].name for a in feed_aliases)
-        fetches = tuple(signature.outputs[a].name for a in output_aliases)
+        feeds = tuple(info.input_names[a] for a in feed_aliases)
+        fetches = tuple(info.output_names[a] for a in output_aliases)
         fn = self._callable(feeds, fetches, timeout_ms)
         try:
             values = fn(*(inputs[a] for a in feed_aliases))

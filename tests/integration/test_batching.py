@@ -188,3 +188,27 @@ def test_metrics_page_is_tf_serving_text_format(server):
     )
     assert "_total" not in text
     json.dumps(text)  # plain text, no binary
+
+
+def test_request_latency_counts_successful_calls_of_each_front_end(server):
+    latency = ':tensorflow:serving:request_latency_count{model_name="half",'
+    rest = latency + 'API="predict",entrypoint="REST"}'
+    grpc_ok = latency + 'API="Predict",entrypoint="GRPC"}'
+    before = _metrics(server)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    for _ in range(3):
+        assert _grpc_predict(stub, [[1.0]]).tolist() == [[2.5]]
+    bad = predict_pb2.PredictRequest()
+    bad.model_spec.name = "half"
+    bad.inputs["nope"].CopyFrom(tf.make_tensor_proto([1.0]))
+    with pytest.raises(grpc.RpcError) as failed:
+        stub.Predict(bad, timeout=60)
+    assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    channel.close()
+    assert _rest_predict(server, [[1.0]])[0] == 200
+    assert server.json("POST", "/v1/models/half:predict", {"instances": "x"})[0] == 400
+    after = _metrics(server)
+    # Failed calls are counted in request_count but not timed, as in TF Serving.
+    assert after[grpc_ok] - before.get(grpc_ok, 0) == 3
+    assert after[rest] - before.get(rest, 0) == 1

@@ -112,3 +112,14 @@ def test_small_and_vectorised_paths_write_the_same_text(dtype):
     whole = json_rows(values)  # 600 values: the vectorised path
     pieces = [row for chunk in np.split(values, 100) for row in json_rows(chunk)]  # 6 each
     assert whole == pieces
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_path_matches_reference(dtype):
+    """Outputs under 128 values take the per-value path with its float32 shortcuts."""
+    rng = np.random.default_rng(20261122)
+    single = dtype == np.float32
+    for sample in _samples(dtype, rng):
+        expected = [format_float(value, single).encode() for value in sample.tolist()]
+        rows = [text for chunk in np.array_split(sample, 60) for text in json_rows(chunk)]
+        assert rows == expected
