@@ -6,8 +6,13 @@ cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 # The metadata tests start a private MariaDB server; install its Debian package when we can
 # (root). Without it those tests skip with instructions.
+# Likewise podman (and its base image) for the container image tests; without a working
+# container engine they skip with instructions (and fail under CI).
 if [[ "$(id -u)" == 0 ]]; then
   scripts/ensure_mariadb.sh
+  # A failure here (e.g. no Debian mirror) must not stop the other tests; the container tests
+  # report it themselves.
+  scripts/ensure_podman.sh || echo "test.sh: scripts/ensure_podman.sh failed" >&2
 fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Builds the container images with docker or podman:
+#
+#   scripts/build_images.sh [serving|serving-gpu|components|all]...   (default: serving)
+#
+#   serving       $IMAGE_PREFIX/serving:$TAG and :latest — tfx-model-server with TF Serving's
+#                 ports/env/args, non-root, no tfx/beam
+#   serving-gpu   $IMAGE_PREFIX/serving:$TAG-gpu and :latest-gpu — the same on a CUDA base with
+#                 tensorflow[and-cuda] (runs on an NVIDIA host; see docs/containers.md)
+#   components    $IMAGE_PREFIX/components:$TAG and :latest — tfx 1.16 + this package, for
+#                 KubeflowV2DagRunner's default_image
+#
+# Environment:
+#   CONTAINER_ENGINE   docker or podman (default: whichever answers, podman first)
+#   IMAGE_PREFIX       default tfx-serving-suite (e.g. registry.example.com/ml to push later)
+#   TAG                default: the package version (serving/version.py)
+#   BASE_IMAGE         default: docker.io/library/python:3.10-slim-bookworm, or the local
+#                      stand-in scripts/ensure_podman.sh builds where no registry is reachable
+#   GPU_BASE_IMAGE     default: docker.io/nvidia/cuda:12.3.2-base-ubuntu22.04
+#   BUILD_CA_BUNDLE    podman only: CA bundle mounted into the build for pip/uv (default: $PIP_CERT,
+#                      $SSL_CERT_FILE or /etc/ssl/certs/ca-certificates.crt); "none" to skip
+#   BUILD_UV_CACHE     podman only: host uv cache mounted into the build so wheels are not
+#                      downloaded again (default: $UV_CACHE_DIR or ~/.cache/uv when it exists);
+#                      "none" to skip
+#   PRUNE=1            remove dangling images afterwards (old layers of earlier builds)
+# Extra build flags can follow "--", e.g. scripts/build_images.sh serving -- --no-cache
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+STAND_IN_BASE="localhost/tfx-serving-suite/python:3.10-slim-bookworm"
+IMAGE_PREFIX="${IMAGE_PREFIX:-tfx-serving-suite}"
+TAG="${TAG:-$(sed -n 's/^__version__ = "\(.*\)"/\1/p' serving/version.py)}"
+GPU_BASE_IMAGE="${GPU_BASE_IMAGE:-docker.io/nvidia/cuda:12.3.2-base-ubuntu22.04}"
+
+targets=()
+extra=()
+while (($#)); do
+  case "$1" in
+    --) shift; extra=("$@"); break ;;
+    serving | serving-gpu | components) targets+=("$1") ;;
+    all) targets+=(serving components) ;;
+    -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+    *) echo "build_images.sh: unknown target $1 (serving, serving-gpu, components, all)" >&2; exit 2 ;;
+  esac
+  shift
+done
+((${#targets[@]})) || targets=(serving)
+
+engine_works() { command -v "$1" >/dev/null 2>&1 && "$1" info >/dev/null 2>&1; }
+ENGINE="${CONTAINER_ENGINE:-}"
+if [[ -z "$ENGINE" ]]; then
+  for candidate in podman docker; do
+    if engine_works "$candidate"; then ENGINE="$candidate"; break; fi
+  done
+fi
+if [[ -z "$ENGINE" ]]; then
+  echo "build_images.sh: no working container engine (docker or podman). On Debian, as root:" >&2
+  echo "  scripts/ensure_podman.sh" >&2
+  exit 1
+fi
+
+if [[ -z "${BASE_IMAGE:-}" ]]; then
+  BASE_IMAGE="docker.io/library/python:3.10-slim-bookworm"
+  if "$ENGINE" image inspect "$STAND_IN_BASE" >/dev/null 2>&1; then
+    BASE_IMAGE="$STAND_IN_BASE"
+  fi
+fi
+
+# Labels at build time rather than ARG-based LABELs: podman reuses a cached LABEL step even when
+# the ARG it expands changed.
+common=(--label "org.opencontainers.image.version=$TAG")
+if revision="$(git rev-parse --verify -q HEAD 2>/dev/null)"; then
+  common+=(--label "org.opencontainers.image.revision=$revision")
+fi
+if [[ "$ENGINE" == podman ]]; then
+  # Docker's image format: OCI images cannot carry HEALTHCHECK.
+  common+=(--format docker)
+  ca="${BUILD_CA_BUNDLE:-${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}}"
+  if [[ "$ca" != none && -f "$ca" ]]; then
+    common+=(--volume "$(readlink -f "$ca"):/host-ca.crt:ro" --build-arg PIP_CERT=/host-ca.crt)
+  fi
+  uv_cache="${BUILD_UV_CACHE:-${UV_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/uv}}"
+  if [[ "$uv_cache" != none && -d "$uv_cache" ]]; then
+    common+=(--volume "$(readlink -f "$uv_cache"):/host-uv-cache" \
+      --build-arg UV_CACHE_DIR=/host-uv-cache)
+  fi
+fi
+
+build() {  # build REPOSITORY TAG-SUFFIX CONTAINERFILE BASE-IMAGE BUILD-ARGS...
+  local ref="$IMAGE_PREFIX/$1:$TAG$2" latest="$IMAGE_PREFIX/$1:latest$2" file="$3" base="$4"
+  local old new started
+  shift 4
+  old="$("$ENGINE" image inspect --format '{{.Id}}' "$ref" 2>/dev/null || true)"
+  started=$SECONDS
+  echo "build_images.sh: $ENGINE build $ref (base $base)" >&2
+  "$ENGINE" build -f "$file" -t "$ref" -t "$latest" --build-arg "BASE_IMAGE=$base" \
+    "${common[@]}" "$@" "${extra[@]}" .
+  new="$("$ENGINE" image inspect --format '{{.Id}}' "$ref")"
+  if [[ -n "$old" && "$old" != "$new" ]]; then
+    "$ENGINE" image rm "$old" >/dev/null 2>&1 || true  # the previous build of this tag
+  fi
+  echo "build_images.sh: built $ref (also $latest) in $((SECONDS - started)) s" >&2
+}
+
+for target in "${targets[@]}"; do
+  case "$target" in
+    serving) build serving "" deploy/container/Containerfile.serving "$BASE_IMAGE" ;;
+    serving-gpu)
+      build serving -gpu deploy/container/Containerfile.serving "$GPU_BASE_IMAGE" \
+        --build-arg TF_EXTRAS=and-cuda ;;
+    components) build components "" deploy/container/Containerfile.components "$BASE_IMAGE" ;;
+  esac
+done
+if [[ "${PRUNE:-0}" == 1 ]]; then
+  "$ENGINE" image prune -f >/dev/null
+fi

@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# Makes a working rootful podman for the container tests (tests/deploy/test_container_image.py)
+# and the base image they build on. Safe to call repeatedly; a second run takes about a second.
+#
+#  1. Installs Debian's podman, runc and debootstrap when podman is missing (root only).
+#  2. Writes /etc/containers/containers.conf when podman cannot start a container, typically
+#     because the sandbox forbids raising rlimits (runc: "error setting rlimit type 7"):
+#     default_ulimits = [] keeps the host's limits, plus cgroupfs and runc, which work without
+#     systemd. An existing containers.conf is never overwritten.
+#  3. Provides the base image $TFX_SERVING_BASE_IMAGE (default
+#     localhost/tfx-serving-suite/python:3.10-slim-bookworm): a stand-in for Docker Hub's
+#     python:3.10-slim-bookworm for machines that reach Debian and PyPI but no image registry.
+#     It is `debootstrap --variant=minbase bookworm` plus this host's CPython 3.10 (pyenv builds
+#     on Debian bookworm link against the same libraries) in /usr/local, as in the official
+#     image. The rootfs tarball is cached in ~/.cache/tfx-serving-suite/ keyed by a hash of this
+#     recipe, so a machine that lost its podman storage re-imports it in seconds.
+#
+# Environment: PYTHON (a CPython 3.10 to copy; default: newest pyenv 3.10.x),
+# TFX_DEBIAN_MIRROR (default http://deb.debian.org/debian), TFX_DEBIAN_SECURITY_MIRROR,
+# TFX_SERVING_CACHE_DIR.
+set -euo pipefail
+
+BASE_IMAGE="${TFX_SERVING_BASE_IMAGE:-localhost/tfx-serving-suite/python:3.10-slim-bookworm}"
+MIRROR="${TFX_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+SECURITY_MIRROR="${TFX_DEBIAN_SECURITY_MIRROR:-${MIRROR%/debian}/debian-security}"
+CACHE_DIR="${TFX_SERVING_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tfx-serving-suite}"
+# Runtime libraries CPython's extension modules link against (ldd lib-dynload/*.so), plus what
+# python:3.10-slim-bookworm adds to debian:bookworm-slim (ca-certificates, netbase, tzdata).
+PACKAGES="ca-certificates,netbase,tzdata,libssl3,libffi8,libsqlite3-0,libbz2-1.0,liblzma5,\
+libreadline8,libncursesw6,libtinfo6,zlib1g,libexpat1,libuuid1,libtirpc3,libcrypt1"
+
+log() { echo "ensure_podman.sh: $*" >&2; }
+
+install_hint() {
+  cat >&2 <<'EOF'
+  sudo apt-get update && sudo apt-get install -y --no-install-recommends podman runc debootstrap
+  sudo scripts/ensure_podman.sh     # containers.conf for sandboxes + the local base image
+EOF
+}
+
+# --- 1. podman ---------------------------------------------------------------------------------
+if [[ "$(id -u)" != 0 ]]; then
+  # Only rootful podman is set up here (rootless needs subuid ranges and more); a user whose
+  # podman works and has the base image has nothing to do.
+  if command -v podman >/dev/null 2>&1 && podman image exists "$BASE_IMAGE" 2>/dev/null; then
+    exit 0
+  fi
+  log "podman or the base image $BASE_IMAGE is missing, and setting them up needs root:"
+  install_hint
+  exit 1
+fi
+if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1 \
+  || ! command -v debootstrap >/dev/null 2>&1; then
+  log "installing podman, runc and debootstrap (Debian packages)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    podman runc debootstrap >/dev/null
+fi
+
+# --- 2. containers.conf ------------------------------------------------------------------------
+CONF=/etc/containers/containers.conf
+write_conf() {
+  if [[ -e "$CONF" && -z "${CONTAINERS_CONF:-}" ]]; then
+    if grep -q "tfx-serving-suite" "$CONF"; then return 0; fi
+    log "podman cannot start containers here and $CONF exists; add to its [containers] table:"
+    log '  default_ulimits = []'
+    exit 1
+  fi
+  mkdir -p "$(dirname "$CONF")"
+  cat >"$CONF" <<'EOF'
+# Written by tfx-serving-suite scripts/ensure_podman.sh for sandboxes where runc may not raise
+# rlimits ("error setting rlimit type 7: operation not permitted") and systemd is not running.
+[containers]
+default_ulimits = []
+
+[engine]
+cgroup_manager = "cgroupfs"
+runtime = "runc"
+EOF
+  log "wrote $CONF (default_ulimits = [], cgroupfs, runc)"
+}
+
+# --- 3. base image -----------------------------------------------------------------------------
+is_python310() {
+  "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' >/dev/null 2>&1
+}
+find_python() {
+  if [[ -n "${PYTHON:-}" ]]; then echo "$PYTHON"; return 0; fi
+  local root="${PYENV_ROOT:-$HOME/.pyenv}" version
+  if [[ -d "$root/versions" ]]; then
+    version="$(find "$root/versions" -mindepth 1 -maxdepth 1 -name '3.10.*' -printf '%f\n' \
+      | grep -E '^3\.10\.[0-9]+$' | sort -V | tail -1 || true)"
+    if [[ -n "$version" ]] && is_python310 "$root/versions/$version/bin/python3.10"; then
+      echo "$root/versions/$version/bin/python3.10"; return 0
+    fi
+  fi
+  return 1
+}
+
+if ! PY="$(find_python)"; then
+  if podman image exists "$BASE_IMAGE"; then exit 0; fi
+  log "no CPython 3.10 to put in the base image (set PYTHON=/path/to/python3.10, built on"
+  log "Debian bookworm), or build the images on python:3.10-slim-bookworm from Docker Hub."
+  exit 1
+fi
+PREFIX="$(cd "$(dirname "$PY")/.." && pwd)"
+PYVERSION="$("$PY" -c 'import platform; print(platform.python_version())')"
+
+image_recipe() {
+  podman image inspect --format '{{index .Config.Labels "io.tfx-serving-suite.base-recipe"}}' \
+    "$BASE_IMAGE" 2>/dev/null || true
+}
+
+smoke_test() {
+  podman run --rm --network none "$BASE_IMAGE" python3 -c \
+    'import ssl, ctypes, sqlite3, uuid, lzma, bz2, zlib, hashlib, decimal, readline, venv' 2>&1
+}
+
+build_rootfs() {
+  local work rootfs started
+  started=$SECONDS
+  work="$(mktemp -d "${TMPDIR:-/var/tmp}/tfx-base-rootfs.XXXXXX")"
+  rootfs="$work/rootfs"
+  # shellcheck disable=SC2064
+  trap "umount -R '$rootfs/proc' '$rootfs/sys' 2>/dev/null || true; rm -rf '$work'" EXIT
+  log "debootstrap --variant=minbase bookworm from $MIRROR (about a minute)"
+  if ! debootstrap --variant=minbase --include="$PACKAGES" bookworm "$rootfs" "$MIRROR" \
+    >"$work/debootstrap.log" 2>&1; then
+    tail -20 "$work/debootstrap.log" >&2
+    exit 1
+  fi
+  log "copying CPython $PYVERSION from $PREFIX to /usr/local"
+  local site="lib/python3.10/site-packages"
+  mkdir -p "$rootfs/usr/local/$site"
+  # The standard library and headers; no test suites, static library, tkinter/test modules
+  # (python:3.10-slim drops the tests too) and no site-packages (copied selectively below).
+  tar -C "$PREFIX" -cf - \
+    --exclude="$site" \
+    --exclude='lib/python3.10/test' --exclude='lib/python3.10/*/test' \
+    --exclude='lib/python3.10/*/tests' --exclude='lib/python3.10/idlelib/idle_test' \
+    --exclude='lib/python3.10/config-3.10-*/*.a' \
+    --exclude='lib/python3.10/lib-dynload/_test*' \
+    --exclude='lib/python3.10/lib-dynload/_tkinter*' \
+    --exclude='lib/python3.10/lib-dynload/xxlimited*' \
+    --exclude='bin/python3.10-gdb.py' \
+    bin include lib share | tar -C "$rootfs/usr/local" -xf -
+  # Only pip and setuptools from site-packages (as in the official image): nothing installed on
+  # this host, and no .pth files.
+  (cd "$PREFIX/$site" && tar -cf - pip pip-*.dist-info setuptools setuptools-*.dist-info \
+    pkg_resources _distutils_hack distutils-precedence.pth) \
+    | tar -C "$rootfs/usr/local/$site" -xf -
+  # Scripts point at the pyenv prefix; the interpreter itself finds its prefix at run time.
+  grep -rlI "^#!$PREFIX/bin/" "$rootfs/usr/local/bin" | while read -r script; do
+    sed -i "1s|^#!$PREFIX/bin/|#!/usr/local/bin/|" "$script"
+  done
+  chroot "$rootfs" /sbin/ldconfig
+  # Slim it like debian:bookworm-slim: no apt lists or cached .debs, docs, man pages, locales.
+  rm -rf "${rootfs:?}"/var/cache/apt/archives/*.deb "${rootfs:?}"/var/lib/apt/lists/* \
+    "${rootfs:?}"/usr/share/doc/* "${rootfs:?}"/usr/share/man/* "${rootfs:?}"/usr/share/info/* \
+    "${rootfs:?}"/var/log/* "${rootfs:?}"/tmp/* "${rootfs:?}"/dev/* "${rootfs:?}"/etc/hostname
+  find "$rootfs/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
+  # The engine provides /etc/resolv.conf; apt sources as in debian:bookworm-slim.
+  rm -f "$rootfs/etc/resolv.conf" "$rootfs/etc/apt/sources.list"
+  cat >"$rootfs/etc/apt/sources.list.d/debian.sources" <<EOF
+Types: deb
+URIs: $MIRROR
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: $SECURITY_MIRROR
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+  mkdir -p "$CACHE_DIR"
+  rm -f "$CACHE_DIR"/python-*-bookworm-rootfs-*.tar  # older recipes
+  tar -C "$rootfs" --numeric-owner -cf "$TARBALL.partial" .
+  mv "$TARBALL.partial" "$TARBALL"
+  rm -rf "$work"
+  trap - EXIT
+  log "rootfs built in $((SECONDS - started)) s: $TARBALL ($(du -h "$TARBALL" | cut -f1))"
+}
+
+import_tarball() {
+  podman import --quiet \
+    --change 'ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV LANG=C.UTF-8' \
+    --change "ENV PYTHON_VERSION=$PYVERSION" \
+    --change 'CMD ["python3"]' \
+    --change "LABEL io.tfx-serving-suite.base-recipe=$RECIPE" \
+    --change "LABEL org.opencontainers.image.description=Stand-in for python:3.10-slim-bookworm" \
+    --message "debootstrap bookworm minbase + CPython $PYVERSION" \
+    "$TARBALL" "$BASE_IMAGE" >/dev/null
+}
+
+# The recipe: build_rootfs and import_tarball as bash sees them (comments do not count), their
+# inputs and the interpreter copied.
+RECIPE="$( (declare -f build_rootfs import_tarball
+  echo "$PACKAGES $MIRROR $SECURITY_MIRROR $PREFIX $PYVERSION") | sha256sum | cut -c1-16)"
+TARBALL="$CACHE_DIR/python-$PYVERSION-bookworm-rootfs-$RECIPE.tar"
+
+if [[ "$(image_recipe)" != "$RECIPE" ]]; then
+  if [[ ! -f "$TARBALL" ]]; then
+    build_rootfs
+  fi
+  log "importing $TARBALL as $BASE_IMAGE"
+  old_id="$(podman image inspect --format '{{.Id}}' "$BASE_IMAGE" 2>/dev/null || true)"
+  import_tarball
+  if [[ -n "$old_id" ]]; then
+    podman image rm "$old_id" >/dev/null 2>&1 || true  # an older recipe's image, now untagged
+  fi
+fi
+
+if ! out="$(smoke_test)"; then
+  # Typically "error setting rlimit type 7: operation not permitted" in a sandbox.
+  log "podman cannot start a container:"
+  echo "$out" >&2
+  write_conf
+  out="$(smoke_test)" || { log "podman still cannot run containers:"; echo "$out" >&2; exit 1; }
+fi

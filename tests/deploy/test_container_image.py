@@ -1,0 +1,501 @@
+"""The container images, built and run for real with podman (or docker).
+
+The serving image is built with ``scripts/build_images.sh`` and run the way TF Serving's image
+is run: a model store mounted read-only at ``/models``, ``MODEL_NAME`` set, extra flags after
+the image name, a read-only root filesystem. REST and gRPC (a real channel) must give the right
+numbers, a version dropped into the mounted store must take over without a failed request,
+``stop`` (SIGTERM) must end it with exit code 0, it must run as uid 10001, its HEALTHCHECK must
+pass, and tfx / apache-beam must not be importable in it.
+
+The components image must run one of this project's executors by dotted path under TFX's
+Kubeflow Pipelines v2 entry point, exactly as a KubeflowV2DagRunner pipeline step does.
+
+Where no container engine works these tests skip with the commands that install one; under CI
+(``$CI`` set) they fail instead, since CI installs podman (scripts/ensure_podman.sh).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from serving.version import __version__
+from tests.support.models import write_half_plus_two, write_tf2_scale
+from tests.support.server_process import REPO_ROOT, free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
+
+BUILD_TIMEOUT_SECONDS = 2100
+STAND_IN_BASE = "localhost/tfx-serving-suite/python:3.10-slim-bookworm"
+INSTALL_HINT = (
+    "Install a container engine to run them, e.g. on Debian/Ubuntu as root:\n"
+    "  apt-get update && apt-get install -y --no-install-recommends podman runc debootstrap\n"
+    "  scripts/ensure_podman.sh   # containers.conf for sandboxes + a local python:3.10 base\n"
+    "(or a working `docker`; CONTAINER_ENGINE=docker|podman picks one)"
+)
+HP2_V1 = [2.5, 3.0, 4.5]  # 0.5 * x + 2 for x = 1, 2, 5
+HP2_V2 = [4.0, 5.0, 8.0]  # 1.0 * x + 3
+X = [1.0, 2.0, 5.0]
+
+
+def _run(args: list[str], timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def _engine_problem(engine: str) -> str | None:
+    """Why ``engine`` cannot build and run images here, or None when it can."""
+    if shutil.which(engine) is None:
+        return f"{engine}: not installed"
+    try:
+        info = _run([engine, "info"], timeout=60)
+    except subprocess.TimeoutExpired:
+        return f"{engine} info: timed out"
+    if info.returncode != 0:
+        return f"{engine} info: {(info.stderr or info.stdout).strip()[-300:]}"
+    return None
+
+
+def _base_image(engine: str) -> str:
+    """What scripts/build_images.sh builds on (the local stand-in where ensure_podman made it)."""
+    if os.environ.get("BASE_IMAGE"):
+        return os.environ["BASE_IMAGE"]
+    if _run([engine, "image", "inspect", STAND_IN_BASE]).returncode == 0:
+        return STAND_IN_BASE
+    return "docker.io/library/python:3.10-slim-bookworm"
+
+
+def _unavailable(reason: str):
+    if os.environ.get("CI"):
+        pytest.fail(f"container tests must run in CI but {reason}\n{INSTALL_HINT}")
+    pytest.skip(f"no working container engine ({reason}). {INSTALL_HINT}")
+
+
+@pytest.fixture(scope="module")
+def engine() -> str:
+    wanted = os.environ.get("CONTAINER_ENGINE")
+    candidates = [wanted] if wanted else ["podman", "docker"]
+    problems = []
+    if "podman" in candidates and shutil.which("podman") and os.geteuid() == 0:
+        # Idempotent and quick once done: containers.conf for sandboxes, the local base image.
+        setup = _run([str(REPO_ROOT / "scripts" / "ensure_podman.sh")], timeout=900)
+        if setup.returncode != 0:
+            candidates.remove("podman")
+            problems.append(f"scripts/ensure_podman.sh failed:\n{setup.stderr[-2000:]}")
+    for candidate in candidates:
+        problem = _engine_problem(candidate)
+        if problem is None:
+            # `info` can work where starting a container does not (rlimits, cgroups, seccomp).
+            smoke = _run(
+                [candidate, "run", "--rm", "--network", "none", _base_image(candidate), "true"],
+                timeout=600,
+            )
+            if smoke.returncode == 0:
+                return candidate
+            problem = f"{candidate} run: {(smoke.stderr or smoke.stdout).strip()[-500:]}"
+        problems.append(problem)
+    _unavailable("; ".join(problems))
+
+
+def _build(engine: str, target: str, log_dir: Path) -> str:
+    """Builds ``target`` with scripts/build_images.sh; returns the image id."""
+    log_path = log_dir / f"build-{target}.log"
+    started = time.monotonic()
+    with open(log_path, "w") as log:
+        result = subprocess.run(
+            [str(REPO_ROOT / "scripts" / "build_images.sh"), target],
+            cwd=REPO_ROOT,
+            env={**os.environ, "CONTAINER_ENGINE": engine},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=BUILD_TIMEOUT_SECONDS,
+        )
+    output = log_path.read_text(errors="replace")
+    if result.returncode != 0:
+        pytest.fail(f"building the {target} image failed:\n{output[-6000:]}")
+    ref = f"tfx-serving-suite/{target}:{__version__}"
+    image_id = _run([engine, "image", "inspect", "--format", "{{.Id}}", ref]).stdout.strip()
+    assert image_id, f"{ref} missing after the build:\n{output[-3000:]}"
+    print(f"built {ref} ({image_id[:12]}) in {time.monotonic() - started:.0f} s")
+    return image_id
+
+
+@pytest.fixture(scope="module")
+def serving_image(engine, tmp_path_factory) -> str:
+    return _build(engine, "serving", tmp_path_factory.mktemp("serving-build"))
+
+
+@pytest.fixture(scope="module")
+def components_image(engine, tmp_path_factory) -> str:
+    return _build(engine, "components", tmp_path_factory.mktemp("components-build"))
+
+
+class Container:
+    """One detached container; ``logs()`` for diagnostics, ``remove()`` always."""
+
+    def __init__(self, engine: str, image: str, run_args: list[str], args: list[str]) -> None:
+        self.engine = engine
+        self.name = f"tfx-serving-test-{uuid.uuid4().hex[:10]}"
+        self.image = image
+        self.run_args = run_args
+        self.args = args
+
+    def start(self) -> None:
+        # podman's --read-only already mounts a tmpfs on /tmp; docker's needs one.
+        tmpfs = [] if self.engine == "podman" else ["--tmpfs", "/tmp"]
+        command = [
+            self.engine, "run", "-d", "--name", self.name, "--read-only", *tmpfs,
+            *self.run_args, self.image, *self.args,
+        ]  # fmt: skip
+        result = _run(command, timeout=300)
+        assert result.returncode == 0, f"{' '.join(command)}\n{result.stderr}"
+
+    def inspect(self, template: str) -> str:
+        return _run([self.engine, "inspect", "--format", template, self.name]).stdout.strip()
+
+    def running(self) -> bool:
+        return self.inspect("{{.State.Running}}") == "true"
+
+    def exec(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return _run([self.engine, "exec", self.name, *args], timeout=timeout)
+
+    def logs(self) -> str:
+        result = _run([self.engine, "logs", self.name])
+        return result.stdout + result.stderr
+
+    def stop(self, timeout: int = 60) -> int:
+        result = _run([self.engine, "stop", "-t", str(timeout), self.name], timeout=timeout + 60)
+        assert result.returncode == 0, result.stderr
+        return int(self.inspect("{{.State.ExitCode}}"))
+
+    def remove(self) -> None:
+        _run([self.engine, "rm", "-f", self.name], timeout=120)
+
+
+@contextlib.contextmanager
+def running_container(engine: str, image: str, run_args: list[str], args: list[str]):
+    container = Container(engine, image, run_args, args)
+    try:
+        container.start()
+        yield container
+    except BaseException:
+        print(f"----- {engine} logs of {container.name} -----\n{container.logs()}")
+        raise
+    finally:
+        container.remove()
+
+
+def _http(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def _wait_ready(container: Container, rest_url: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not container.running():
+            pytest.fail(f"the container exited early:\n{container.logs()}")
+        try:
+            if _http("GET", f"{rest_url}/readyz")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"/readyz not 200 within {timeout} s")
+
+
+def _grpc_predict(grpc_port: int, model: str) -> tuple[int, list[float]]:
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = model
+        request.model_spec.signature_name = "serving_default"
+        request.inputs["x"].CopyFrom(tf.make_tensor_proto(X, dtype=tf.float32))
+        response = stub.Predict(request, timeout=30)
+    values = [float(v) for v in tf.make_ndarray(response.outputs["y"]).ravel()]
+    return response.model_spec.version.value, values
+
+
+def _grpc_health(grpc_port: int) -> str:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        response = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="tensorflow.serving.PredictionService"),
+            timeout=30,
+        )
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+def _publish_version(base: Path, version: int, a: float, b: float) -> None:
+    """Pusher-style: written under a hidden name the server ignores, then renamed into place."""
+    staging = base / f".incoming-{version}-{uuid.uuid4().hex}"
+    write_half_plus_two(str(staging), a=a, b=b)
+    _world_readable(staging)
+    os.rename(staging, base / str(version))
+
+
+def _world_readable(path: Path) -> None:
+    """The server runs as uid 10001, the test as whoever: make the store readable to it."""
+    path.chmod(0o755)
+    for root, dirs, files in os.walk(path):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o755)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o644)
+
+
+@pytest.fixture
+def model_store(tmp_path) -> Path:
+    store = tmp_path / "models"
+    (store / "hp2").mkdir(parents=True)
+    write_half_plus_two(str(store / "hp2" / "1"))
+    _world_readable(store)
+    return store
+
+
+def _check_healthcheck(container: Container, engine: str, image: str) -> None:
+    test = _run([engine, "image", "inspect", "--format", "{{json .Config.Healthcheck}}", image])
+    assert "tfx-serving-healthcheck" in test.stdout, f"no HEALTHCHECK in the image: {test.stdout}"
+    if engine == "podman":
+        # Without systemd podman cannot schedule the checks, but runs one on request.
+        result = _run(["podman", "healthcheck", "run", container.name], timeout=60)
+        assert result.returncode == 0, f"healthcheck failed: {result.stdout}{result.stderr}"
+        assert container.inspect("{{.State.Health.Status}}") == "healthy"
+    else:
+        result = container.exec("/usr/local/bin/tfx-serving-healthcheck")
+        assert result.returncode == 0, f"healthcheck failed: {result.stdout}{result.stderr}"
+
+
+def _server_process(container: Container) -> tuple[int, list[str]]:
+    """The uid and command line of the tfx-model-server process in ``container``."""
+    script = (
+        "import json, os\n"
+        "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+        "    try:\n"
+        "        argv = open(f'/proc/{pid}/cmdline', 'rb').read().decode()\n"
+        "    except OSError:\n"
+        "        continue\n"
+        "    argv = argv.rstrip('\\0').split('\\0')\n"
+        "    if any(a.endswith('/tfx-model-server') for a in argv):\n"
+        "        print(json.dumps([os.stat(f'/proc/{pid}').st_uid, argv]))\n"
+    )
+    result = container.exec("python", "-c", script)
+    assert result.returncode == 0, result.stderr
+    uid, argv = json.loads(result.stdout.strip().splitlines()[-1])
+    return uid, argv
+
+
+def test_serving_image_rest_grpc_hot_swap_and_sigterm(engine, serving_image, model_store):
+    rest_port, grpc_port = free_port(), free_port()
+    run_args = [
+        "-p", f"127.0.0.1:{rest_port}:8501",
+        "-p", f"127.0.0.1:{grpc_port}:8500",
+        "-v", f"{model_store}:/models:ro",
+        "-e", "MODEL_NAME=hp2",
+    ]  # fmt: skip
+    # Flags after the image name reach tfx-model-server (see also the moved REST port below).
+    args = ["--file_system_poll_wait_seconds=1"]
+    with running_container(engine, serving_image, run_args, args) as container:
+        rest = f"http://127.0.0.1:{rest_port}"
+        _wait_ready(container, rest)
+        assert _http("GET", f"{rest}/healthz") == (200, {"status": "ok"})
+
+        status, body = _http("POST", f"{rest}/v1/models/hp2:predict", {"instances": X})
+        assert (status, body) == (200, {"predictions": HP2_V1})
+        assert _grpc_predict(grpc_port, "hp2") == (1, HP2_V1)
+        assert _grpc_health(grpc_port) == "SERVING"
+
+        # Hot swap: a new version dropped into the mounted store takes over; no request fails.
+        _publish_version(model_store / "hp2", 2, a=1.0, b=3.0)
+        deadline = time.monotonic() + 90
+        seen = []
+        while time.monotonic() < deadline:
+            status, body = _http("POST", f"{rest}/v1/models/hp2:predict", {"instances": X})
+            assert status == 200, body
+            seen.append(body["predictions"])
+            if body["predictions"] == HP2_V2:
+                break
+            assert body["predictions"] == HP2_V1
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"version 2 not served within 90 s; last answers {seen[-3:]}")
+        assert _grpc_predict(grpc_port, "hp2") == (2, HP2_V2)
+        status, body = _http("GET", f"{rest}/v1/models/hp2")
+        assert status == 200
+        assert {(v["version"], v["state"]) for v in body["model_version_status"]} >= {
+            ("2", "AVAILABLE")
+        }
+
+        _check_healthcheck(container, engine, serving_image)
+        uid, argv = _server_process(container)
+        assert uid == 10001
+        # The entry point's TF Serving defaults, then the arguments given to the container.
+        assert argv[-3:-1] == ["--port=8500", "--rest_api_port=8501"]
+        assert argv[-1] == "--file_system_poll_wait_seconds=1"
+        image_user = _run(
+            [engine, "image", "inspect", "--format", "{{.Config.User}}", serving_image]
+        )
+        assert image_user.stdout.strip() == "10001:10001"
+
+        started = time.monotonic()
+        assert container.stop(timeout=60) == 0, container.logs()
+        assert time.monotonic() - started < 45
+        logs = container.logs()
+        assert "Stopping: no new requests accepted" in logs
+        assert "Server stopped" in logs
+
+
+def test_serving_image_model_config_file_and_moved_rest_port(engine, serving_image, model_store):
+    """--model_config_file wins over MODEL_BASE_PATH/MODEL_NAME, as in TF Serving's image, and
+    the HEALTHCHECK follows a REST port moved by a passed-through flag."""
+    (model_store / "models.config").write_text(
+        'model_config_list { config { name: "cfg" base_path: "/models/hp2" '
+        'model_platform: "tensorflow" } }\n'
+    )
+    (model_store / "models.config").chmod(0o644)
+    rest_port = free_port()
+    run_args = ["-p", f"127.0.0.1:{rest_port}:9001", "-v", f"{model_store}:/models:ro"]
+    args = ["--model_config_file=/models/models.config", "--rest_api_port=9001"]
+    with running_container(engine, serving_image, run_args, args) as container:
+        rest = f"http://127.0.0.1:{rest_port}"
+        _wait_ready(container, rest)
+        status, body = _http("POST", f"{rest}/v1/models/cfg:predict", {"instances": X})
+        assert (status, body) == (200, {"predictions": HP2_V1})
+        assert _http("GET", f"{rest}/v1/models/model")[0] == 404  # MODEL_NAME's default unused
+        _check_healthcheck(container, engine, serving_image)
+        assert container.stop(timeout=60) == 0
+
+
+def test_serving_image_has_no_pipeline_dependencies_or_build_tools(engine, serving_image):
+    script = (
+        "import importlib.util, shutil, json\n"
+        "mods = ['tfx', 'apache_beam', 'kfp', 'tensorflow_transform', 'serving', 'tensorflow',\n"
+        "        'ml_metadata']\n"
+        "print(json.dumps({\n"
+        "  'modules': {m: importlib.util.find_spec(m) is not None for m in mods},\n"
+        "  'tools': {t: shutil.which(t) for t in ['uv', 'gcc', 'g++', 'tfx-model-server']},\n"
+        "}))\n"
+    )
+    result = _run(
+        [engine, "run", "--rm", "--network", "none", "--entrypoint", "python", serving_image,
+         "-c", script],
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["modules"] == {
+        "tfx": False,
+        "apache_beam": False,
+        "kfp": False,
+        "tensorflow_transform": False,
+        "serving": True,
+        "tensorflow": True,
+        "ml_metadata": True,  # the optional MLMD reporting worker (--metadata_connection)
+    }
+    assert found["tools"] == {
+        "uv": None,
+        "gcc": None,
+        "g++": None,
+        "tfx-model-server": "/opt/venv/bin/tfx-model-server",
+    }
+
+
+def _artifact(uri: str, title: str, metadata: dict | None = None) -> dict:
+    return {
+        "artifacts": [
+            {
+                "uri": uri,
+                "name": f"projects/1/locations/l/metadataStores/default/artifacts/{abs(hash(uri))}",
+                "type": {"instanceSchema": f"title: {title}\ntype: object\n"},
+                "metadata": metadata or {},
+            }
+        ]
+    }
+
+
+def test_components_image_runs_pusher_under_kubeflow_v2_entrypoint(
+    engine, components_image, tmp_path
+):
+    """The command KubeflowV2DagRunner puts in every step's container spec, in the image."""
+    from tfx.orchestration.kubeflow.v2.kubeflow_v2_dag_runner import KUBEFLOW_TFX_CMD
+    from tfx.proto import pusher_pb2
+    from tfx.utils import proto_utils
+
+    model_uri = tmp_path / "model"
+    write_tf2_scale(str(model_uri / "Format-Serving"))
+    store = tmp_path / "store"
+    (tmp_path / "pushed").mkdir()
+    output_file = tmp_path / "task" / "output_metadata.json"
+    executor_input = {
+        "inputs": {
+            "artifacts": {
+                "model": _artifact(str(model_uri), "tfx.Model"),
+                "infra_blessing": _artifact(
+                    str(tmp_path / "blessing"), "tfx.InfraBlessing", {"blessed": 1.0}
+                ),
+            },
+            "parameters": {
+                "push_destination": {
+                    "stringValue": proto_utils.proto_to_json(
+                        pusher_pb2.PushDestination(
+                            filesystem=pusher_pb2.PushDestination.Filesystem(
+                                base_directory=str(store)
+                            )
+                        )
+                    )
+                },
+                "keep_last_versions": {"intValue": "2"},
+            },
+        },
+        "outputs": {
+            "artifacts": {"pushed_model": _artifact(str(tmp_path / "pushed"), "tfx.PushedModel")},
+            "outputFile": str(output_file),
+        },
+    }
+    command = [
+        engine, "run", "--rm", "--network", "none",
+        "-v", f"{tmp_path}:{tmp_path}",  # same paths inside, as a shared pipeline root would be
+        components_image,
+        *KUBEFLOW_TFX_CMD,
+        "--executor_class_path", "components.pusher.executor.Executor",
+        "--json_serialized_invocation_args", json.dumps(executor_input),
+    ]  # fmt: skip
+    result = _run(command, timeout=600)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+
+    output = json.loads(output_file.read_text())
+    metadata = output["artifacts"]["pushed_model"]["artifacts"][0]["metadata"]
+    assert metadata["pushed"] == 1.0
+    assert os.listdir(store) == [metadata["pushed_version"]]
+
+    # The other executors import by dotted path too, next to the tfx the image pins.
+    script = (
+        "import components.exporter.executor, components.infra_validator.executor, "
+        "components.pusher.executor, tfx.version; print(tfx.version.__version__)"
+    )
+    result = _run(
+        [engine, "run", "--rm", "--network", "none", components_image, "python", "-c", script],
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "1.16.0"
