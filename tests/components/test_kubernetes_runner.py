@@ -34,6 +34,7 @@ from tests.components.fake_kube_api import (
     unschedulable_status,
     waiting_status,
 )
+from tests.support.kfp import kfp_artifact
 
 pytestmark = [
     pytest.mark.integration,
@@ -363,19 +364,6 @@ def _serving_spec(**kubernetes) -> infra_validator_pb2.ServingSpec:
     )
 
 
-def _kfp_artifact(uri: str, title: str, metadata: dict | None = None) -> dict:
-    return {
-        "artifacts": [
-            {
-                "uri": uri,
-                "name": f"projects/1/locations/l/metadataStores/default/artifacts/{abs(hash(uri))}",
-                "type": {"instanceSchema": f"title: {title}\ntype: object\n"},
-                "metadata": metadata or {},
-            }
-        ]
-    }
-
-
 def test_executor_under_kfp_v2_entrypoint_validates_in_a_pod_over_grpc(
     in_executor_pod, exported_model_uri, examples_uri, pipeline_root, tmp_path
 ):
@@ -391,8 +379,8 @@ def test_executor_under_kfp_v2_entrypoint_validates_in_a_pod_over_grpc(
     executor_input = {
         "inputs": {
             "artifacts": {
-                "model": _kfp_artifact(exported_model_uri, "tfx.Model"),
-                "examples": _kfp_artifact(
+                "model": kfp_artifact(exported_model_uri, "tfx.Model"),
+                "examples": kfp_artifact(
                     examples_uri, "tfx.Examples", {"split_names": '["train", "eval"]'}
                 ),
             },
@@ -410,7 +398,7 @@ def test_executor_under_kfp_v2_entrypoint_validates_in_a_pod_over_grpc(
             },
         },
         "outputs": {
-            "artifacts": {"blessing": _kfp_artifact(blessing_uri, "tfx.InfraBlessing")},
+            "artifacts": {"blessing": kfp_artifact(blessing_uri, "tfx.InfraBlessing")},
             "outputFile": str(output_file),
         },
     }

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from serving.version import __version__
+from tests.support.kfp import kfp_artifact
 from tests.support.models import write_half_plus_two, write_tf2_scale
 from tests.support.server_process import REPO_ROOT, free_port
 
@@ -420,19 +421,6 @@ def test_serving_image_has_no_pipeline_dependencies_or_build_tools(engine, servi
     }
 
 
-def _artifact(uri: str, title: str, metadata: dict | None = None) -> dict:
-    return {
-        "artifacts": [
-            {
-                "uri": uri,
-                "name": f"projects/1/locations/l/metadataStores/default/artifacts/{abs(hash(uri))}",
-                "type": {"instanceSchema": f"title: {title}\ntype: object\n"},
-                "metadata": metadata or {},
-            }
-        ]
-    }
-
-
 def test_components_image_runs_pusher_under_kubeflow_v2_entrypoint(
     engine, components_image, tmp_path
 ):
@@ -449,8 +437,8 @@ def test_components_image_runs_pusher_under_kubeflow_v2_entrypoint(
     executor_input = {
         "inputs": {
             "artifacts": {
-                "model": _artifact(str(model_uri), "tfx.Model"),
-                "infra_blessing": _artifact(
+                "model": kfp_artifact(str(model_uri), "tfx.Model"),
+                "infra_blessing": kfp_artifact(
                     str(tmp_path / "blessing"), "tfx.InfraBlessing", {"blessed": 1.0}
                 ),
             },
@@ -468,7 +456,9 @@ def test_components_image_runs_pusher_under_kubeflow_v2_entrypoint(
             },
         },
         "outputs": {
-            "artifacts": {"pushed_model": _artifact(str(tmp_path / "pushed"), "tfx.PushedModel")},
+            "artifacts": {
+                "pushed_model": kfp_artifact(str(tmp_path / "pushed"), "tfx.PushedModel")
+            },
             "outputFile": str(output_file),
         },
     }

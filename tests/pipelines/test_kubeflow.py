@@ -11,6 +11,7 @@ from tfx.proto import pusher_pb2
 from tfx.utils import proto_utils
 
 from pipelines import serving_demo
+from tests.support.kfp import kfp_artifact
 
 IMAGE = "registry.local/tfx-serving-suite:test"
 NODES = ["CsvExampleGen", "Trainer", "Exporter", "InfraValidator", "Pusher"]
@@ -73,19 +74,6 @@ def test_illegal_kubeflow_pipeline_name_is_rejected_with_rule(tmp_path):
         )
 
 
-def _artifact(uri: str, title: str, metadata: dict | None = None) -> dict:
-    return {
-        "artifacts": [
-            {
-                "uri": uri,
-                "name": f"projects/1/locations/l/metadataStores/default/artifacts/{abs(hash(uri))}",
-                "type": {"instanceSchema": f"title: {title}\ntype: object\n"},
-                "metadata": metadata or {},
-            }
-        ]
-    }
-
-
 @pytest.mark.parametrize(("blessed", "pushed"), [(1.0, 1.0), (0.0, 0.0)])
 def test_pusher_runs_under_kfp_v2_entrypoint(tmp_path, make_model_uri, blessed, pushed):
     model_uri = make_model_uri(str(tmp_path / "model"))
@@ -94,9 +82,9 @@ def test_pusher_runs_under_kfp_v2_entrypoint(tmp_path, make_model_uri, blessed, 
     executor_input = {
         "inputs": {
             "artifacts": {
-                "model": _artifact(model_uri, "tfx.Model"),
+                "model": kfp_artifact(model_uri, "tfx.Model"),
                 # Custom properties arrive as JSON numbers, as KFP stores them.
-                "infra_blessing": _artifact(
+                "infra_blessing": kfp_artifact(
                     str(tmp_path / "blessing"), "tfx.InfraBlessing", {"blessed": blessed}
                 ),
             },
@@ -113,7 +101,9 @@ def test_pusher_runs_under_kfp_v2_entrypoint(tmp_path, make_model_uri, blessed, 
             },
         },
         "outputs": {
-            "artifacts": {"pushed_model": _artifact(str(tmp_path / "pushed"), "tfx.PushedModel")},
+            "artifacts": {
+                "pushed_model": kfp_artifact(str(tmp_path / "pushed"), "tfx.PushedModel")
+            },
             "outputFile": str(output_file),
         },
     }
