@@ -2,7 +2,7 @@
 
 TensorFlow and a loaded model leave ~400k long-lived objects in the heap; every full (gen-2)
 collection walks all of them, which stalls the event loop for ~140 ms on this project's 2-core
-machines — under steady load that happened every few seconds and set the p99 latency. Objects
+machines (measured in-process) — under steady load such passes recur and set the p99. Objects
 that exist once the models are loaded are moved to the permanent generation (``gc.freeze``), so
 routine collections only scan what requests allocate.
 
