@@ -91,3 +91,25 @@ def exported_model(tmp_path, trained_model_uri):
     exported.uri = str(tmp_path / "exported")
     exporter_executor.Executor().Do({"model": [trained]}, {"exported_model": [exported]}, {})
     return exported
+
+
+@pytest.fixture
+def examples(examples_uri):
+    """``examples_uri`` as the Examples artifact ExampleGen would hand the InfraValidator."""
+    from tfx.types import standard_artifacts
+
+    artifact = standard_artifacts.Examples()
+    artifact.uri = examples_uri
+    artifact.split_names = '["train", "eval"]'
+    return artifact
+
+
+@pytest.fixture
+def blessing(tmp_path):
+    """An empty InfraBlessing output artifact, its directory created as the launcher does."""
+    from tfx.types import standard_artifacts
+
+    artifact = standard_artifacts.InfraBlessing()
+    artifact.uri = str(tmp_path / "blessing")
+    os.makedirs(artifact.uri)
+    return artifact

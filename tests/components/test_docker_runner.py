@@ -4,16 +4,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 
 import pytest
 from tfx.proto import infra_validator_pb2
-from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
 
-from components.exporter import executor as exporter_executor
 from components.infra_validator import executor
 from components.infra_validator.runners import platforms
 from components.infra_validator.runners.docker_runner import (
@@ -124,22 +121,11 @@ def test_without_an_engine_start_fails_with_what_to_do(engine, tmp_path):
 @pytest.mark.integration
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])
 def test_real_tensorflow_serving_image_validates_exported_model(
-    protocol, tmp_path, trained_model_uri, examples_uri
+    protocol, exported_model, examples, blessing
 ):
     problem = _engine_problem()
     if problem is not None:
         pytest.skip(f"needs a working Docker engine to run tensorflow/serving: {problem}")
-    trained = standard_artifacts.Model()
-    trained.uri = trained_model_uri
-    model = standard_artifacts.Model()
-    model.uri = str(tmp_path / "exported")
-    exporter_executor.Executor().Do({"model": [trained]}, {"exported_model": [model]}, {})
-    examples = standard_artifacts.Examples()
-    examples.uri = examples_uri
-    examples.split_names = '["train", "eval"]'
-    blessing = standard_artifacts.InfraBlessing()
-    blessing.uri = str(tmp_path / "blessing")
-    os.makedirs(blessing.uri)
     serving_spec = infra_validator_pb2.ServingSpec(
         model_name="canary",
         tensorflow_serving=infra_validator_pb2.TensorFlowServing(tags=[TF_SERVING_TAG]),
@@ -154,7 +140,7 @@ def test_real_tensorflow_serving_image_validates_exported_model(
     )
 
     executor.Executor().Do(
-        {"model": [model], "examples": [examples]},
+        {"model": [exported_model], "examples": [examples]},
         {"blessing": [blessing]},
         {
             "serving_spec": proto_utils.proto_to_json(serving_spec),

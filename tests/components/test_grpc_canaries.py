@@ -34,15 +34,7 @@ def test_unknown_canary_protocol_is_rejected_at_dsl_time():
 
 
 @pytest.mark.integration
-def test_executor_sends_canaries_for_every_signature_over_grpc(
-    tmp_path, exported_model, examples_uri
-):
-    examples = standard_artifacts.Examples()
-    examples.uri = examples_uri
-    examples.split_names = '["train", "eval"]'
-    blessing = standard_artifacts.InfraBlessing()
-    blessing.uri = str(tmp_path / "blessing")
-    os.makedirs(blessing.uri)
+def test_executor_sends_canaries_for_every_signature_over_grpc(exported_model, examples, blessing):
     request_spec = infra_validator_pb2.RequestSpec(
         tensorflow_serving=infra_validator_pb2.TensorFlowServingRequestSpec(
             signature_names=SIGNATURES

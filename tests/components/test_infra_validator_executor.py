@@ -23,14 +23,6 @@ pytestmark = pytest.mark.integration
 SIGNATURES = ["serving_default", "predict_examples", "regression"]
 
 
-@pytest.fixture
-def examples(examples_uri) -> standard_artifacts.Examples:
-    artifact = standard_artifacts.Examples()
-    artifact.uri = examples_uri
-    artifact.split_names = '["train", "eval"]'
-    return artifact
-
-
 def _validate(tmp_path, model, examples=None, request_spec=None, **extra):
     blessing = standard_artifacts.InfraBlessing()
     blessing.uri = str(tmp_path / "blessing")

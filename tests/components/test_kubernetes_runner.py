@@ -12,11 +12,11 @@ import json
 import logging
 import os
 import time
+from pathlib import Path
 
 import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
-from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor
 from tfx.proto import infra_validator_pb2
 from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
@@ -34,7 +34,7 @@ from tests.components.fake_kube_api import (
     unschedulable_status,
     waiting_status,
 )
-from tests.support.kfp import kfp_artifact
+from tests.support.kfp import kfp_artifact, run_kfp_v2_executor
 
 pytestmark = [
     pytest.mark.integration,
@@ -403,16 +403,7 @@ def test_executor_under_kfp_v2_entrypoint_validates_in_a_pod_over_grpc(
         },
     }
 
-    kubeflow_v2_run_executor.main(
-        kubeflow_v2_run_executor._parse_flags(
-            [
-                "--executor_class_path",
-                "components.infra_validator.executor.Executor",
-                "--json_serialized_invocation_args",
-                json.dumps(executor_input),
-            ]
-        )
-    )
+    run_kfp_v2_executor("components.infra_validator.executor.Executor", executor_input)
 
     output = json.loads(output_file.read_text())
     metadata = output["artifacts"]["blessing"]["artifacts"][0]["metadata"]
@@ -431,7 +422,7 @@ def test_executor_under_kfp_v2_entrypoint_validates_in_a_pod_over_grpc(
 
 
 def test_executor_records_image_pull_failure_as_unblessed_reason(
-    in_executor_pod, exported_model_uri, tmp_path
+    in_executor_pod, exported_model_uri, blessing
 ):
     for _ in range(2):
         in_executor_pod.script_next_pod(
@@ -439,9 +430,6 @@ def test_executor_records_image_pull_failure_as_unblessed_reason(
         )
     model = standard_artifacts.Model()
     model.uri = exported_model_uri
-    blessing = standard_artifacts.InfraBlessing()
-    blessing.uri = str(tmp_path / "blessing")
-    os.makedirs(blessing.uri)
 
     executor.Executor().Do(
         {"model": [model]},
@@ -459,7 +447,7 @@ def test_executor_records_image_pull_failure_as_unblessed_reason(
     assert blessing.get_string_custom_property("reason_message").startswith(
         f"[{IMAGE}] cannot pull image"
     )
-    report = json.loads((tmp_path / "blessing" / "validation_report.json").read_text())
+    report = json.loads((Path(blessing.uri) / "validation_report.json").read_text())
     assert [(a["image"], a["code"]) for a in report["attempts"]] == [
         (IMAGE, "IMAGE_PULL_FAILED")
     ] * 2

@@ -6,12 +6,11 @@ import json
 import os
 
 import pytest
-from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor
 from tfx.proto import pusher_pb2
 from tfx.utils import proto_utils
 
 from pipelines import serving_demo
-from tests.support.kfp import kfp_artifact
+from tests.support.kfp import kfp_artifact, run_kfp_v2_executor
 
 IMAGE = "registry.local/tfx-serving-suite:test"
 NODES = ["CsvExampleGen", "Trainer", "Exporter", "InfraValidator", "Pusher"]
@@ -109,16 +108,7 @@ def test_pusher_runs_under_kfp_v2_entrypoint(tmp_path, make_model_uri, blessed, 
     }
     os.makedirs(tmp_path / "pushed")
 
-    kubeflow_v2_run_executor.main(
-        kubeflow_v2_run_executor._parse_flags(
-            [
-                "--executor_class_path",
-                "components.pusher.executor.Executor",
-                "--json_serialized_invocation_args",
-                json.dumps(executor_input),
-            ]
-        )
-    )
+    run_kfp_v2_executor("components.pusher.executor.Executor", executor_input)
 
     output = json.loads(output_file.read_text())
     metadata = output["artifacts"]["pushed_model"]["artifacts"][0]["metadata"]
