@@ -38,7 +38,9 @@ from serving.metadata.services import build_metadata_services
 from serving.monitoring.config import read_monitoring_config
 from serving.monitoring.metrics import ServingMetrics
 from serving.options import OptionsError, ServerOptions
+from serving.request_limits import MemoryLimits, MemoryPool
 from serving.rest.app import RestApi, RestOptions
+from serving.rest.connection import ConnectionLimits, protocol_factory
 from serving.security.auth import TokenAuthenticator, load_tokens
 from serving.security.ssl_config import read_ssl_config, write_pem_files
 from serving.servables.devices import configure_devices
@@ -131,6 +133,10 @@ class ModelServer:
         )
         if self.metadata is not None:
             self.service.prediction_log = self.metadata.logger
+        # One account of request memory for both front ends (serving.request_limits).
+        self.memory = MemoryPool(
+            MemoryLimits(options.max_request_memory_bytes, options.max_total_request_memory_bytes)
+        )
         self._stopping: asyncio.Event | None = None
 
     def _state_hooks(self, reporter) -> Callable[[str, VersionRecord], None]:
@@ -222,6 +228,7 @@ class ModelServer:
                         self.traffic.routing_header if self.traffic else DEFAULT_ROUTING_HEADER
                     ).encode(),
                     metadata=self.metadata,
+                    memory=self.memory,
                 ),
             )
             rest = _Uvicorn(
@@ -229,7 +236,14 @@ class ModelServer:
                     app,
                     host=self.options.host,
                     port=self.options.rest_api_port,
-                    http="httptools",
+                    http=protocol_factory(
+                        ConnectionLimits(
+                            self.options.rest_api_header_timeout_in_ms / 1000,
+                            self.options.rest_api_body_timeout_in_ms / 1000,
+                            self.options.rest_api_max_header_bytes,
+                        )
+                    ),
+                    timeout_keep_alive=self.options.rest_api_keep_alive_timeout_in_ms / 1000,
                     loop="none",
                     lifespan="off",
                     log_level="warning",
@@ -282,7 +296,7 @@ class ModelServer:
             authenticator=self.authenticator,
             routing_header=self.traffic.routing_header if self.traffic else DEFAULT_ROUTING_HEADER,
         )
-        server = build_grpc_server(self.service, self.options, security, health)
+        server = build_grpc_server(self.service, self.options, security, health, self.memory)
         await server.start()
         if health is not None:
             await health.refresh()
