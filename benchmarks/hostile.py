@@ -1,9 +1,10 @@
 """Hostile requests against a real server: memory they cost, how fast they are refused or reaped.
 
-    .venv/bin/python -m benchmarks.hostile                       # this tree only
-    .venv/bin/python -m benchmarks.hostile --baseline /tmp/base  # + a baseline checkout, side by side
+    .venv/bin/python -m benchmarks.hostile                       # this tree
+    .venv/bin/python -m benchmarks.hostile --baseline /tmp/base  # and a baseline, side by side
+    .venv/bin/python -m benchmarks.hostile --cases concurrent    # 8 clients x large requests
 
-A baseline is any checkout of this repository (e.g. ``git archive <commit> | tar -x -C /tmp/base``);
+A baseline is any checkout of this repository (``git archive <commit> | tar -x -C /tmp/base``);
 each tree's server runs from its own directory with the project venv's Python, on loopback ports,
 serving TF Serving's ``half_plus_two`` test model. Flags a tree does not know are left out, so
 the baseline runs with its own defaults.
@@ -30,10 +31,13 @@ import time
 import urllib.error
 import urllib.request
 import zlib
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import numpy as np
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2
 
@@ -69,7 +73,8 @@ class Server:
         self.rest, self.grpc = free_port(), free_port()
         known = (self.tree / "serving" / "options.py").read_text()
         flags = [f"{k}={v}" for k, v in self.flags.items() if k[2:] in known]
-        self.log = tempfile.NamedTemporaryFile(prefix="hostile-", suffix=".log", delete=False)
+        fd, self.log_path = tempfile.mkstemp(prefix="hostile-", suffix=".log")
+        self.log = os.fdopen(fd, "wb")
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -90,7 +95,7 @@ class Server:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {Path(self.log.name).read_text()[-2000:]}")
+                raise RuntimeError(f"server exited: {Path(self.log_path).read_text()[-2000:]}")
             if self.good_request() == 200:
                 return self
             time.sleep(0.2)
@@ -103,7 +108,8 @@ class Server:
                 self.process.wait(60)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-        os.unlink(self.log.name)
+        self.log.close()
+        os.unlink(self.log_path)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -268,7 +274,9 @@ NOT_A_PROTO = random.Random(11).randbytes(64) + b"\x0a"
 def case_client_mistakes(server: Server) -> dict:
     """Issue 11's client mistakes: what each tree answers."""
     out = {}
-    out["REST version of 5000 nines"] = server.get("/v1/models/half_plus_two/versions/" + "9" * 5000)[0]
+    out["REST version of 5000 nines"] = server.get(
+        "/v1/models/half_plus_two/versions/" + "9" * 5000
+    )[0]
 
     def tensor_request(dims: list[int], values: int) -> bytes:
         request = predict_pb2.PredictRequest()
@@ -289,45 +297,93 @@ def case_client_mistakes(server: Server) -> dict:
     return out
 
 
+def large_predict(megabytes: int) -> tuple[bytes, bytes]:
+    """A gRPC message (``tensor_content``) of about ``megabytes`` and a REST body (JSON rows)
+    of a quarter of that."""
+    x = np.linspace(0.0, 1.0, megabytes * MIB // 4, dtype=np.float32)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "half_plus_two"
+    tensor = request.inputs["x"]
+    tensor.dtype = types_pb2.DT_FLOAT
+    tensor.tensor_shape.dim.add().size = x.size
+    tensor.tensor_content = x.tobytes()
+    # A quarter of the size as JSON: parsed, each "0.1234," takes ~11x its bytes in memory.
+    rows = ",".join(f"{value:.4f}" for value in x[: megabytes * MIB // 4 // 7].tolist())
+    body = b'{"instances":[' + rows.encode() + b"]}"
+    return request.SerializeToString(), body
+
+
+def case_concurrent(server: Server, protocol: str, payload: bytes, clients: int, rounds: int):
+    """``clients`` threads each sending ``rounds`` large requests at once: how many were
+    served, how many shed (UNAVAILABLE / 503), and the server's peak RSS meanwhile."""
+    before = server.reset_peak()
+
+    def one(_: int) -> str:
+        if protocol == "grpc":
+            return server.grpc_raw("Predict", payload)[0]
+        try:
+            return str(server.post("/v1/models/half_plus_two:predict", payload)[0])
+        except OSError as error:
+            return type(error).__name__
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        answers = list(pool.map(one, range(clients * rounds)))
+    return {
+        "request MiB": round(len(payload) / MIB, 1),
+        "answers": dict(Counter(answers)),
+        "seconds": round(time.perf_counter() - start, 1),
+        "RSS peak +MiB": round(server.peak_growth_mib(before), 1),
+        "alive": server.alive(),
+        "good request after": server.good_request(),
+    }
+
+
 # -------------------------------------------------------------------------------------- main
+CASES = ("bomb", "mistakes", "shape", "reap", "concurrent")
+
+
 def run_tree(tree: Path, model_base: Path, args) -> dict:
     results: dict[str, dict] = {}
     has_budget = "max_request_memory_bytes" in (tree / "serving" / "options.py").read_text()
+    cases = set(args.cases.split(","))
 
     # A fresh server per memory case: memory a case leaves allocated would hide the next peak.
-    limit = {"--max_request_bytes": str(10 * MIB)}
-    with _server(tree, model_base, limit) as server:
-        bomb = gzip_bomb(1024 * MIB)
-        results["gzip bomb (1 GiB inflated, --max_request_bytes=10MiB)"] = case_gzip_bomb(
-            server, bomb
-        )
-        results["gzip bomb (1 GiB inflated, --max_request_bytes=10MiB)"]["good request after"] = (
-            server.good_request()
-        )
-    with _server(tree, model_base, {}) as server:
-        results["client mistakes"] = case_client_mistakes(server)
-    with _server(tree, model_base, {}) as server:
-        results["huge shape [262144,64] (64 MiB decoded)"] = case_huge_shape(server, 262144)
-    if has_budget or args.risk_oom:
+    if "bomb" in cases:
+        name = "gzip bomb (1 GiB inflated, --max_request_bytes=10MiB)"
+        with _server(tree, model_base, {"--max_request_bytes": str(10 * MIB)}) as server:
+            results[name] = case_gzip_bomb(server, gzip_bomb(1024 * MIB))
+            results[name]["good request after"] = server.good_request()
+    if "mistakes" in cases:
         with _server(tree, model_base, {}) as server:
-            results["huge shape [8388607,64] (2 GiB decoded)"] = case_huge_shape(server, 8388607)
-            results["huge shape [8388607,64] (2 GiB decoded)"]["good request after"] = (
-                server.good_request()
-            )
-    else:
-        results["huge shape [8388607,64] (2 GiB decoded)"] = {
-            "answer": "not run: OOM-killed the server in issue 11 (--risk_oom runs it)"
-        }
-    with _server(tree, model_base, SHORT_TIMEOUTS) as server:
-        results["half-sent header x200 (timeouts 2 s)"] = case_half_sent(
-            server, _HALF_HEADER, args.reap_wait
-        )
-        results["half-sent body x200 (timeouts 2 s)"] = case_half_sent(
-            server, _HALF_BODY, args.reap_wait
-        )
-        results["idle keep-alive x200 (timeouts 2 s)"] = case_half_sent(
-            server, None, args.reap_wait
-        )
+            results["client mistakes"] = case_client_mistakes(server)
+    if "shape" in cases:
+        with _server(tree, model_base, {}) as server:
+            results["huge shape [262144,64] (64 MiB decoded)"] = case_huge_shape(server, 262144)
+        name = "huge shape [8388607,64] (2 GiB decoded)"
+        if has_budget or args.risk_oom:
+            with _server(tree, model_base, {}) as server:
+                results[name] = case_huge_shape(server, 8388607)
+                results[name]["good request after"] = server.good_request()
+        else:
+            results[name] = {"answer": "not run: OOM-killed the server in issue 11 (--risk_oom)"}
+    if "reap" in cases:
+        with _server(tree, model_base, SHORT_TIMEOUTS) as server:
+            for name, prefix in (
+                ("half-sent header", _HALF_HEADER),
+                ("half-sent body", _HALF_BODY),
+                ("idle keep-alive", None),
+            ):
+                results[f"{name} x{HALF_SENT_CONNECTIONS} (timeouts 2 s)"] = case_half_sent(
+                    server, prefix, args.reap_wait
+                )
+    if "concurrent" in cases and has_budget:
+        message, body = large_predict(args.concurrent_mib)
+        for protocol, payload in (("grpc", message), ("rest", body)):
+            with _server(tree, model_base, {}) as server:
+                results[f"{protocol}: 8 clients x 2 large requests"] = case_concurrent(
+                    server, protocol, payload, clients=8, rounds=2
+                )
     return results
 
 
@@ -362,6 +418,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=Path, help="another checkout to measure side by side")
     parser.add_argument("--reap_wait", type=float, default=20.0, help="seconds to wait for closes")
     parser.add_argument("--risk_oom", action="store_true", help="send the 2 GiB shape everywhere")
+    parser.add_argument(
+        "--cases",
+        default="bomb,mistakes,shape,reap",
+        help=f"comma-separated, of {','.join(CASES)}; 'concurrent' (trees with a request "
+        "memory budget only) may take the server to several GiB",
+    )
+    parser.add_argument("--concurrent_mib", type=int, default=200, help="size of each request")
     parser.add_argument("--output", type=Path, default=RESULTS / "hostile.md")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))

@@ -107,8 +107,8 @@ _HELP = {
     "rest_api_header_timeout_in_ms": "a REST request's line and headers must arrive within this "
     "(from the connection or the request's first byte), else 408 and the connection is closed; "
     "0 = no limit",
-    "rest_api_body_timeout_in_ms": "a REST request's body must arrive within this after its "
-    "headers, else 408 and the connection is closed; 0 = no limit",
+    "rest_api_body_timeout_in_ms": "a REST request's body may pause at most this long (after "
+    "the headers or its last data), else 408 and the connection is closed; 0 = no limit",
     "rest_api_keep_alive_timeout_in_ms": "an idle keep-alive REST connection is closed after "
     "this; keep it above a load balancer's idle timeout",
     "rest_api_max_header_bytes": "largest REST request line plus headers; past it 431 and the "

@@ -77,19 +77,18 @@ def number_bytes(count: int, itemsize: int) -> int:
     return count * (itemsize + NUMBER_TEMPORARY_BYTES)
 
 
-def json_document_bytes(body: bytes | bytearray | memoryview) -> int:
+def json_document_bytes(body: bytes) -> int:
     """An upper bound on the memory ``orjson.loads(body)`` takes, computed without parsing."""
     size = len(body)
     if size <= _JSON_COUNT_ABOVE:
         return size * _JSON_WORST_RATIO
-    data = bytes(body) if isinstance(body, memoryview) else body
-    values = data.count(b",") + data.count(b":") + 1
+    values = body.count(b",") + body.count(b":") + 1
     return (
         size * _JSON_PER_BYTE
         + values * _JSON_PER_VALUE
-        + data.count(b"[") * _JSON_PER_ARRAY
-        + data.count(b"{") * _JSON_PER_OBJECT
-        + data.count(b'"') * _JSON_PER_QUOTE
+        + body.count(b"[") * _JSON_PER_ARRAY
+        + body.count(b"{") * _JSON_PER_OBJECT
+        + body.count(b'"') * _JSON_PER_QUOTE
     )
 
 

@@ -76,7 +76,7 @@ def _proto_json(message) -> dict:
     )
 
 
-def _decompress(body: bytearray, encoding: str, limit: int, limit_flag: str) -> bytearray:
+def _decompress(body: bytes, encoding: str, limit: int, limit_flag: str) -> bytes:
     """A ``gzip``/``deflate`` body inflated a step at a time, charged to the request's memory
     as it grows and refused (413) once it exceeds ``limit`` — a 1 MB body inflating to 1 GiB
     costs no more than ``limit``. Concatenated gzip members are one body, as in
@@ -84,8 +84,9 @@ def _decompress(body: bytearray, encoding: str, limit: int, limit_flag: str) -> 
     wbits = _WBITS.get(encoding)
     if wbits is None:
         return body
-    data = bytearray()
-    pending: bytes | bytearray = body
+    steps: list[bytes] = []
+    size = 0
+    pending = body
     try:
         while pending:
             inflater = zlib.decompressobj(wbits)
@@ -96,15 +97,16 @@ def _decompress(body: bytearray, encoding: str, limit: int, limit_flag: str) -> 
                         f"Failed to decompress {encoding} request body: it ends early"
                     )
                 pending = inflater.unconsumed_tail
-                if len(data) + len(step) > limit:
-                    size = len(data) + len(step)
+                size += len(step)
+                if size > limit:
                     raise _too_large(f"{encoding}-inflated request body", size, limit, limit_flag)
                 request_limits.charge(len(step), lambda: f"the {encoding}-inflated body")
-                data += step
+                steps.append(step)
             pending = inflater.unused_data if encoding == "gzip" else b""
     except zlib.error as exc:
         raise invalid_argument(f"Failed to decompress {encoding} request body: {exc}") from None
-    return data
+    request_limits.charge(size, lambda: f"the {encoding}-inflated body (joined)")
+    return b"".join(steps)
 
 
 class RestApi:
@@ -150,11 +152,9 @@ class RestApi:
         extra_headers.append((request_id.HEADER_BYTES, rid.encode()))
         start = time.perf_counter()
         route = None
-        body_read = method != "POST"
         with self._options.memory.request():
             try:
-                body = bytearray() if body_read else await self._read_body(receive, headers)
-                body_read = True
+                body = await self._read_body(receive, headers) if method == "POST" else b""
                 encoding = headers.get(b"content-encoding", b"").decode("latin-1").strip().lower()
                 route = parse_route(method, raw_path)
                 routing_key = headers.get(self._options.routing_header)
@@ -172,8 +172,6 @@ class RestApi:
                     log.exception("Unexpected error serving %s %s", method, raw_path)
                 status = 413 if isinstance(error, RequestTooLarge) else http_status(error.code)
                 payload = json_body.encode_error(error.message)
-                if not body_read:  # refused mid-body: do not read (and drop) the rest
-                    extra_headers.append((b"connection", b"close"))
         # Successful calls only, as TF Serving records request_latency.
         if metrics is not None and status == 200 and route.kind in _INFERENCE_KINDS:
             latency = time.perf_counter() - start
@@ -284,27 +282,35 @@ class RestApi:
             query = {"op": "server", "server_id": route.extra[0]}
         return orjson.dumps(await services.lineage(query))
 
-    async def _read_body(self, receive: Receive, headers: dict[bytes, bytes]) -> bytearray:
+    async def _read_body(self, receive: Receive, headers: dict[bytes, bytes]) -> bytes:
         """The body as it arrives, each chunk charged to the request's memory (so a body
-        larger than the request memory limit is refused before it is all held)."""
+        larger than the request memory limit is refused before it is all held). After an
+        early refusal uvicorn reads and drops the rest of the body (within the body
+        deadline), so the client gets the answer rather than a reset connection."""
         limit = self._options.max_request_bytes
         declared = headers.get(b"content-length", b"")
         if limit and declared.isdigit() and int(declared) > limit:
             raise _too_large("Request body", int(declared), limit, "--max_request_bytes")
-        body = bytearray()
+        chunks: list[bytes] = []
+        size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise ServingError(Code.CANCELLED, "Client disconnected")
             chunk = message.get("body", b"")
-            if limit and len(body) + len(chunk) > limit:
-                raise _too_large(
-                    "Request body", len(body) + len(chunk), limit, "--max_request_bytes"
-                )
+            size += len(chunk)
+            if limit and size > limit:
+                raise _too_large("Request body", size, limit, "--max_request_bytes")
             request_limits.charge(len(chunk), lambda: "the request body")
-            body += chunk
+            chunks.append(chunk)
             if not message.get("more_body", False):
-                return body
+                break
+        if len(chunks) == 1:
+            return chunks[0]
+        # Joined once at the end: a bytearray grown chunk by chunk leaves glibc's heap
+        # fragmented at several times the body's size.
+        request_limits.charge(size, lambda: "the request body (joined)")
+        return b"".join(chunks)
 
     def _inflate_limit(self) -> tuple[int, str]:
         """Largest inflated body: --max_request_bytes holds after decompression, as gRPC's

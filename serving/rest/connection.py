@@ -8,7 +8,9 @@ long as it likes. This subclass adds, per connection:
 * a header deadline: the request line and headers must arrive within ``header_timeout`` of the
   connection opening or of the request's first byte (the idle time between keep-alive requests
   is uvicorn's keep-alive timeout);
-* a body deadline: the whole body must arrive within ``body_timeout`` of the headers;
+* a body deadline: the body must keep arriving — at most ``body_timeout`` may pass after the
+  headers or after the last piece of body without more (nginx's ``client_body_timeout``: a
+  large upload on a slow link, or on a server too busy to read for a while, is not cut);
 * a header size limit: past ``max_header_bytes`` (counted per read, so the check may trigger
   up to one read later) the connection is answered 431 and closed.
 
@@ -54,6 +56,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._phase = _HEADERS  # a new connection waits for its first request's headers
         self._header_bytes = 0
         self._deadline: asyncio.TimerHandle | None = None
+        self._body_progress = 0.0  # loop time the body last advanced
 
     # ------------------------------------------------------------------ connection events
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -89,8 +92,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._phase = _BODY
+        self._body_progress = self.loop.time()
         self._arm(self._limits.body_timeout, self._body_timed_out)
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._body_progress = self.loop.time()  # the deadline timer rechecks it when it fires
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._phase = _DONE
@@ -116,9 +124,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         )
 
     def _body_timed_out(self) -> None:
+        remaining = self._body_progress + self._limits.body_timeout - self.loop.time()
+        if remaining > 0:  # the body advanced meanwhile: wait for the rest of the new period
+            self._deadline = self.loop.call_later(remaining, self._body_timed_out)
+            return
         millis = round(self._limits.body_timeout * 1000)
         self._refuse(
-            408, f"Request body not received within {millis} ms ({self._limits.body_flag})"
+            408, f"Request body stalled: no data for {millis} ms ({self._limits.body_flag})"
         )
 
     def _refuse(self, status: int, message: str) -> None:

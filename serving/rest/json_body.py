@@ -53,7 +53,7 @@ def _json_int(token: str) -> int | float:
 _STDLIB_DECODER = json.JSONDecoder(parse_int=_json_int)
 
 
-def parse_json(body: bytes | bytearray) -> dict:
+def parse_json(body: bytes) -> dict:
     """The request document; raises INVALID_ARGUMENT for anything but a JSON object.
 
     The memory the document will take is charged to the request before parsing
@@ -73,7 +73,7 @@ def parse_json(body: bytes | bytearray) -> dict:
     return doc
 
 
-def _parse_stdlib(body: bytes | bytearray) -> Any:
+def _parse_stdlib(body: bytes) -> Any:
     """What orjson refused: non-finite tokens, trailing data and BOMs are fine, the rest is not."""
     # The text, and its copy with short constants spelled out, on top of the document.
     request_limits.charge(2 * len(body), lambda: "the JSON body's text")
