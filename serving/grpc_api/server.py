@@ -78,6 +78,17 @@ def parse_channel_arguments(text: str) -> list[ChannelArgument]:
     return arguments
 
 
+def channel_options(options: ServerOptions) -> dict[str, int | str]:
+    """The server's channel arguments: message limits, connection hygiene, then the user's."""
+    arguments: dict[str, int | str] = {
+        "grpc.max_receive_message_length": options.max_request_bytes or MAX_MESSAGE_BYTES,
+        "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+        **CONNECTION_DEFAULTS,
+    }
+    arguments.update(parse_channel_arguments(options.grpc_channel_arguments))
+    return arguments
+
+
 @dataclass(frozen=True)
 class GrpcSecurity:
     """What both front ends share: TLS settings, token checks, the traffic-split header."""
@@ -110,16 +121,9 @@ def build_grpc_server(
     memory = memory or MemoryPool(
         MemoryLimits(options.max_request_memory_bytes, options.max_total_request_memory_bytes)
     )
-    receive_limit = options.max_request_bytes or MAX_MESSAGE_BYTES
-    channel_options: dict[str, int | str] = {
-        "grpc.max_receive_message_length": receive_limit,
-        "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
-        **CONNECTION_DEFAULTS,
-    }
-    channel_options.update(parse_channel_arguments(options.grpc_channel_arguments))
     authenticator = security.authenticator
     server = grpc.aio.server(
-        options=list(channel_options.items()),
+        options=list(channel_options(options).items()),
         maximum_concurrent_rpcs=options.grpc_max_threads or None,
         interceptors=[TokenAuthInterceptor(authenticator)]
         if authenticator is not None and authenticator.enabled
