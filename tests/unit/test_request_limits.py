@@ -142,7 +142,13 @@ def _held_after_parse(body: bytes) -> int:
     return held
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(value=_JSON_VALUES, copies=st.sampled_from([1, 40, 3000]))
 def test_json_estimate_bounds_the_parsed_document(value, copies):
     """Below and above the size where structure is counted, for any mix of JSON values."""
