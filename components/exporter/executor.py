@@ -123,13 +123,18 @@ def _summary(
     embedded: bool,
 ) -> str:
     """One line: every servable signature with its API, the classes, warmup, transform."""
-    described = ", ".join(
-        f"{name} ({defs[name].method_name.rsplit('/', 1)[-1]})" for name in servable
-    )
-    parts = [f"signatures {described}"]
-    if plan.classification is not None:
+
+    def describe(name: str) -> str:
+        method = defs[name].method_name.rsplit("/", 1)[-1]
         c = plan.classification
-        parts.append(f"classes {list(c.labels)} from {c.activation} output {c.output!r}")
+        if name == signatures.CLASSIFICATION_SIGNATURE and c is not None:
+            labels = ", ".join(repr(label) for label in c.labels)
+            return f"{name} ({method}: classes {labels} from {c.activation} {c.output!r})"
+        return f"{name} ({method})"
+
+    # The default first: it is what most clients call.
+    ordered = sorted(servable, key=lambda n: (n != signatures.DEFAULT_SIGNATURE, n))
+    parts = [f"signatures {', '.join(describe(n) for n in ordered)}"]
     parts.append(f"{warmup_count} warmup records")
     if embedded:
         parts.append("transform embedded")

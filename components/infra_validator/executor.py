@@ -371,7 +371,7 @@ def _summary(
     memory = f"{final.peak_memory_mib:.0f} MiB" if final.peak_memory_mib is not None else "-"
     stamp = "; stamped model with warmup written" if stamped else ""
     return (
-        f"{verdict} after {checked}{tries}: p99 latency {p99}, peak memory {memory}{stamp}; "
+        f"{verdict}: p99 latency {p99}, peak memory {memory} ({checked}{tries}){stamp}; "
         f"server log {server_log}"
     )
 

@@ -86,10 +86,10 @@ class Executor(stock_executor.Executor):
         retention = f"removed {removed}" if removed else "removed nothing"
         log_summary(
             "Pusher",
-            f"pushed version {published.version} to {base_directory} "
-            f"(manifest digest {published.manifest_digest[:12]}, {len(manifest.files)} files, "
-            f"{sum(e.size for e in manifest.files.values()) / (1 << 20):.1f} MiB); "
-            f"store holds {_versions_text(kept)}, {retention} ({policy})",
+            f"pushed version {published.version} to {base_directory}; store holds "
+            f"{_versions_text(kept)}, {retention} ({policy}); manifest digest "
+            f"{published.manifest_digest[:12]}, {len(manifest.files)} files, "
+            f"{sum(e.size for e in manifest.files.values()) / (1 << 20):.1f} MiB",
         )
 
 

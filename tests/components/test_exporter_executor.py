@@ -87,9 +87,9 @@ def test_typed_sigmoid_model_gets_example_regress_and_classify_signatures(
     )
     [summary_line] = [r.getMessage() for r in caplog.records if r.name == "tfx_serving_suite"]
     assert summary_line == (
-        "Exporter: signatures classification (classify), predict_examples (predict), "
-        "regression (regress), serving_default (predict); classes ['0', '1'] from sigmoid "
-        "output 'score'; 8 warmup records"
+        "Exporter: signatures serving_default (predict), classification (classify: classes "
+        "'0', '1' from sigmoid 'score'), predict_examples (predict), regression (regress); "
+        "8 warmup records"
     )
     manifest = Manifest.read(os.path.join(exported.uri, "manifest.json"))
     manifest.verify(serving_dir)

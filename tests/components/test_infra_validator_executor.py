@@ -87,8 +87,8 @@ def test_load_and_query_blesses_and_stamps_model_for_stock_pusher(
     p99 = blessing.get_float_custom_property("latency_p99_ms")
     memory = blessing.get_float_custom_property("peak_memory_mib")
     assert line == (
-        f"InfraValidator: BLESSED after 8 canary requests over rest: p99 latency {p99:.1f} ms, "
-        f"peak memory {memory:.0f} MiB; stamped model with warmup written; server log "
+        f"InfraValidator: BLESSED: p99 latency {p99:.1f} ms, peak memory {memory:.0f} MiB "
+        "(8 canary requests over rest); stamped model with warmup written; server log "
         f"{os.path.join(blessing.uri, 'model_server.log')}"
     )
     # make_warmup: the validated model + its 2 x 4 canaries as PredictionLogs (one signature
@@ -162,8 +162,8 @@ def test_memory_limit_is_enforced(tmp_path, exported_model, examples, caplog):
     assert blessing.get_string_custom_property("reason") == "MEMORY_LIMIT_EXCEEDED"
     [line] = _summaries(caplog)
     assert re.fullmatch(
-        r"InfraValidator: NOT BLESSED \(MEMORY_LIMIT_EXCEEDED: peak RSS \d+ MiB > limit 1 MiB\) "
-        r"after 4 canary requests over rest: p99 latency [\d.]+ ms, peak memory \d+ MiB; "
+        r"InfraValidator: NOT BLESSED \(MEMORY_LIMIT_EXCEEDED: peak RSS \d+ MiB > limit 1 MiB\): "
+        r"p99 latency [\d.]+ ms, peak memory \d+ MiB \(4 canary requests over rest\); "
         r"server log .*/blessing/model_server\.log",
         line,
     ), line

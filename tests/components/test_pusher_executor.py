@@ -160,18 +160,18 @@ def test_retention_keeps_last_n_versions_and_says_so(env, caplog):
     size_mib = sum(e.size for e in manifest.files.values()) / (1 << 20)
     first, second, third = _summaries(caplog)
     assert first == (
-        f"Pusher: pushed version {versions[0]} to {env['store']} (manifest digest "
-        f"{manifest.digest[:12]}, {len(manifest.files)} files, {size_mib:.1f} MiB); "
-        f"store holds versions [{versions[0]}], removed nothing (keep_last_versions=2)"
+        f"Pusher: pushed version {versions[0]} to {env['store']}; store holds versions "
+        f"[{versions[0]}], removed nothing (keep_last_versions=2); manifest digest "
+        f"{manifest.digest[:12]}, {len(manifest.files)} files, {size_mib:.1f} MiB"
     )
-    assert second.endswith(
-        f"store holds versions [{versions[0]}, {versions[1]}], removed nothing "
-        "(keep_last_versions=2)"
-    )
-    assert third.endswith(
-        f"store holds versions [{versions[1]}, {versions[2]}], removed [{versions[0]}] "
-        "(keep_last_versions=2)"
-    )
+    assert (
+        f"; store holds versions [{versions[0]}, {versions[1]}], removed nothing "
+        "(keep_last_versions=2);"
+    ) in second
+    assert (
+        f"; store holds versions [{versions[1]}, {versions[2]}], removed [{versions[0]}] "
+        "(keep_last_versions=2);"
+    ) in third
 
 
 def _summaries(caplog) -> list[str]:
