@@ -161,10 +161,15 @@ class ProgressDisplay:
         out = [_CURSOR_UP_AND_ERASE.format(n=self._drawn)] if self._drawn else []
         frame = self.lines()
         # Cut to the terminal width: a wrapped line would break the cursor-up count.
-        out.extend(f"{_ERASE_LINE}{line[: max(width - 1, 10)]}\n" for line in frame)
+        out.extend(f"{_ERASE_LINE}{self._fit(line, max(width - 1, 10))}\n" for line in frame)
         self._stream.write("".join(out))
         self._stream.flush()
         self._drawn = len(frame)
+
+    def _fit(self, line: str, width: int) -> str:
+        if len(line) <= width:
+            return line
+        return line[: width - 1] + ("…" if self._unicode else ">")
 
     def _print(self, line: str) -> None:
         self._stream.write(line + "\n")

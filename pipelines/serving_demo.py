@@ -2,9 +2,10 @@
 
 Run locally (LocalDagRunner, embedded SQLite MLMD)::
 
-    python -m pipelines.serving_demo run --workdir /tmp/tfx-serving-demo
+    python -m pipelines.serving_demo run --workdir /tmp/tfx-serving-demo [--verbose]
 
-then serve the store it pushed to::
+(one progress line per component here; TFX's logs in ``<workdir>/logs/pipeline.log``, see
+:mod:`pipelines.local_run`), then serve the store it pushed to::
 
     python -m serving --model_name=demo --rest_api_port=8501 \
         --model_base_path=/tmp/tfx-serving-demo/models/demo
