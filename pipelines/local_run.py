@@ -155,6 +155,7 @@ def watch(
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     # Interleaving log lines with a redrawn block would garble both: verbose prints changes.
     display = ProgressDisplay(stream, title, live=False if verbose else live, clock=clock)
+    display.set_status("importing TFX")  # what the worker does until it reports its nodes
     started = clock()
     read_events, write_events = os.pipe()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
