@@ -9,7 +9,9 @@ captures a trace of the serving process. This answers the same RPCs the same way
   caller cancels), collect the XSpace and write it where the C++ service does —
   ``<repository_root>/<session_id>/<host_name>.xplane.pb`` (``:`` replaced by ``_``), a path
   the client chose (``<logdir>/plugins/profile/...``) and that must be on storage both see.
-  The response says whether the trace is empty; the client retries empty ones.
+  The response says whether the trace is empty; the client retries empty ones. (TF's Python
+  session hands out the XSpace only as a TensorBoard export, so it is exported to a private
+  temporary directory first and moved into place.)
 * ``Terminate``: marks a session id to stop. ``Monitor``: UNIMPLEMENTED, as in TSL.
 
 It is registered on the same ``grpc.aio`` server as PredictionService, so it shares the
@@ -23,8 +25,11 @@ others are skipped when a request is parsed).
 from __future__ import annotations
 
 import asyncio
+import glob
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
 
@@ -149,26 +154,32 @@ class ProfilerService:
         delay = request.opts.start_timestamp_ns / 1e9 - time.time()
         if delay > 0:  # the client's delay_ms, as an absolute start time
             await asyncio.sleep(delay)
-        session = _pywrap_profiler.ProfilerSession()
+        scratch = tempfile.mkdtemp(prefix="tfx-model-server-profile-")
         try:
-            await loop.run_in_executor(None, session.start, "", session_options(request.opts))
-        except Exception as exc:  # e.g. another profile is running: TSL answers INTERNAL
-            await context.abort(grpc.StatusCode.INTERNAL, _message(exc))
-        with self._lock:
-            self._running.add(request.session_id)
-        try:
-            await self._wait(request)
-        finally:  # also on cancellation: the process-wide profiler must be released
+            session = _pywrap_profiler.ProfilerSession()
+            try:
+                await loop.run_in_executor(
+                    None, session.start, scratch, session_options(request.opts)
+                )
+            except Exception as exc:  # e.g. another profile is running: TSL answers INTERNAL
+                await context.abort(grpc.StatusCode.INTERNAL, _message(exc))
             with self._lock:
-                self._running.discard(request.session_id)
-                self._stop_requested.discard(request.session_id)
-            data = await loop.run_in_executor(None, session.stop)
-        response = ProfileResponse()
-        try:
-            response.empty_trace = await loop.run_in_executor(None, self._save, data, path)
-        except Exception as exc:
-            await context.abort(grpc.StatusCode.INTERNAL, _message(exc))
-        return response
+                self._running.add(request.session_id)
+            try:
+                await self._wait(request)
+            finally:  # also on cancellation: the process-wide profiler must be released
+                with self._lock:
+                    self._running.discard(request.session_id)
+                    self._stop_requested.discard(request.session_id)
+                await loop.run_in_executor(None, session.export_to_tb)
+            response = ProfileResponse()
+            try:
+                response.empty_trace = await loop.run_in_executor(None, _save, scratch, path)
+            except Exception as exc:
+                await context.abort(grpc.StatusCode.INTERNAL, _message(exc))
+            return response
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     async def _wait(self, request) -> None:
         """The profile's duration, cut short by Terminate; a cancelled call raises here."""
@@ -180,15 +191,6 @@ class ProfilerService:
                 if request.session_id in self._stop_requested:
                     return
 
-    @staticmethod
-    def _save(data: bytes, path: str) -> bool:
-        xspace = xplane_pb2.XSpace.FromString(data)
-        tf.io.gfile.makedirs(os.path.dirname(path))
-        with tf.io.gfile.GFile(path, "wb") as handle:
-            handle.write(data)
-        log.info("Collected XSpace to repository: %s", path)
-        return is_empty(xspace)
-
     async def Terminate(self, request, context: grpc.aio.ServicerContext):
         with self._lock:  # only running sessions: unknown ids must not accumulate
             if request.session_id in self._running:
@@ -197,6 +199,19 @@ class ProfilerService:
 
     async def Monitor(self, request, context: grpc.aio.ServicerContext):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "unimplemented.")
+
+
+def _save(scratch: str, path: str) -> bool:
+    """Moves the exported XSpace to ``path``; returns whether it holds no event."""
+    (exported,) = glob.glob(os.path.join(scratch, "plugins", "profile", "*", "*.xplane.pb"))
+    with open(exported, "rb") as handle:
+        data = handle.read()
+    xspace = xplane_pb2.XSpace.FromString(data)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, "wb") as handle:
+        handle.write(data)
+    log.info("Collected XSpace to repository: %s", path)
+    return is_empty(xspace)
 
 
 def _message(exc: Exception) -> str:
