@@ -12,6 +12,11 @@ import os
 from dataclasses import dataclass, fields
 
 from serving.errors import ConfigError
+from serving.servables.op_libraries import (
+    OpLibraryError,
+    check_op_libraries,
+    parse_op_libraries,
+)
 
 _TRUE = {"true", "1", "yes", "t", "y"}
 _FALSE = {"false", "0", "no", "f", "n"}
@@ -245,6 +250,10 @@ def validate(options: ServerOptions) -> None:
         raise OptionsError("--num_tflite_interpreters_per_pool must be >= 1")
     if options.rest_api_timeout_in_ms < 0:
         raise OptionsError("--rest_api_timeout_in_ms must be >= 0")
+    try:
+        check_op_libraries(parse_op_libraries(options.custom_op_libraries))
+    except OpLibraryError as exc:
+        raise OptionsError(str(exc)) from None
     if options.metadata_connection and not options.metadata_spool_dir:
         raise OptionsError(
             "--metadata_connection needs --metadata_spool_dir: a persistent local directory "

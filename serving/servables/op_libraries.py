@@ -7,7 +7,9 @@ installed (``tensorflow-text``, via ``pip install 'tfx-serving-suite[text]'``) a
 whose import registers its ops (``tensorflow_decision_forests``, ``my_project.ops``).
 
 A model that still needs an unknown op fails its load with a message that names the op and
-both ways to add it, instead of TensorFlow's bare "Op type not registered".
+both ways to add it, instead of TensorFlow's bare "Op type not registered". The command line
+is checked (files exist, modules are installed) before TensorFlow is even imported, so a typo
+fails in a second, not after TensorFlow's start-up.
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ import logging
 import os
 import re
 from collections.abc import Sequence
-
-import tensorflow as tf
 
 from serving.errors import Code, ConfigError, ServingError
 
@@ -44,11 +44,31 @@ def _is_shared_object(spec: str) -> bool:
     return spec.endswith(".so") or os.sep in spec
 
 
+def check_op_libraries(specs: Sequence[str]) -> None:
+    """Cheap checks without importing anything heavy: each file exists, each module is
+    installed. Raises OpLibraryError."""
+    for spec in specs:
+        if _is_shared_object(spec):
+            if not os.path.isfile(spec):
+                raise OpLibraryError(f"--custom_op_libraries: no such op library file: {spec}")
+            continue
+        try:
+            found = importlib.util.find_spec(spec) is not None
+        except (ImportError, ValueError):  # a parent package is missing, or a bad name
+            found = False
+        if not found:
+            raise OpLibraryError(
+                f"--custom_op_libraries: cannot import Python module {spec!r} (not installed); "
+                "install the package that provides it, or give the path of its .so file"
+            )
+
+
 def load_op_library(spec: str) -> None:
     """Loads one ``.so`` path or imports one Python module; raises OpLibraryError."""
+    import tensorflow as tf
+
+    check_op_libraries([spec])
     if _is_shared_object(spec):
-        if not os.path.isfile(spec):
-            raise OpLibraryError(f"--custom_op_libraries: no such op library file: {spec}")
         try:
             tf.load_op_library(spec)
         except (tf.errors.OpError, OSError) as exc:
@@ -92,6 +112,8 @@ def missing_op_error(message: str) -> ServingError | None:
     match = _UNREGISTERED_OP.search(message)
     if match is None:
         return None
+    import tensorflow as tf
+
     op = match.group(1)
     return ServingError(
         Code.NOT_FOUND,

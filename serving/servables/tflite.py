@@ -87,18 +87,23 @@ class _Group:
             values = runner(**{self.inputs[name]: value for name, value in feeds.items()})
             return {name: values[self.outputs[name]] for name in fetches}
         lite = interpreter.lite
-        current = {d["index"]: tuple(d["shape"]) for d in lite.get_input_details()}
-        resized = False
-        for name, value in feeds.items():
-            index = self.inputs[name]
-            if current[index] != value.shape:
-                lite.resize_tensor_input(index, value.shape, strict=False)
-                resized = True
-        if resized:
-            lite.allocate_tensors()
-        for name, value in feeds.items():
-            lite.set_tensor(self.inputs[name], value)
-        lite.invoke()
+        shapes = interpreter.input_shapes
+        try:
+            resized = False
+            for name, value in feeds.items():
+                index = self.inputs[name]
+                if shapes.get(index) != value.shape:
+                    lite.resize_tensor_input(index, value.shape, strict=False)
+                    shapes[index] = value.shape
+                    resized = True
+            if resized:
+                lite.allocate_tensors()
+            for name, value in feeds.items():
+                lite.set_tensor(self.inputs[name], value)
+            lite.invoke()
+        except Exception:
+            shapes.clear()  # unknown state: the next call resizes every input again
+            raise
         return {name: lite.get_tensor(self.outputs[name]) for name in fetches}
 
 
@@ -108,6 +113,10 @@ class _PooledInterpreter:
     def __init__(self, model: bytes) -> None:
         self.lite = tf.lite.Interpreter(model_content=model, num_threads=1)
         self.lite.allocate_tensors()
+        # Main-subgraph input shapes as last resized, so unchanged shapes skip the resize.
+        self.input_shapes: dict[int, tuple[int, ...]] = {
+            d["index"]: tuple(d["shape"]) for d in self.lite.get_input_details()
+        }
         self._runners: dict[str, Callable[..., Arrays]] = {}
 
     def runner(self, key: str) -> Callable[..., Arrays]:

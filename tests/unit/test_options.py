@@ -50,6 +50,7 @@ def test_container_environment_fills_model_name_and_base_path():
         (["--model_base_path=/m", "--mixed_precision=bfloat16"], "not supported"),
         (["--model_base_path=/m", "--num_tflite_pools=-1"], "num_tflite_pools must be >= 0"),
         (["--model_base_path=/m", "--num_tflite_interpreters_per_pool=0"], "must be >= 1"),
+        (["--model_base_path=/m", "--custom_op_libraries=/no/_ops.so"], "no such op library"),
         (["--model_base_path=/m", "--per_process_gpu_memory_fraction=2"], "between 0 and 1"),
     ],
 )
