@@ -430,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     from tests.support.models import write_half_plus_two
 
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="hostile-model-") as store:
         write_half_plus_two(os.path.join(store, "1"))
         runs = {}
@@ -443,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(
         "# Hostile requests (benchmarks/hostile.py)\n\n"
-        f"Machine: {os.cpu_count()} CPUs; load average before: {os.getloadavg()[0]:.1f}\n\n"
+        f"Machine: {os.cpu_count()} CPUs; load average before the run: {load_before:.1f}\n\n"
         + text
         + "\n"
     )

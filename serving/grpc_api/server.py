@@ -35,6 +35,7 @@ from serving.grpc_api.auth import TokenAuthInterceptor
 from serving.grpc_api.health import ReadinessHealth
 from serving.grpc_api.model_service import ModelServicer
 from serving.grpc_api.prediction_service import PredictionServicer
+from serving.grpc_api.profiler import add_profiler_service
 from serving.grpc_api.wire import add_service
 from serving.options import OptionsError, ServerOptions
 from serving.request_limits import MemoryLimits, MemoryPool
@@ -113,7 +114,8 @@ def build_grpc_server(
     health: ReadinessHealth | None = None,
     memory: MemoryPool | None = None,
 ) -> grpc.aio.Server:
-    """PredictionService and ModelService (and Health) on the configured listeners, not started.
+    """PredictionService, ModelService (and Health, ProfilerService) on the configured
+    listeners, not started.
 
     ``memory`` is the request-memory account shared with the REST front end (a private one
     from ``options`` when not given)."""
@@ -145,6 +147,8 @@ def build_grpc_server(
     )
     if health is not None:
         health.add_to_server(server, memory)
+    if options.enable_profiler:  # TF Serving's --enable_profiler, default true
+        add_profiler_service(server, memory)
     if security.tls is not None:
         credentials = server_credentials(security.tls)
         add_port = functools.partial(server.add_secure_port, server_credentials=credentials)

@@ -34,16 +34,37 @@ def add_service(
 ) -> None:
     """Registers ``servicer``'s methods for every method of ``service`` (unary or server
     streaming, as generated) on raw bytes."""
-    handlers = {}
-    for method in service.methods:
-        request_type = _message_class(method.input_type.full_name)
-        response_type = _message_class(method.output_type.full_name)
-        behavior = _parsing(getattr(servicer, method.name), request_type, memory)
-        handlers[method.name] = _handler_kind(method)(
-            behavior, response_serializer=response_type.SerializeToString
+    handlers = {
+        method.name: raw_handler(
+            getattr(servicer, method.name),
+            _message_class(method.input_type.full_name),
+            _message_class(method.output_type.full_name),
+            memory,
+            streaming=_server_streaming(method),
         )
+        for method in service.methods
+    }
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+
+
+def raw_handler(
+    behavior: Behavior,
+    request_type: type[message.Message],
+    response_type: type[message.Message],
+    memory: MemoryPool,
+    streaming: bool = False,
+) -> grpc.RpcMethodHandler:
+    """A handler that parses the request itself (for services whose messages are not in the
+    default pool, such as the profiler's) and calls ``behavior(request, context)``."""
+    if streaming:
+        kind = grpc.unary_stream_rpc_method_handler
+    else:
+        kind = grpc.unary_unary_rpc_method_handler
+    return kind(
+        _parsing(behavior, request_type, memory),
+        response_serializer=response_type.SerializeToString,
     )
 
 
@@ -51,12 +72,10 @@ def _message_class(full_name: str) -> type[message.Message]:
     return symbol_database.Default().GetSymbol(full_name)
 
 
-def _handler_kind(method: MethodDescriptor) -> Callable[..., grpc.RpcMethodHandler]:
+def _server_streaming(method: MethodDescriptor) -> bool:
     if method.client_streaming:
         raise ValueError(f"{method.full_name}: client streaming is not served on raw bytes")
-    if method.server_streaming:
-        return grpc.unary_stream_rpc_method_handler
-    return grpc.unary_unary_rpc_method_handler
+    return method.server_streaming
 
 
 def _parsing(method: Behavior, request_type: type[message.Message], memory: MemoryPool) -> Behavior:

@@ -94,6 +94,7 @@ def test_zero_size_tensor_with_huge_dims_is_invalid_argument(channel):
         "/tensorflow.serving.ModelService/GetModelStatus",
         "/tensorflow.serving.ModelService/HandleReloadConfigRequest",
         "/grpc.health.v1.Health/Check",
+        "/tensorflow.ProfilerService/Terminate",
     ],
 )
 def test_random_bytes_are_invalid_argument_on_every_method(channel, method):
