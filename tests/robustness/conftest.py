@@ -53,6 +53,10 @@ class Memory:
     def peak_growth_mib(self) -> float:
         return (self._kib("VmHWM") - self._base) / 1024
 
+    def __repr__(self) -> str:  # shown when a bound fails: peak and what is still held
+        held = (self._kib("VmRSS") - self._base) / 1024
+        return f"Memory(peak +{self.peak_growth_mib():.0f} MiB, now +{held:.0f} MiB)"
+
 
 @pytest.fixture(scope="session")
 def robust_store(tmp_path_factory) -> Path:
