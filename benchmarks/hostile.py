@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.hostile                       # this tree
     .venv/bin/python -m benchmarks.hostile --baseline /tmp/base  # and a baseline, side by side
     .venv/bin/python -m benchmarks.hostile --cases concurrent    # 8 clients x large requests
+    .venv/bin/python -m benchmarks.hostile --cases overhead --baseline /tmp/base  # good clients
 
 A baseline is any checkout of this repository (``git archive <commit> | tar -x -C /tmp/base``);
 each tree's server runs from its own directory with the project venv's Python, on loopback ports,
@@ -67,6 +68,7 @@ class Server:
     tree: Path
     model_base: Path
     flags: dict[str, str] = field(default_factory=dict)
+    pin_cpu: str | None = None  # taskset the server (the overhead case pins it to CPU 0)
     process: subprocess.Popen | None = None
 
     def start(self) -> Server:
@@ -75,8 +77,10 @@ class Server:
         flags = [f"{k}={v}" for k, v in self.flags.items() if k[2:] in known]
         fd, self.log_path = tempfile.mkstemp(prefix="hostile-", suffix=".log")
         self.log = os.fdopen(fd, "wb")
+        pin = ["taskset", "-c", self.pin_cpu] if self.pin_cpu else []
         self.process = subprocess.Popen(
             [
+                *pin,
                 sys.executable,
                 "-m",
                 "serving",
@@ -339,8 +343,52 @@ def case_concurrent(server: Server, protocol: str, payload: bytes, clients: int,
     }
 
 
+def case_overhead(server: Server, rounds: int = 3, seconds: int = 8) -> dict:
+    """What the hardening costs a well-behaved client: small predicts (REST with wrk, gRPC
+    with h2load; client on CPU 1, server on CPU 0), median of ``rounds``."""
+    from benchmarks.run import WORK, Endpoint, run_h2load, run_wrk
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    rest_body = WORK / "hostile-rest.json"
+    rest_body.write_bytes(b'{"instances": [[1.0, 2.0, 5.0]]}')
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "half_plus_two"
+    tensor = request.inputs["x"]
+    tensor.dtype = types_pb2.DT_FLOAT
+    tensor.tensor_shape.dim.add().size = 3
+    tensor.float_val.extend([1.0, 2.0, 5.0])
+    message = request.SerializeToString()
+    grpc_body = WORK / "hostile-grpc.bin"
+    grpc_body.write_bytes(b"\0" + len(message).to_bytes(4, "big") + message)
+    endpoints = {
+        "REST": (
+            run_wrk,
+            Endpoint(
+                "REST", f"http://127.0.0.1:{server.rest}/v1/models/half_plus_two:predict", rest_body
+            ),
+        ),
+        "gRPC": (
+            run_h2load,
+            Endpoint(
+                "gRPC",
+                f"http://127.0.0.1:{server.grpc}/tensorflow.serving.PredictionService/Predict",
+                grpc_body,
+            ),
+        ),
+    }
+    out = {}
+    for protocol, (run, endpoint) in endpoints.items():
+        run(endpoint, 8, 2)  # warm-up
+        runs = sorted((run(endpoint, 8, seconds) for _ in range(rounds)), key=lambda r: r["rps"])
+        middle = runs[len(runs) // 2]
+        out[f"{protocol} req/s"] = round(middle["rps"])
+        out[f"{protocol} p99 ms"] = round(middle["p99_ms"], 2)
+        out[f"{protocol} errors"] = sum(r["errors"] for r in runs)
+    return out
+
+
 # -------------------------------------------------------------------------------------- main
-CASES = ("bomb", "mistakes", "shape", "reap", "concurrent")
+CASES = ("bomb", "mistakes", "shape", "reap", "concurrent", "overhead")
 
 
 def run_tree(tree: Path, model_base: Path, args) -> dict:
@@ -377,6 +425,9 @@ def run_tree(tree: Path, model_base: Path, args) -> dict:
                 results[f"{name} x{HALF_SENT_CONNECTIONS} (timeouts 2 s)"] = case_half_sent(
                     server, prefix, args.reap_wait
                 )
+    if "overhead" in cases:
+        with _server(tree, model_base, {}, pin_cpu="0") as server:
+            results["overhead: small predicts, 8 connections"] = case_overhead(server)
     if "concurrent" in cases and has_budget:
         message, body = large_predict(args.concurrent_mib)
         for protocol, payload in (("grpc", message), ("rest", body)):
@@ -388,14 +439,29 @@ def run_tree(tree: Path, model_base: Path, args) -> dict:
 
 
 class _server:
-    def __init__(self, tree: Path, model_base: Path, flags: dict[str, str]) -> None:
-        self.server = Server(tree, model_base, flags)
+    def __init__(
+        self, tree: Path, model_base: Path, flags: dict[str, str], pin_cpu: str | None = None
+    ) -> None:
+        self.server = Server(tree, model_base, flags, pin_cpu=pin_cpu)
 
     def __enter__(self) -> Server:
         return self.server.start()
 
     def __exit__(self, *exc) -> None:
         self.server.stop()
+
+
+def ratios(baseline: dict, this: dict) -> dict:
+    """this / baseline for the overhead measures both runs have."""
+    out = {}
+    for case, measures in this.items():
+        if case.startswith("overhead") and case in baseline:
+            out[case] = {
+                name: round(value / baseline[case][name], 3)
+                for name, value in measures.items()
+                if "errors" not in name and baseline[case].get(name)
+            }
+    return out
 
 
 def table(runs: dict[str, dict]) -> str:
@@ -439,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.baseline.resolve(), Path(store), args
             )
         runs[f"{args.tree}"] = run_tree(args.tree.resolve(), Path(store), args)
+    if len(runs) == 2:
+        runs["ratio (this / baseline)"] = ratios(*runs.values())
     text = table(runs)
     print(text)
     args.output.parent.mkdir(parents=True, exist_ok=True)
