@@ -1,0 +1,180 @@
+"""Artifact I/O for the components when a pipeline root (or model store) is a bucket.
+
+TFX's ``fileio`` reaches ``gs://`` only through TensorFlow's GCS plugin and ``s3://`` not at
+all in TensorFlow 2.16, and the components' TensorFlow work (loading signatures, writing
+warmup records, hashing) wants local files anyway. So a component that meets a ``gs://`` or
+``s3://`` URI stages it: ``localized`` downloads a directory into a temp dir, ``upload_tree``
+puts a finished local directory in place, and the small read/write helpers go through the
+same store clients the server uses (:mod:`serving.storage.object_store`), with the same
+credentials and endpoint conventions. Local paths (and anything else TensorFlow reads) keep
+going through ``tf.io.gfile``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import posixpath
+import tempfile
+from collections.abc import Iterator
+
+import tensorflow as tf
+
+from serving.storage.manifest import FileEntry, hash_local_file
+from serving.storage.object_store import (
+    PUBLISHING,
+    ObjectStore,
+    StoreLocation,
+    StoreObject,
+    is_bucket_uri,
+    open_store,
+    parse_location,
+)
+
+__all__ = ["is_bucket_uri"]
+
+
+@functools.cache
+def _client(scheme: str, bucket: str) -> ObjectStore:
+    """One client per bucket per process: creating one resolves credentials."""
+    return open_store(StoreLocation(scheme, bucket, ""), PUBLISHING)
+
+
+def _store(uri: str) -> tuple[ObjectStore, StoreLocation]:
+    location = parse_location(uri)
+    return _client(location.scheme, location.bucket), location
+
+
+def list_objects(uri: str) -> list[StoreObject]:
+    store, location = _store(uri)
+    return store.list(location.prefix)
+
+
+def is_dir(uri: str) -> bool:
+    if is_bucket_uri(uri):
+        return bool(list_objects(uri))
+    return tf.io.gfile.isdir(uri)
+
+
+def exists(uri: str) -> bool:
+    """A file, or (on buckets) a prefix with objects below it."""
+    if not is_bucket_uri(uri):
+        return tf.io.gfile.exists(uri)
+    store, location = _store(uri)
+    try:
+        store.read(location.prefix)
+        return True
+    except FileNotFoundError:
+        return bool(store.list(location.prefix))
+
+
+def read_bytes(uri: str) -> bytes:
+    if is_bucket_uri(uri):
+        store, location = _store(uri)
+        return store.read(location.prefix)
+    with tf.io.gfile.GFile(uri, "rb") as f:
+        return f.read()
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    if is_bucket_uri(uri):
+        store, location = _store(uri)
+        store.put(location.prefix, data)
+        return
+    tf.io.gfile.makedirs(posixpath.dirname(uri) or ".")
+    with tf.io.gfile.GFile(uri, "wb") as f:
+        f.write(data)
+
+
+def download_file(uri: str, local_path: str) -> None:
+    store, location = _store(uri)
+    store.download(location.prefix, local_path)
+
+
+def hash_object(uri: str) -> FileEntry:
+    """sha256 and size of one bucket object, streamed through a temp file (models are big)."""
+    store, location = _store(uri)
+    with tempfile.TemporaryDirectory(prefix="hash-") as tmp:
+        local = os.path.join(tmp, "object")
+        store.download(location.prefix, local)
+        return hash_local_file(local)
+
+
+def download_tree(uri: str, local_dir: str) -> int:
+    """Copies every object below the bucket prefix ``uri`` into ``local_dir``; returns the
+    number of files."""
+    store, location = _store(uri)
+    objects = store.list(location.prefix)
+    if not objects:
+        raise FileNotFoundError(f"{uri} holds no objects.")
+    for obj in objects:
+        target = os.path.join(local_dir, *obj.key.split("/"))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        store.download(location.child(obj.key).prefix, target)
+    return len(objects)
+
+
+def upload_tree(local_dir: str, uri: str) -> None:
+    """Copies a local directory to ``uri`` (a bucket prefix, or any TensorFlow path)."""
+    if not is_bucket_uri(uri):
+        _copy_tree_gfile(local_dir, uri)
+        return
+    store, location = _store(uri)
+    for dirpath, _dirnames, filenames in os.walk(local_dir):
+        for name in sorted(filenames):
+            full = os.path.join(dirpath, name)
+            key = os.path.relpath(full, local_dir).replace(os.sep, "/")
+            store.upload(full, location.child(key).prefix)
+
+
+def _copy_tree_gfile(local_dir: str, target: str) -> None:
+    for dirpath, _dirnames, filenames in os.walk(local_dir):
+        rel = os.path.relpath(dirpath, local_dir)
+        folder = target if rel == "." else posixpath.join(target, *rel.split(os.sep))
+        tf.io.gfile.makedirs(folder)
+        for name in filenames:
+            tf.io.gfile.copy(os.path.join(dirpath, name), posixpath.join(folder, name), True)
+
+
+def serving_model_path(model_uri: str, is_old_artifact: bool) -> str:
+    """``tfx.utils.path_utils.serving_model_path`` for bucket URIs: ``Format-Serving/`` (or,
+    for Estimator exports, the single directory below its ``export/<name>/``)."""
+    from tfx.utils import path_utils  # components only; the server never imports this module
+
+    model_dir = path_utils.serving_model_dir(model_uri, is_old_artifact)
+    export_dir = posixpath.join(model_dir, "export")
+    objects = list_objects(export_dir)
+    if not objects:
+        return model_dir
+    children = sorted({"/".join(o.key.split("/")[:2]) for o in objects if o.key.count("/") >= 2})
+    if len(children) != 1:
+        raise RuntimeError(f"Expected one exported model below {export_dir}, found {children}.")
+    return posixpath.join(export_dir, children[0])
+
+
+@contextlib.contextmanager
+def localized(uri: str, prefix: str = "artifact-") -> Iterator[str]:
+    """A local directory with the contents of ``uri``: the path itself when it is not a
+    bucket, else a temp copy removed afterwards."""
+    if not is_bucket_uri(uri):
+        yield uri
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        local = os.path.join(tmp, posixpath.basename(uri.rstrip("/")) or "dir")
+        download_tree(uri, local)
+        yield local
+
+
+@contextlib.contextmanager
+def staged_output(uri: str, prefix: str = "output-") -> Iterator[str]:
+    """A directory to write ``uri``'s contents into: ``uri`` itself when it is not a bucket,
+    else a temp dir uploaded to ``uri`` when the block finishes without an error."""
+    if not is_bucket_uri(uri):
+        yield uri
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        local = os.path.join(tmp, posixpath.basename(uri.rstrip("/")) or "dir")
+        os.makedirs(local)
+        yield local
+        upload_tree(local, uri)
