@@ -20,6 +20,7 @@ import posixpath
 import tensorflow as tf
 
 from components import store_io
+from serving.storage.bucket_layout import CONTROL_FILENAMES
 from serving.storage.manifest import FileEntry, ManifestMismatchError, hash_stream
 from serving.storage.manifest import Manifest as _ManifestFormat
 
@@ -54,9 +55,10 @@ class Manifest(_ManifestFormat):
 
 
 def list_files(model_dir: str) -> list[str]:
-    """Relative POSIX paths of all files below model_dir, sorted."""
+    """Relative POSIX paths of all files below model_dir, sorted (in a bucket version, without
+    the Pusher's claim and completion marker: they describe the model, they are not part of it)."""
     if store_io.is_bucket_uri(model_dir):
-        return [o.key for o in store_io.list_objects(model_dir)]
+        return [o.key for o in store_io.list_objects(model_dir) if o.key not in CONTROL_FILENAMES]
     root = model_dir.rstrip("/")
     paths = []
     for dirname, _, filenames in tf.io.gfile.walk(root):
