@@ -39,6 +39,7 @@ class ServerOptions:
     model_name: str = "default"
     model_base_path: str = ""
     model_config_file: str = ""
+    model_cache_dir: str = ""
     model_config_file_poll_wait_seconds: int = 0
     allow_version_labels_for_unavailable_models: bool = False
     saved_model_tags: str = "serve"
@@ -81,7 +82,10 @@ _HELP = {
     "rest_api_num_threads": "threads running model calls (default 4 x CPUs)",
     "rest_api_timeout_in_ms": "deadline for REST predict/classify/regress (HTTP 504 past it)",
     "model_name": "model name in single-model mode",
-    "model_base_path": "directory holding the model's integer version directories",
+    "model_base_path": "directory holding the model's integer version directories, or a "
+    "gs://bucket/path or s3://bucket/path URI",
+    "model_cache_dir": "local directory where versions from gs:// and s3:// stores are copied "
+    "and loaded from (default: a private temp dir removed at exit; tfx-model-server only)",
     "model_config_file": "text ModelServerConfig with one or more models",
     "file_system_poll_wait_seconds": "seconds between version polls; 0 polls once",
     "max_queued_requests": "model calls allowed to wait for a thread before HTTP 503 / "

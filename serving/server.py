@@ -45,6 +45,7 @@ from serving.servables.devices import configure_devices
 from serving.servables.loader import BatchingSetup, ServableLoader
 from serving.servables.saved_model import LoadOptions
 from serving.servables.session_config import SessionSettings, build_session_config
+from serving.storage.sources import StorageSources
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ def model_config_from_flags(options: ServerOptions) -> model_server_config_pb2.M
     config = model_server_config_pb2.ModelServerConfig()
     model = config.model_config_list.config.add()
     model.name = options.model_name
-    model.base_path = os.path.abspath(options.model_base_path)
+    base = options.model_base_path
+    model.base_path = base if "://" in base else os.path.abspath(base)
     model.model_platform = "tensorflow"
     return config
 
@@ -105,6 +107,7 @@ class ModelServer:
                 options.allow_version_labels_for_unavailable_models
             ),
             on_state_change=self._state_hooks(reporter),
+            source_factory=StorageSources(options.model_cache_dir, self.metrics),
         )
         self._watcher = (
             ConfigFileWatcher(
