@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import posixpath
 
-import tensorflow as tf
-
 from components import store_io
 from serving.storage.bucket_layout import CONTROL_FILENAMES
-from serving.storage.manifest import FileEntry, ManifestMismatchError, hash_stream
+from serving.storage.manifest import (
+    FileEntry,
+    ManifestMismatchError,
+    hash_local_file,
+    hash_stream,
+    local_manifest_paths,
+)
 from serving.storage.manifest import Manifest as _ManifestFormat
 
 MANIFEST_FILENAME = "manifest.json"
@@ -60,8 +64,10 @@ def list_files(model_dir: str) -> list[str]:
     if store_io.is_bucket_uri(model_dir):
         return [o.key for o in store_io.list_objects(model_dir) if o.key not in CONTROL_FILENAMES]
     root = model_dir.rstrip("/")
+    if store_io.is_local(root):
+        return sorted(local_manifest_paths(root.removeprefix("file://")))
     paths = []
-    for dirname, _, filenames in tf.io.gfile.walk(root):
+    for dirname, _, filenames in store_io.gfile().walk(root):
         rel_dir = dirname[len(root) :].lstrip("/")
         paths.extend(posixpath.join(rel_dir, name) if rel_dir else name for name in filenames)
     return sorted(paths)
@@ -70,7 +76,9 @@ def list_files(model_dir: str) -> list[str]:
 def hash_file(path: str) -> FileEntry:
     if store_io.is_bucket_uri(path):
         return store_io.hash_object(path)
-    with tf.io.gfile.GFile(path, "rb") as f:
+    if store_io.is_local(path):
+        return hash_local_file(path.removeprefix("file://"))
+    with store_io.gfile().GFile(path, "rb") as f:
         return hash_stream(iter(lambda: f.read(_CHUNK_BYTES), b""))
 
 

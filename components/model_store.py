@@ -31,7 +31,6 @@ import shutil
 import time
 import uuid
 
-import tensorflow as tf
 from absl import logging
 
 from components import store_io
@@ -230,7 +229,8 @@ def _copy_file(src: str, dst: str) -> None:
         with open(dst, "rb+") as fout:
             os.fsync(fout.fileno())
         return
-    with tf.io.gfile.GFile(src, "rb") as fin, open(dst, "wb") as fout:
+    opener = open if store_io.is_local(src) else store_io.gfile().GFile
+    with opener(src.removeprefix("file://"), "rb") as fin, open(dst, "wb") as fout:
         while chunk := fin.read(1 << 20):
             fout.write(chunk)
         fout.flush()

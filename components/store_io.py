@@ -16,10 +16,9 @@ import contextlib
 import functools
 import os
 import posixpath
+import shutil
 import tempfile
 from collections.abc import Iterator
-
-import tensorflow as tf
 
 from serving.storage.manifest import FileEntry, hash_local_file
 from serving.storage.object_store import (
@@ -33,6 +32,19 @@ from serving.storage.object_store import (
 )
 
 __all__ = ["is_bucket_uri"]
+
+
+def is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def gfile():
+    """``tf.io.gfile``, imported on first use and only for URIs that are neither local nor
+    buckets (e.g. ``hdfs://``): a push needs no TensorFlow, which keeps the Pusher and the
+    tests' pusher subprocesses light."""
+    import tensorflow as tf
+
+    return tf.io.gfile
 
 
 @functools.cache
@@ -54,13 +66,17 @@ def list_objects(uri: str) -> list[StoreObject]:
 def is_dir(uri: str) -> bool:
     if is_bucket_uri(uri):
         return bool(list_objects(uri))
-    return tf.io.gfile.isdir(uri)
+    if is_local(uri):
+        return os.path.isdir(uri.removeprefix("file://"))
+    return gfile().isdir(uri)
 
 
 def exists(uri: str) -> bool:
     """A file, or (on buckets) a prefix with objects below it."""
+    if is_local(uri):
+        return os.path.exists(uri.removeprefix("file://"))
     if not is_bucket_uri(uri):
-        return tf.io.gfile.exists(uri)
+        return gfile().exists(uri)
     store, location = _store(uri)
     try:
         store.read(location.prefix)
@@ -73,7 +89,10 @@ def read_bytes(uri: str) -> bytes:
     if is_bucket_uri(uri):
         store, location = _store(uri)
         return store.read(location.prefix)
-    with tf.io.gfile.GFile(uri, "rb") as f:
+    if is_local(uri):
+        with open(uri.removeprefix("file://"), "rb") as f:
+            return f.read()
+    with gfile().GFile(uri, "rb") as f:
         return f.read()
 
 
@@ -82,8 +101,14 @@ def write_bytes(uri: str, data: bytes) -> None:
         store, location = _store(uri)
         store.put(location.prefix, data)
         return
-    tf.io.gfile.makedirs(posixpath.dirname(uri) or ".")
-    with tf.io.gfile.GFile(uri, "wb") as f:
+    if is_local(uri):
+        path = uri.removeprefix("file://")
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+        return
+    gfile().makedirs(posixpath.dirname(uri) or ".")
+    with gfile().GFile(uri, "wb") as f:
         f.write(data)
 
 
@@ -117,6 +142,9 @@ def download_tree(uri: str, local_dir: str) -> int:
 
 def upload_tree(local_dir: str, uri: str) -> None:
     """Copies a local directory to ``uri`` (a bucket prefix, or any TensorFlow path)."""
+    if is_local(uri):
+        shutil.copytree(local_dir, uri.removeprefix("file://"), dirs_exist_ok=True)
+        return
     if not is_bucket_uri(uri):
         _copy_tree_gfile(local_dir, uri)
         return
@@ -132,9 +160,9 @@ def _copy_tree_gfile(local_dir: str, target: str) -> None:
     for dirpath, _dirnames, filenames in os.walk(local_dir):
         rel = os.path.relpath(dirpath, local_dir)
         folder = target if rel == "." else posixpath.join(target, *rel.split(os.sep))
-        tf.io.gfile.makedirs(folder)
+        gfile().makedirs(folder)
         for name in filenames:
-            tf.io.gfile.copy(os.path.join(dirpath, name), posixpath.join(folder, name), True)
+            gfile().copy(os.path.join(dirpath, name), posixpath.join(folder, name), True)
 
 
 def serving_model_path(model_uri: str, is_old_artifact: bool) -> str:

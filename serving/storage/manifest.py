@@ -99,11 +99,10 @@ def hash_local_file(path: str) -> FileEntry:
         return hash_stream(iter(lambda: f.read(_CHUNK_BYTES), b""))
 
 
-def local_manifest(model_dir: str) -> Manifest:
-    """The manifest of a local directory as it is now."""
-    files = {}
+def local_manifest_paths(model_dir: str) -> list[str]:
+    """Relative '/'-separated paths of every file below a local directory."""
+    found = []
     for dirpath, _dirnames, filenames in os.walk(model_dir):
         for name in filenames:
-            full = os.path.join(dirpath, name)
-            files[os.path.relpath(full, model_dir).replace(os.sep, "/")] = hash_local_file(full)
-    return Manifest(files)
+            found.append(os.path.relpath(os.path.join(dirpath, name), model_dir))
+    return [p.replace(os.sep, "/") for p in found]
