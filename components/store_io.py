@@ -18,7 +18,7 @@ import os
 import posixpath
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from serving.storage.manifest import FileEntry, hash_local_file
 from serving.storage.object_store import (
@@ -127,12 +127,11 @@ def hash_object(uri: str) -> FileEntry:
 
 
 def download_tree(uri: str, local_dir: str) -> int:
-    """Copies every object below the bucket prefix ``uri`` into ``local_dir``; returns the
-    number of files."""
+    """Copies every object below the bucket prefix ``uri`` into ``local_dir`` (created);
+    returns the number of files."""
     store, location = _store(uri)
     objects = store.list(location.prefix)
-    if not objects:
-        raise FileNotFoundError(f"{uri} holds no objects.")
+    os.makedirs(local_dir, exist_ok=True)
     for obj in objects:
         target = os.path.join(local_dir, *obj.key.split("/"))
         os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -190,7 +189,8 @@ def localized(uri: str, prefix: str = "artifact-") -> Iterator[str]:
         return
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         local = os.path.join(tmp, posixpath.basename(uri.rstrip("/")) or "dir")
-        download_tree(uri, local)
+        if not download_tree(uri, local):
+            raise FileNotFoundError(f"{uri} holds no objects.")
         yield local
 
 
@@ -206,3 +206,37 @@ def staged_output(uri: str, prefix: str = "output-") -> Iterator[str]:
         os.makedirs(local)
         yield local
         upload_tree(local, uri)
+
+
+@contextlib.contextmanager
+def staged_artifacts(inputs: Iterable, outputs: Iterable) -> Iterator[None]:
+    """Runs the block with bucket-URI artifacts swapped for local directories.
+
+    Input artifacts are downloaded first; output artifacts get empty local directories that
+    are uploaded to their bucket URIs when the block succeeds. Every URI is restored
+    afterwards, so MLMD records the bucket URIs as they are. Artifacts on local or other
+    TensorFlow paths are left alone. This keeps an executor's TensorFlow work on local files
+    (what ``tf.saved_model`` and ``tf.data`` want) without changing its code.
+    """
+    inputs = [a for a in inputs if a is not None and is_bucket_uri(a.uri)]
+    outputs = [a for a in outputs if a is not None and is_bucket_uri(a.uri)]
+    if not inputs and not outputs:
+        yield
+        return
+    originals = [(a, a.uri) for a in [*inputs, *outputs]]
+    with tempfile.TemporaryDirectory(prefix="staged-artifacts-") as tmp:
+        try:
+            for number, artifact in enumerate(inputs):
+                local = os.path.join(tmp, f"input-{number}")
+                download_tree(artifact.uri, local)
+                artifact.uri = local
+            for number, artifact in enumerate(outputs):
+                local = os.path.join(tmp, f"output-{number}")
+                os.makedirs(local)
+                artifact.uri = local
+            yield
+            for artifact, uri in originals[len(inputs) :]:
+                upload_tree(artifact.uri, uri)
+        finally:
+            for artifact, uri in originals:
+                artifact.uri = uri

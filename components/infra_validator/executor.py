@@ -36,7 +36,7 @@ from tfx.types import artifact_utils
 from tfx.types import standard_component_specs as stock
 from tfx.utils import io_utils, path_utils, proto_utils
 
-from components import serving_requests
+from components import serving_requests, store_io
 from components.infra_validator.grpc_client import GrpcClient
 from components.infra_validator.rest_client import RestClient
 from components.infra_validator.runners import platforms
@@ -136,6 +136,19 @@ def _parse(exec_properties: dict[str, Any], key: str, message: Any) -> Any:
 
 class Executor(base_executor.BaseExecutor):
     def Do(
+        self,
+        input_dict: dict[str, list[types.Artifact]],
+        output_dict: dict[str, list[types.Artifact]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        # Bucket pipeline roots (gs://, s3://): the model is validated from a local copy and
+        # the blessing (report, log, stamped model) uploaded (components.store_io).
+        with store_io.staged_artifacts(
+            input_dict.get(stock.MODEL_KEY, []), output_dict[stock.BLESSING_KEY]
+        ):
+            self._validate(input_dict, output_dict, exec_properties)
+
+    def _validate(
         self,
         input_dict: dict[str, list[types.Artifact]],
         output_dict: dict[str, list[types.Artifact]],

@@ -43,3 +43,11 @@ def half_plus_two_dirs(tmp_path_factory) -> dict[float, str]:
     """Local SavedModels y = 0.5 x + b for b in (2, 3, 4): outputs tell versions apart."""
     root = tmp_path_factory.mktemp("models")
     return {b: write_half_plus_two(str(root / f"b{b:g}"), b=b) for b in (2.0, 3.0, 4.0)}
+
+
+# The component tests' tiny Trainer model and ExampleGen output, for bucket pipeline roots.
+from tests.components.conftest import (  # noqa: E402, F401
+    examples_uri,
+    make_saved_model,
+    trained_model_uri,
+)
