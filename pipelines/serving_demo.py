@@ -14,7 +14,12 @@ Kubeflow Pipelines v2 (the image must contain this package and ``tfx[kfp]==1.16.
 
     python -m pipelines.serving_demo compile-kubeflow --image registry/tfx-serving-suite:0.1 \
         --pipeline_root gs://bucket/root --data_root gs://bucket/data \
-        --serving_model_dir /mnt/models/demo --output pipeline.yaml
+        --serving_model_dir gs://bucket/models/demo --output pipeline.yaml \
+        --beam_pipeline_args="--runner=DataflowRunner --project=P --region=R \
+            --temp_location=gs://bucket/tmp"
+
+``--serving_model_dir`` is a POSIX path or a ``gs://`` / ``s3://`` URI (docs/object-stores.md);
+``--beam_pipeline_args`` go to every Beam-based component (CsvExampleGen here) unchanged.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import argparse
 import logging
 import os
 import re
+import shlex
 import sys
 import time
 
@@ -41,6 +47,9 @@ DATA_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "de
 CANARY_SIGNATURES = ("serving_default", "predict_examples", "regression")
 _KFP_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
 FEEDBACK_SPLIT_NAMES = '["train", "eval"]'  # as serving.metadata.export registers them
+# Deterministic, single-process Beam for ExampleGen (see reference notes on Prism); replaced
+# whole by --beam_pipeline_args (e.g. Dataflow, Flink, or multi_processing direct mode).
+DEFAULT_BEAM_PIPELINE_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
 
 
 def create_pipeline(
@@ -55,6 +64,7 @@ def create_pipeline(
     keep_last_versions: int = 5,
     feedback_examples: str | None = None,
     metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
+    beam_pipeline_args: list[str] | None = None,
 ) -> tfx.dsl.Pipeline:
     """The pipeline; ``metadata_path`` (SQLite file) is for LocalDagRunner, None on Kubeflow.
 
@@ -119,8 +129,9 @@ def create_pipeline(
             if metadata_path
             else None
         ),
-        # Deterministic, single-process Beam for ExampleGen (see reference notes on Prism).
-        beam_pipeline_args=["--direct_running_mode=in_memory", "--direct_num_workers=1"],
+        beam_pipeline_args=list(
+            DEFAULT_BEAM_PIPELINE_ARGS if beam_pipeline_args is None else beam_pipeline_args
+        ),
     )
 
 
@@ -145,11 +156,18 @@ def run_summary(metadata_path: str) -> list[tuple[str, str, float]]:
     ]
 
 
-def run_local(workdir: str, train_steps: int, feedback_examples: str | None = None) -> str:
-    """Runs the pipeline on LocalDagRunner; returns the model store's base directory."""
+def run_local(
+    workdir: str,
+    train_steps: int,
+    feedback_examples: str | None = None,
+    serving_model_dir: str | None = None,
+    beam_pipeline_args: list[str] | None = None,
+) -> str:
+    """Runs the pipeline on LocalDagRunner; returns the model store's base directory (a path,
+    or the gs:// / s3:// URI given as ``serving_model_dir``)."""
     workdir = os.path.abspath(workdir)
     metadata_path = os.path.join(workdir, "metadata.sqlite")
-    serving_model_dir = os.path.join(workdir, "models", MODEL_NAME)
+    serving_model_dir = serving_model_dir or os.path.join(workdir, "models", MODEL_NAME)
     pipeline = create_pipeline(
         pipeline_root=os.path.join(workdir, "pipeline_root"),
         data_root=DATA_ROOT,
@@ -157,6 +175,7 @@ def run_local(workdir: str, train_steps: int, feedback_examples: str | None = No
         metadata_path=metadata_path,
         train_steps=train_steps,
         feedback_examples=feedback_examples,
+        beam_pipeline_args=beam_pipeline_args,
     )
     started = time.time()
     tfx.orchestration.LocalDagRunner().run(pipeline)
@@ -174,6 +193,7 @@ def compile_kubeflow(
     serving_model_dir: str,
     output: str,
     pipeline_name: str = PIPELINE_NAME,
+    beam_pipeline_args: list[str] | None = None,
 ) -> dict:
     """Writes a KFP v2 PipelineSpec (``.yaml``) or PipelineJob (``.json``); returns it."""
     if not _KFP_NAME_RE.match(pipeline_name):
@@ -192,6 +212,7 @@ def compile_kubeflow(
             data_root=data_root,
             serving_model_dir=serving_model_dir,
             pipeline_name=pipeline_name,
+            beam_pipeline_args=beam_pipeline_args,
         ),
         write_out=True,
     )
@@ -212,20 +233,41 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="train on labelled live traffic exported by python -m serving.metadata.export",
     )
+    run.add_argument(
+        "--serving_model_dir",
+        default=None,
+        help="model store to push to: a path or gs:// / s3:// URI (default <workdir>/models/demo)",
+    )
     kfp = commands.add_parser("compile-kubeflow", help="compile for Kubeflow Pipelines v2")
     kfp.add_argument("--image", required=True, help="components image (this package + tfx)")
     kfp.add_argument("--pipeline_root", required=True)
     kfp.add_argument("--data_root", required=True)
-    kfp.add_argument("--serving_model_dir", required=True, help="POSIX path (PVC/NFS) in pods")
+    kfp.add_argument(
+        "--serving_model_dir", required=True, help="POSIX path (PVC/NFS) in pods, or gs:// / s3://"
+    )
     kfp.add_argument("--pipeline_name", default=PIPELINE_NAME)
     kfp.add_argument("--output", default="pipeline.yaml")
+    for command in (run, kfp):
+        command.add_argument(
+            "--beam_pipeline_args",
+            default=None,
+            help="Beam options for CsvExampleGen, one string (e.g. '--runner=DataflowRunner "
+            f"--project=P ...'); default: {' '.join(DEFAULT_BEAM_PIPELINE_ARGS)}",
+        )
     args = parser.parse_args(argv)
+    beam_args = None if args.beam_pipeline_args is None else shlex.split(args.beam_pipeline_args)
 
     # Progress: TFX logs "Component <id> is running/finished" through absl at INFO.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     absl_logging.set_verbosity(absl_logging.INFO)
     if args.command == "run":
-        run_local(args.workdir, args.train_steps, args.feedback_examples)
+        run_local(
+            args.workdir,
+            args.train_steps,
+            args.feedback_examples,
+            serving_model_dir=args.serving_model_dir,
+            beam_pipeline_args=beam_args,
+        )
     else:
         compile_kubeflow(
             image=args.image,
@@ -234,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             serving_model_dir=args.serving_model_dir,
             output=args.output,
             pipeline_name=args.pipeline_name,
+            beam_pipeline_args=beam_args,
         )
         print(f"Wrote {args.output}")
     return 0
