@@ -1,10 +1,11 @@
 """Local copies of bucket versions, so loading and serving never read the bucket.
 
-TF Serving reads ``gs://``/``s3://`` SavedModels through TensorFlow's remote file systems
-(slow, and assets/warmup files are re-read remotely). Here a version is downloaded once into
-``<cache>/<model>/<version>-<identity>/`` and loaded from there: the download goes into a
-hidden ``.incoming-*`` sibling and is renamed into place only after it has been checked, so an
-entry that exists is always complete and a restarted server reuses it without downloading.
+TF Serving loads ``gs://``/``s3://`` SavedModels through TensorFlow's remote file systems, so
+every load (and every restart) reads the bucket file by file, unchecked. Here a version is
+downloaded once into ``<cache>/<model>/<version>-<identity>/`` and loaded from local disk: the
+download goes into a hidden ``.incoming-*`` sibling and is renamed into place only after it
+has been checked, so an entry that exists is always complete and a restarted server reuses
+it without downloading.
 ``identity`` is derived from the store's object revisions, so a rewritten version never
 reuses a stale copy.
 """
