@@ -55,7 +55,14 @@ class GcsStore:
     def __init__(self, bucket: str, settings: StoreSettings) -> None:
         self._settings = settings
         self._current = threading.local()  # the operation in flight on this thread
-        self._client = storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT"))
+        try:
+            self._client = storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT"))
+        except auth_exceptions.DefaultCredentialsError as exc:
+            raise StoreError(
+                f"No Google credentials for gs://{bucket}: use Workload Identity, set "
+                "GOOGLE_APPLICATION_CREDENTIALS to a service-account key, or run `gcloud auth "
+                f"application-default login` (see docs/object-stores.md): {exc}"
+            ) from exc
         adapter = _CountingAdapter(self)
         self._client._http.mount("https://", adapter)
         self._client._http.mount("http://", adapter)

@@ -15,6 +15,7 @@ ecosystem's own conventions; see :mod:`serving.storage.gcs` and :mod:`serving.st
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -115,8 +116,6 @@ def is_bucket_uri(path: str) -> bool:
 def parse_location(uri: str) -> StoreLocation:
     """``gs://b/p/q`` -> (gs, b, p/q); a local path or ``file://`` URI -> ("", "", abs path)."""
     if "://" not in uri or uri.startswith("file://"):
-        import os
-
         return StoreLocation("", "", os.path.abspath(uri.removeprefix("file://")).strip("/"))
     scheme, rest = uri.split("://", 1)
     if scheme not in BUCKET_SCHEMES:

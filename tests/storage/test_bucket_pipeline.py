@@ -123,3 +123,22 @@ def test_example_pipeline_pushes_to_each_bucket_and_lineage_shows_the_uris(emula
     assert properties["pushed_destination"] == f"{stores['s3']}/{version}"
     assert view["pushed_model"]["external"] is False  # matched to the pipeline's PushedModel
     assert view["pipeline"] == serving_demo.PIPELINE_NAME
+
+
+def test_kubeflow_compile_passes_beam_args_and_bucket_store_through(tmp_path):
+    output = tmp_path / "pipeline.json"
+    dataflow = "--runner=DataflowRunner --project=p --region=r --temp_location=gs://b/tmp"
+
+    assert serving_demo.main(
+        [
+            "compile-kubeflow", "--image=registry.local/components:test",
+            "--pipeline_root=gs://b/root", "--data_root=gs://b/data",
+            "--serving_model_dir=gs://b/models/demo", f"--output={output}",
+            f"--beam_pipeline_args={dataflow}",
+        ]
+    ) == 0  # fmt: skip
+
+    job = json.loads(output.read_text())
+    executors = job["pipelineSpec"]["deploymentSpec"]["executors"]
+    assert executors["CsvExampleGen_executor"]["container"]["args"][-4:] == dataflow.split()
+    assert "gs://b/models/demo" in json.dumps(job["pipelineSpec"]["root"])

@@ -10,6 +10,7 @@ import pytest
 
 from serving.storage.object_store import (
     PreconditionFailed,
+    StoreError,
     StoreLocation,
     StoreSettings,
     StoreUnavailable,
@@ -104,6 +105,17 @@ def test_unreachable_store_raises_store_unavailable(scheme, monkeypatch):
     )
     with pytest.raises(StoreUnavailable, match="did not answer"):
         store.list("m")
+
+
+def test_missing_google_credentials_say_how_to_provide_them(monkeypatch, tmp_path):
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no gcloud application-default credentials
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))
+    monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:1")  # no metadata server either
+    monkeypatch.setenv("GCE_METADATA_IP", "127.0.0.1:1")
+    with pytest.raises(StoreError, match="GOOGLE_APPLICATION_CREDENTIALS"):
+        open_store(parse_location("gs://models/m"))
 
 
 def test_server_import_path_loads_no_cloud_sdk():
