@@ -79,7 +79,9 @@ def measure(store_kind: str, base: str, source: str, pushes: int, workdir: Path,
         "--rest_api_num_threads=2",
     ]
     rows = []
-    with ServerProcess(args) as server:
+    server = ServerProcess(args)
+    try:
+        server.start(timeout=600)  # TF's import alone takes minutes on a busy machine
         _wait_available(server, "m", first)
         for _ in range(pushes):
             started = time.monotonic()
@@ -105,6 +107,8 @@ def measure(store_kind: str, base: str, source: str, pushes: int, workdir: Path,
                 "emulator_requests": requests,
                 "last_poll_requests_metric": _metric(server, "last_poll_requests", "m"),
             }
+    finally:
+        server.__exit__(None, None, None)
     return rows, poll_cost
 
 
