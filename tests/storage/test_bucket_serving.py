@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 
@@ -165,51 +164,73 @@ def _is_listing(line: str, scheme: str) -> bool:
     return '"GET /models?list-type=2' in line
 
 
+_KILLED_PUSHER = """
+import os, signal, sys
+from components.bucket_store import BucketModelStore
+from components.manifest import build_manifest
+from serving.storage.bucket_layout import MARKER_FILENAME
+base, source, kill_after = sys.argv[1], sys.argv[2], int(sys.argv[3])
+store = BucketModelStore(base)
+real_upload, real_put, uploaded = store._store.upload, store._store.put, []
+def upload(local, key):  # the gate: SIGKILL once kill_after model files are up
+    if len(uploaded) == kill_after:
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_upload(local, key)
+    uploaded.append(key)
+def put(key, data, **kwargs):  # ... or just before the completion marker
+    if key.endswith(MARKER_FILENAME):
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_put(key, data, **kwargs)
+store._store.upload, store._store.put = upload, put
+store.publish(source, build_manifest(source))
+"""
+
+
+def _killed_push(base_uri: str, source: str, kill_after: int) -> int:
+    """Runs a real pusher process that is SIGKILLed mid-push; returns its version number."""
+    before = _version_names(base_uri)
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED_PUSHER, base_uri, source, str(kill_after)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        timeout=300,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    (killed,) = _version_names(base_uri) - before
+    return killed
+
+
+def _version_names(base_uri: str) -> set[int]:
+    names = {o.key.split("/")[0] for o in store_io.list_objects(base_uri)}
+    return {int(n) for n in names if n.isdigit()}
+
+
 def test_a_killed_push_is_never_served(
     emulator, base_uri, half_plus_two_dirs, tmp_path, monitoring
 ):
-    """The pusher is SIGKILLed after every model file is uploaded and verified, just before the
-    completion marker: the version looks complete to a stock TF Serving, but not to us."""
+    """Two pushers SIGKILLed: one after two model files, one after every model file was
+    uploaded and verified, just before the completion marker (that one looks complete to a
+    stock TF Serving). Neither is ever served; the next push is."""
     first = _publish(base_uri, half_plus_two_dirs[2.0])
     with _server(base_uri, tmp_path, monitoring) as server:
         server.wait_for(lambda: _states(server) == {first: "AVAILABLE"}, timeout=60)
         source = half_plus_two_dirs[4.0]
-        script = textwrap.dedent(
-            f"""
-            import os, signal
-            from components.bucket_store import BucketModelStore
-            from components.manifest import build_manifest
-            from serving.storage.bucket_layout import MARKER_FILENAME
-            store = BucketModelStore({base_uri!r})
-            real_put = store._store.put
-            def put_unless_marker(key, data, **kwargs):
-                if key.endswith(MARKER_FILENAME):
-                    os.kill(os.getpid(), signal.SIGKILL)
-                real_put(key, data, **kwargs)
-            store._store.put = put_unless_marker
-            store.publish({source!r}, build_manifest({source!r}))
-            """
-        )
-        proc = subprocess.run(
-            [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, timeout=300
-        )
-        assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
-        killed = max(
-            int(o.key.split("/")[0])
-            for o in store_io.list_objects(base_uri)
-            if o.key.split("/")[0].isdigit()
-        )
-        assert killed > first
-        assert any(o.key == f"{killed}/saved_model.pb" for o in store_io.list_objects(base_uri))
+        midway = _killed_push(base_uri, source, kill_after=2)
+        unmarked = _killed_push(base_uri, source, kill_after=10_000)
+        objects = {o.key for o in store_io.list_objects(base_uri)}
+        assert f"{midway}/saved_model.pb" not in objects
+        assert f"{unmarked}/saved_model.pb" in objects
+        assert first < midway < unmarked
 
         polls = _storage_metrics(server)[("polls", "")]
         with Hammer(server, clients=2) as hammer:
             server.wait_for(lambda: _storage_metrics(server)[("polls", "")] >= polls + 4)
         assert _states(server) == {first: "AVAILABLE"}
         assert hammer.failures() == [] and hammer.answers() == {2.5}
-        assert f"version {killed} is not loadable yet: push in progress" in server.log()
+        for killed in (midway, unmarked):
+            assert f"version {killed} is not loadable yet: push in progress" in server.log()
 
-        # The next push abandons the stale claim and is served.
+        # The next push abandons the stale claims and is served; no killed version is cached.
         third = (
             BucketModelStore(base_uri)
             .publish(
@@ -219,10 +240,12 @@ def test_a_killed_push_is_never_served(
             )
             .version
         )
-        assert third > killed
-        server.wait_for(lambda: _states(server).get(third) == "AVAILABLE")
+        assert third > unmarked
+        assert _version_names(base_uri) == {first, third}
+        server.wait_for(lambda: _states(server) == {first: "END", third: "AVAILABLE"})
         assert _predict(server) == 3.5
-        assert killed not in _states(server)
+        cached = sorted(int(p.name.split("-")[0]) for p in (tmp_path / "cache" / "m").iterdir())
+        assert cached == [first, third]
 
 
 def test_store_outage_keeps_serving_and_recovers(
