@@ -2,9 +2,10 @@
 
 Run locally (LocalDagRunner, embedded SQLite MLMD)::
 
-    python -m pipelines.serving_demo run --workdir /tmp/tfx-serving-demo
+    python -m pipelines.serving_demo run --workdir /tmp/tfx-serving-demo [--verbose]
 
-then serve the store it pushed to::
+(one progress line per component here; TFX's logs in ``<workdir>/logs/pipeline.log``, see
+:mod:`pipelines.local_run`), then serve the store it pushed to::
 
     python -m serving --model_name=demo --rest_api_port=8501 \
         --model_base_path=/tmp/tfx-serving-demo/models/demo
@@ -18,8 +19,9 @@ Kubeflow Pipelines v2 (the image must contain this package and ``tfx[kfp]==1.16.
         --beam_pipeline_args="--runner=DataflowRunner --project=P --region=R \
             --temp_location=gs://bucket/tmp"
 
-``--serving_model_dir`` is a POSIX path or a ``gs://`` / ``s3://`` URI (docs/object-stores.md);
-``--beam_pipeline_args`` go to every Beam-based component (CsvExampleGen here) unchanged.
+``--serving_model_dir`` is a POSIX path or a ``gs://`` / ``s3://`` URI (docs/object-stores.md),
+for ``run`` too; ``--beam_pipeline_args`` go to every Beam-based component (CsvExampleGen here)
+unchanged.
 """
 
 from __future__ import annotations
@@ -30,21 +32,17 @@ import os
 import re
 import shlex
 import sys
-import time
+import traceback
+from typing import TYPE_CHECKING, Any
 
-from absl import logging as absl_logging
-from ml_metadata import metadata_store
-from ml_metadata.proto import metadata_store_pb2
-from tfx import v1 as tfx
-
-from components.exporter.component import Exporter
-from components.infra_validator.component import InfraValidator
-from components.pusher.component import Pusher
+if TYPE_CHECKING:  # TFX is imported where it is used, so the progress front end starts at once.
+    from ml_metadata.proto import metadata_store_pb2
+    from tfx import v1 as tfx
 
 PIPELINE_NAME = "tfx-serving-demo"
 MODEL_NAME = "demo"
 DATA_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "demo")
-CANARY_SIGNATURES = ("serving_default", "predict_examples", "regression")
+CANARY_SIGNATURES = ("serving_default", "predict_examples", "regression", "classification")
 _KFP_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
 FEEDBACK_SPLIT_NAMES = '["train", "eval"]'  # as serving.metadata.export registers them
 # Deterministic, single-process Beam for ExampleGen (see reference notes on Prism); replaced
@@ -73,6 +71,12 @@ def create_pipeline(
     export registered, so lineage shows serving -> feedback -> this run.
     ``metadata_connection_config`` replaces the SQLite file (e.g. MySQL/MariaDB).
     """
+    from tfx import v1 as tfx
+
+    from components.exporter.component import Exporter
+    from components.infra_validator.component import InfraValidator
+    from components.pusher.component import Pusher
+
     example_gen = tfx.components.CsvExampleGen(input_base=data_root)
     training_data = example_gen.outputs["examples"]
     extra_nodes = []
@@ -135,54 +139,207 @@ def create_pipeline(
     )
 
 
-def run_summary(metadata_path: str) -> list[tuple[str, str, float]]:
-    """(node, state, seconds) of every execution in the latest run, from MLMD."""
-    store = metadata_store.MetadataStore(
+def _latest_run(store: Any) -> Any:
+    runs = store.get_contexts_by_type("pipeline_run")
+    return max(runs, key=lambda c: c.create_time_since_epoch) if runs else None
+
+
+def _store(metadata_path: str) -> Any:
+    from ml_metadata import metadata_store
+    from tfx import v1 as tfx
+
+    return metadata_store.MetadataStore(
         tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)
     )
-    runs = store.get_contexts_by_type("pipeline_run")
-    if not runs:
+
+
+def run_summary(metadata_path: str) -> list[tuple[str, str, float]]:
+    """(node id, state, seconds) of every execution in the latest run, from MLMD."""
+    from ml_metadata.proto import metadata_store_pb2
+
+    store = _store(metadata_path)
+    latest = _latest_run(store)
+    if latest is None:
         return []
-    latest = max(runs, key=lambda c: c.create_time_since_epoch)
-    executions = sorted(store.get_executions_by_context(latest.id), key=lambda e: e.id)
-    types_by_id = {t.id: t.name for t in store.get_execution_types()}
-    return [
-        (
-            types_by_id[e.type_id].rsplit(".", 1)[-1],
-            metadata_store_pb2.Execution.State.Name(e.last_known_state),
-            (e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000,
+    summary = []
+    for execution in sorted(store.get_executions_by_context(latest.id), key=lambda e: e.id):
+        # TFX puts every execution in a "node" context named "<pipeline>.<node id>".
+        nodes = [c.name for c in store.get_contexts_by_execution(execution.id) if c.type == "node"]
+        node = nodes[0].split(".", 1)[-1] if nodes else str(execution.id)
+        summary.append(
+            (
+                node,
+                metadata_store_pb2.Execution.State.Name(execution.last_known_state),
+                (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000,
+            )
         )
-        for e in executions
+    return summary
+
+
+def latest_push(metadata_path: str) -> dict[str, Any]:
+    """The PushedModel of the latest run: ``pushed`` (0/1), ``version``, ``destination``."""
+    store = _store(metadata_path)
+    latest = _latest_run(store)
+    pushed = [
+        a
+        for a in (store.get_artifacts_by_context(latest.id) if latest else [])
+        if a.type == "PushedModel"
     ]
+    if not pushed:
+        return {"pushed": 0}
+    props = pushed[-1].custom_properties
+    return {
+        "pushed": int(props["pushed"].int_value) if "pushed" in props else 0,
+        "version": props["pushed_version"].string_value if "pushed_version" in props else None,
+        "destination": (
+            props["pushed_destination"].string_value if "pushed_destination" in props else None
+        ),
+    }
+
+
+def local_store(workdir: str, serving_model_dir: str | None = None) -> str:
+    """The model store a local run pushes to: ``serving_model_dir`` (a path or a gs:// /
+    s3:// URI) or ``<workdir>/models/demo``."""
+    return serving_model_dir or os.path.join(os.path.abspath(workdir), "models", MODEL_NAME)
+
+
+def local_pipeline(
+    workdir: str,
+    train_steps: int,
+    feedback_examples: str | None = None,
+    data_root: str = DATA_ROOT,
+    serving_model_dir: str | None = None,
+    beam_pipeline_args: list[str] | None = None,
+) -> tfx.dsl.Pipeline:
+    """The demo pipeline laid out under ``workdir`` (pipeline root, SQLite MLMD, model store)."""
+    workdir = os.path.abspath(workdir)
+    return create_pipeline(
+        pipeline_root=os.path.join(workdir, "pipeline_root"),
+        data_root=data_root,
+        serving_model_dir=local_store(workdir, serving_model_dir),
+        metadata_path=os.path.join(workdir, "metadata.sqlite"),
+        train_steps=train_steps,
+        feedback_examples=feedback_examples,
+        beam_pipeline_args=beam_pipeline_args,
+    )
 
 
 def run_local(
     workdir: str,
     train_steps: int,
     feedback_examples: str | None = None,
+    data_root: str = DATA_ROOT,
     serving_model_dir: str | None = None,
     beam_pipeline_args: list[str] | None = None,
 ) -> str:
-    """Runs the pipeline on LocalDagRunner; returns the model store's base directory (a path,
-    or the gs:// / s3:// URI given as ``serving_model_dir``)."""
-    workdir = os.path.abspath(workdir)
-    metadata_path = os.path.join(workdir, "metadata.sqlite")
-    serving_model_dir = serving_model_dir or os.path.join(workdir, "models", MODEL_NAME)
-    pipeline = create_pipeline(
-        pipeline_root=os.path.join(workdir, "pipeline_root"),
-        data_root=DATA_ROOT,
-        serving_model_dir=serving_model_dir,
-        metadata_path=metadata_path,
-        train_steps=train_steps,
-        feedback_examples=feedback_examples,
-        beam_pipeline_args=beam_pipeline_args,
+    """Runs the pipeline on LocalDagRunner in this process; returns the model store."""
+    from tfx import v1 as tfx
+
+    tfx.orchestration.LocalDagRunner().run(
+        local_pipeline(
+            workdir,
+            train_steps,
+            feedback_examples,
+            data_root,
+            serving_model_dir=serving_model_dir,
+            beam_pipeline_args=beam_pipeline_args,
+        )
     )
-    started = time.time()
-    tfx.orchestration.LocalDagRunner().run(pipeline)
-    for node, state, seconds in run_summary(metadata_path):
-        print(f"  {node:<16} {state:<9} {seconds:7.1f} s")
-    print(f"Pipeline finished in {time.time() - started:.0f} s; model store: {serving_model_dir}")
-    return serving_model_dir
+    return local_store(workdir, serving_model_dir)
+
+
+def _configure_worker_logging(events: Any) -> None:
+    """Worker logs: everything at INFO to stderr (the front end's log file), TFX's proto
+    dumps left out, node transitions and our summaries also sent as events."""
+    from absl import logging as absl_logging
+
+    from pipelines.run_events import DropProtoDumps
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname).1s %(name)s] %(message)s"))
+    handler.addFilter(DropProtoDumps())
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.addHandler(events)
+    root.setLevel(logging.INFO)
+    absl_logging.set_verbosity(absl_logging.INFO)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """``run --events_fd N``: run the pipeline here, reporting progress on descriptor N."""
+    from pipelines import quiet
+    from pipelines.run_events import EventWriter, NodeEventHandler
+
+    quiet.silence_python_warnings()  # before TFX pulls in the Google SDKs
+    writer = EventWriter(args.events_fd)
+    events = NodeEventHandler(writer)
+    _configure_worker_logging(events)
+    workdir = os.path.abspath(args.workdir)
+    metadata_path = os.path.join(workdir, "metadata.sqlite")
+    try:
+        from tfx import v1 as tfx
+
+        pipeline = local_pipeline(
+            workdir,
+            args.train_steps,
+            args.feedback_examples,
+            args.data_root,
+            serving_model_dir=args.serving_model_dir,
+            beam_pipeline_args=_beam_args(args),
+        )
+        writer.send("nodes", nodes=[component.id for component in pipeline.components])
+        tfx.orchestration.LocalDagRunner().run(pipeline)
+    except BaseException as exc:  # reported, then the traceback goes to the log
+        message = str(exc).strip() or type(exc).__name__
+        writer.send(
+            "failed",
+            node=events.current_node,
+            error=f"{type(exc).__name__}: {message}".splitlines()[0][:500],
+        )
+        traceback.print_exc()
+        return 130 if isinstance(exc, KeyboardInterrupt) else 1
+    steps = [{"node": n, "state": s, "seconds": t} for n, s, t in run_summary(metadata_path)]
+    writer.send(
+        "result",
+        steps=steps,
+        store=local_store(workdir, args.serving_model_dir),
+        metadata_path=metadata_path,
+        push=latest_push(metadata_path),
+    )
+    writer.close()
+    return 0
+
+
+def run_with_progress(args: argparse.Namespace) -> int:
+    """``run``: the pipeline in a worker process, its progress here, its logs in a file."""
+    from pipelines import local_run
+
+    command = local_run.demo_pipeline_command(
+        args.workdir,
+        args.train_steps,
+        feedback_examples=args.feedback_examples,
+        data_root=args.data_root,
+    )
+    if args.serving_model_dir:
+        command += ["--serving_model_dir", args.serving_model_dir]
+    if args.beam_pipeline_args is not None:
+        command += ["--beam_pipeline_args", args.beam_pipeline_args]
+    outcome = local_run.watch(
+        command,
+        log_path=local_run.pipeline_log_path(args.workdir),
+        title=f"Pipeline {PIPELINE_NAME} on LocalDagRunner",
+        verbose=args.verbose,
+    )
+    if not outcome.ok:
+        local_run.print_failure(outcome)
+        return 1
+    push = outcome.result.get("push", {})
+    where = f"version {push.get('version')} in {outcome.result.get('store')}"
+    print(f"Pushed {where}" if push.get("pushed") else "Nothing pushed (see the Pusher line)")
+    print(f"Logs: {outcome.log_path}")
+    return 0
 
 
 def compile_kubeflow(
@@ -201,6 +358,8 @@ def compile_kubeflow(
             f"Pipeline name {pipeline_name!r} is illegal on Kubeflow: use lowercase letters, "
             "digits and '-' (e.g. 'my-pipeline'), at most 128 characters."
         )
+    from tfx import v1 as tfx
+
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
         output_dir=os.path.dirname(os.path.abspath(output)),
@@ -225,9 +384,12 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run on LocalDagRunner")
+    run = commands.add_parser(
+        "run", help="run on LocalDagRunner (progress here, logs in <workdir>/logs/pipeline.log)"
+    )
     run.add_argument("--workdir", default="demo-workdir")
     run.add_argument("--train_steps", type=int, default=20)
+    run.add_argument("--data_root", default=DATA_ROOT, help="CSV files for CsvExampleGen")
     run.add_argument(
         "--feedback_examples",
         default=None,
@@ -238,6 +400,9 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="model store to push to: a path or gs:// / s3:// URI (default <workdir>/models/demo)",
     )
+    run.add_argument("--verbose", action="store_true", help="stream the full logs as well")
+    # Set by the progress front end for the worker process it starts (pipelines/local_run.py).
+    run.add_argument("--events_fd", type=int, default=None, help=argparse.SUPPRESS)
     kfp = commands.add_parser("compile-kubeflow", help="compile for Kubeflow Pipelines v2")
     kfp.add_argument("--image", required=True, help="components image (this package + tfx)")
     kfp.add_argument("--pipeline_root", required=True)
@@ -255,31 +420,28 @@ def main(argv: list[str] | None = None) -> int:
             f"--project=P ...'); default: {' '.join(DEFAULT_BEAM_PIPELINE_ARGS)}",
         )
     args = parser.parse_args(argv)
-    beam_args = None if args.beam_pipeline_args is None else shlex.split(args.beam_pipeline_args)
 
-    # Progress: TFX logs "Component <id> is running/finished" through absl at INFO.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    absl_logging.set_verbosity(absl_logging.INFO)
     if args.command == "run":
-        run_local(
-            args.workdir,
-            args.train_steps,
-            args.feedback_examples,
-            serving_model_dir=args.serving_model_dir,
-            beam_pipeline_args=beam_args,
-        )
-    else:
-        compile_kubeflow(
-            image=args.image,
-            pipeline_root=args.pipeline_root,
-            data_root=args.data_root,
-            serving_model_dir=args.serving_model_dir,
-            output=args.output,
-            pipeline_name=args.pipeline_name,
-            beam_pipeline_args=beam_args,
-        )
-        print(f"Wrote {args.output}")
+        return run_worker(args) if args.events_fd is not None else run_with_progress(args)
+    from pipelines import quiet
+
+    quiet.silence_python_warnings()
+    compile_kubeflow(
+        image=args.image,
+        pipeline_root=args.pipeline_root,
+        data_root=args.data_root,
+        serving_model_dir=args.serving_model_dir,
+        output=args.output,
+        pipeline_name=args.pipeline_name,
+        beam_pipeline_args=_beam_args(args),
+    )
+    print(f"Wrote {args.output}")
     return 0
+
+
+def _beam_args(args: argparse.Namespace) -> list[str] | None:
+    """``--beam_pipeline_args`` split like a shell would; None keeps the default."""
+    return None if args.beam_pipeline_args is None else shlex.split(args.beam_pipeline_args)
 
 
 if __name__ == "__main__":

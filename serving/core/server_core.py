@@ -125,6 +125,10 @@ class ServerCore:
         allow_labels_for_unavailable_versions: bool = False,
         source_factory: SourceFactory | None = None,
     ) -> None:
+        """``source_factory`` makes each model's version source; the server's
+        (:class:`StorageSources`) carries the bucket cache dir, the metrics and
+        ``--prefer_tflite_model``. The default polls local directories and buckets for
+        SavedModel versions."""
         self._source_factory = source_factory or StorageSources()
         self._allow_unavailable_labels = allow_labels_for_unavailable_versions
         self._splits: dict[str, TrafficSplit] = {}

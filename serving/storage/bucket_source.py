@@ -64,6 +64,7 @@ class BucketVersionSource:
         base_path: str,
         cache: VersionCache,
         metrics=None,
+        accept_tflite: bool = False,
         poll_store: ObjectStore | None = None,
         fetch_store: ObjectStore | None = None,
     ) -> None:
@@ -72,6 +73,7 @@ class BucketVersionSource:
         self._location = parse_location(base_path)
         self._cache = cache
         self._metrics = metrics
+        self._accept_tflite = accept_tflite
         self._poll_store = poll_store
         self._fetch_store = fetch_store
         self._requests = 0  # HTTP requests sent by the poll client (read by the poll thread)
@@ -159,7 +161,7 @@ class BucketVersionSource:
             elif found.claim is not None:
                 reason = "push in progress (claimed, no completion marker yet)"
             else:
-                reason = incompleteness(files)
+                reason = incompleteness(files, self._accept_tflite)
             if reason is not None:
                 discovery.pending[version] = reason
             elif marker is None and self._previous.get(version) != fingerprint:

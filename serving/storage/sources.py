@@ -19,18 +19,22 @@ class StorageSources:
     """``(model_name, base_path) -> source``; bucket sources share one local version cache.
 
     ``cache_dir`` is ``--model_cache_dir``; without it the cache is a private temp directory
-    removed at exit. Nothing cloud-related is imported until a bucket is polled.
+    removed at exit. ``accept_tflite`` is ``--prefer_tflite_model`` (a ``model.tflite`` alone
+    makes a version complete). Nothing cloud-related is imported until a bucket is polled.
     """
 
-    def __init__(self, cache_dir: str = "", metrics=None) -> None:
+    def __init__(self, cache_dir: str = "", metrics=None, accept_tflite: bool = False) -> None:
         self._cache_dir = cache_dir
         self._metrics = metrics
+        self._accept_tflite = accept_tflite
         self._cache: VersionCache | None = None
 
     def __call__(self, model_name: str, base_path: str) -> Source:
         if is_bucket_uri(base_path):
-            return BucketVersionSource(model_name, base_path, self.cache(), self._metrics)
-        return VersionSource(model_name, base_path)
+            return BucketVersionSource(
+                model_name, base_path, self.cache(), self._metrics, self._accept_tflite
+            )
+        return VersionSource(model_name, base_path, accept_tflite=self._accept_tflite)
 
     def cache(self) -> VersionCache:
         if self._cache is None:

@@ -190,17 +190,3 @@ def test_lineage_cli_on_known_history(history, connection, capsys, tmp_path):
 
     assert lineage.main(["--metadata_connection", connection, "version", "demo", "42"]) == 1
     assert "No record of model 'demo' version 42" in capsys.readouterr().err
-
-
-def test_graph_degrades_to_dot_without_graphviz(history, connection, tmp_path, monkeypatch, capsys):
-    store, _ = history
-    MlmdRecords(store).record_version_loaded(_load("srv-a/demo/1", V1))
-    monkeypatch.setattr(lineage.shutil, "which", lambda _name: None)
-    target = tmp_path / "lineage.svg"
-    lineage.main(
-        ["--metadata_connection", connection, "version", "demo", V1, "--graph", str(target)]
-    )
-    err = capsys.readouterr().err
-    assert "Graphviz 'dot' is not installed" in err and not target.exists()
-    dot = (tmp_path / "lineage.dot").read_text()
-    assert "ModelServing" in dot and "-> " in dot
