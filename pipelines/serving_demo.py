@@ -4,6 +4,12 @@ Run locally (LocalDagRunner, embedded SQLite MLMD)::
 
     python -m pipelines.serving_demo run --workdir /tmp/tfx-serving-demo
 
+Close the loop (the server's ``--prediction_log_dir``; each run then also trains on the labels
+posted since the previous run, see :class:`FeedbackMerge`)::
+
+    python -m pipelines.serving_demo run --workdir /tmp/tfx-serving-demo \
+        --feedback_log_dir /tmp/tfx-serving-demo/predictions
+
 then serve the store it pushed to::
 
     python -m serving --model_name=demo --rest_api_port=8501 \
@@ -25,6 +31,8 @@ import os
 import re
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from absl import logging as absl_logging
 from ml_metadata import metadata_store
@@ -32,6 +40,7 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
 from components.exporter.component import Exporter
+from components.feedback_example_gen.component import FeedbackExampleGen
 from components.infra_validator.component import InfraValidator
 from components.pusher.component import Pusher
 
@@ -41,6 +50,57 @@ DATA_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "de
 CANARY_SIGNATURES = ("serving_default", "predict_examples", "regression")
 _KFP_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
 FEEDBACK_SPLIT_NAMES = '["train", "eval"]'  # as serving.metadata.export registers them
+FEEDBACK_NODE_ID = "FeedbackExampleGen"
+
+
+@dataclass(frozen=True)
+class FeedbackMerge:
+    """How the Trainer combines base data with feedback (``docs/metadata.md``, merge policy).
+
+    The Trainer reads this run's base ``Examples`` (ExampleGen, span 0) *and* the newest
+    ``window_spans`` spans of FeedbackExampleGen. Each run emits one span (possibly empty), so
+    the window is "labels posted during the last N runs": 1 (default) trains each label once,
+    in the run right after it arrived; larger windows keep recent corrections in several runs.
+    Rows are weighted, not duplicated, so a span holds exactly the labelled rows:
+    ``corrected_weight`` for predictions the served model got wrong, ``feedback_weight`` for
+    the other feedback rows, 1.0 for base rows (they carry no weight feature).
+    """
+
+    window_spans: int = 1
+    feedback_weight: float = 1.0
+    corrected_weight: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.window_spans < 1:
+            raise ValueError(f"window_spans must be >= 1, got {self.window_spans}")
+
+
+def _training_examples(
+    example_gen, feedback_log_dirs: Sequence[str], merge: FeedbackMerge
+) -> tuple[object, list]:
+    """Base examples + the feedback window as one Trainer input, and the nodes that adds."""
+    from tfx.dsl.input_resolution.canned_resolver_functions import rolling_range
+    from tfx.types.channel_utils import union
+
+    feedback = FeedbackExampleGen(
+        model_name=MODEL_NAME,
+        prediction_log_dirs=[os.path.abspath(d) for d in feedback_log_dirs],
+        label_type="int",
+        feedback_weight=merge.feedback_weight,
+        corrected_weight=merge.corrected_weight,
+    ).with_id(FEEDBACK_NODE_ID)
+    # All spans this node ever published (not only this run's), newest window_spans of them;
+    # the Trainer's explicit upstream edge makes this run's span one of them.
+    window = rolling_range(
+        tfx.dsl.Channel(
+            type=tfx.types.standard_artifacts.Examples,
+            producer_component_id=FEEDBACK_NODE_ID,
+            output_key="examples",
+        ),
+        num_spans=merge.window_spans,
+        min_spans=1,
+    )
+    return union([example_gen.outputs["examples"], window]), [feedback]
 
 
 def create_pipeline(
@@ -54,18 +114,32 @@ def create_pipeline(
     eval_steps: int = 5,
     keep_last_versions: int = 5,
     feedback_examples: str | None = None,
+    feedback_log_dirs: Sequence[str] = (),
+    feedback_merge: FeedbackMerge | None = None,
     metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
 ) -> tfx.dsl.Pipeline:
     """The pipeline; ``metadata_path`` (SQLite file) is for LocalDagRunner, None on Kubeflow.
 
+    ``feedback_log_dirs``: the servers' ``--prediction_log_dir``s. A FeedbackExampleGen then
+    emits the labels posted since its previous run and the Trainer reads base data plus the
+    feedback window (``feedback_merge``). LocalDagRunner only: TFX 1.16's Kubeflow V2 compiler
+    rejects the two-producer Trainer input ("Only single Channel is supported") and runs no
+    custom drivers.
+
     ``feedback_examples``: a directory written by ``python -m serving.metadata.export`` (labelled
-    live traffic). The Trainer then trains on it; the Importer reuses the Examples artifact the
-    export registered, so lineage shows serving -> feedback -> this run.
-    ``metadata_connection_config`` replaces the SQLite file (e.g. MySQL/MariaDB).
+    live traffic). The Trainer then trains on it alone; the Importer reuses the Examples artifact
+    the export registered, so lineage shows serving -> feedback -> this run.
+    ``metadata_connection_config`` replaces the SQLite file (e.g. MySQL/MariaDB, PostgreSQL).
     """
+    if feedback_examples and feedback_log_dirs:
+        raise ValueError("Use feedback_log_dirs (in-pipeline) or feedback_examples, not both")
     example_gen = tfx.components.CsvExampleGen(input_base=data_root)
     training_data = example_gen.outputs["examples"]
     extra_nodes = []
+    if feedback_log_dirs:
+        training_data, extra_nodes = _training_examples(
+            example_gen, feedback_log_dirs, feedback_merge or FeedbackMerge()
+        )
     if feedback_examples:
         feedback = tfx.dsl.Importer(
             source_uri=os.path.abspath(feedback_examples),
@@ -81,6 +155,8 @@ def create_pipeline(
         train_args=tfx.proto.TrainArgs(num_steps=train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=eval_steps),
     )
+    for node in extra_nodes:
+        trainer.add_upstream_node(node)
     exporter = Exporter(
         model=trainer.outputs["model"],
         examples=example_gen.outputs["examples"],
@@ -145,7 +221,13 @@ def run_summary(metadata_path: str) -> list[tuple[str, str, float]]:
     ]
 
 
-def run_local(workdir: str, train_steps: int, feedback_examples: str | None = None) -> str:
+def run_local(
+    workdir: str,
+    train_steps: int,
+    feedback_examples: str | None = None,
+    feedback_log_dirs: Sequence[str] = (),
+    feedback_merge: FeedbackMerge | None = None,
+) -> str:
     """Runs the pipeline on LocalDagRunner; returns the model store's base directory."""
     workdir = os.path.abspath(workdir)
     metadata_path = os.path.join(workdir, "metadata.sqlite")
@@ -157,6 +239,8 @@ def run_local(workdir: str, train_steps: int, feedback_examples: str | None = No
         metadata_path=metadata_path,
         train_steps=train_steps,
         feedback_examples=feedback_examples,
+        feedback_log_dirs=feedback_log_dirs,
+        feedback_merge=feedback_merge,
     )
     started = time.time()
     tfx.orchestration.LocalDagRunner().run(pipeline)
@@ -212,6 +296,16 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="train on labelled live traffic exported by python -m serving.metadata.export",
     )
+    run.add_argument(
+        "--feedback_log_dir",
+        action="append",
+        default=[],
+        help="a server's --prediction_log_dir (repeat per server): also train on the labels "
+        "posted since the previous run (FeedbackExampleGen)",
+    )
+    run.add_argument("--feedback_window_spans", type=int, default=FeedbackMerge.window_spans)
+    run.add_argument("--feedback_weight", type=float, default=FeedbackMerge.feedback_weight)
+    run.add_argument("--corrected_weight", type=float, default=FeedbackMerge.corrected_weight)
     kfp = commands.add_parser("compile-kubeflow", help="compile for Kubeflow Pipelines v2")
     kfp.add_argument("--image", required=True, help="components image (this package + tfx)")
     kfp.add_argument("--pipeline_root", required=True)
@@ -225,7 +319,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     absl_logging.set_verbosity(absl_logging.INFO)
     if args.command == "run":
-        run_local(args.workdir, args.train_steps, args.feedback_examples)
+        run_local(
+            args.workdir,
+            args.train_steps,
+            args.feedback_examples,
+            args.feedback_log_dir,
+            FeedbackMerge(args.feedback_window_spans, args.feedback_weight, args.corrected_weight),
+        )
     else:
         compile_kubeflow(
             image=args.image,

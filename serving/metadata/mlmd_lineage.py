@@ -15,7 +15,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as pb
 
 from serving.metadata import mlmd_store as ms
-from serving.metadata.mlmd_records import _quote
+from serving.metadata.mlmd_records import quote
 
 _MAX_HOPS = 8
 _INPUTS = (pb.Event.INPUT, pb.Event.DECLARED_INPUT)
@@ -166,7 +166,7 @@ class MlmdLineage:
         candidates = self.store.get_artifacts(
             list_options=mlmd.ListOptions(
                 filter_query=f"type = '{ms.PUSHED_MODEL}' AND "
-                f"custom_properties.pushed_version.string_value = '{_quote(version)}'"
+                f"custom_properties.pushed_version.string_value = '{quote(version)}'"
             )
         )
         named = [
@@ -183,8 +183,8 @@ class MlmdLineage:
         self._refresh_types()
         version = str(version)
         episodes = self._episodes(
-            f"properties.model_name.string_value = '{_quote(model)}' AND "
-            f"properties.model_version.string_value = '{_quote(version)}'"
+            f"properties.model_name.string_value = '{quote(model)}' AND "
+            f"properties.model_version.string_value = '{quote(version)}'"
         )
         pushed = self._find_pushed(model, version, episodes)
         if pushed is None:
@@ -266,11 +266,11 @@ class MlmdLineage:
     def served_versions(self, model: str) -> list[dict[str, Any]]:
         """Every version of ``model`` ever loaded, with servers, periods and live metrics."""
         self._refresh_types()
-        episodes = self._episodes(f"properties.model_name.string_value = '{_quote(model)}'")
+        episodes = self._episodes(f"properties.model_name.string_value = '{quote(model)}'")
         metrics = self.store.get_artifacts(
             list_options=mlmd.ListOptions(
                 filter_query=f"type = '{ms.LIVE_METRICS}' AND "
-                f"properties.model_name.string_value = '{_quote(model)}'"
+                f"properties.model_name.string_value = '{quote(model)}'"
             )
         )
         versions: dict[str, dict[str, Any]] = {}
@@ -310,7 +310,7 @@ class MlmdLineage:
         context = self.store.get_context_by_type_and_name(ms.SERVER_CONTEXT, server_id)
         if context is None:
             raise LookupError(f"No server {server_id!r} has reported to this metadata store")
-        episodes = self._episodes(f"properties.server_id.string_value = '{_quote(server_id)}'")
+        episodes = self._episodes(f"properties.server_id.string_value = '{quote(server_id)}'")
         props = _props(context)
         return {
             "server_id": server_id,
