@@ -143,6 +143,30 @@ class MlmdRecords:
             self.store.put_executions(stale)
             log.info("Marked %d episodes of %s CANCELED (server restarted)", len(stale), server_id)
 
+    def record_heartbeat(self, payload: Payload) -> None:
+        """Stamps the server context and each load it has RUNNING with the beat's time (the
+        loads carry it so one filter query finds stale ones: ``last_known_state = RUNNING AND
+        properties.heartbeat_ms.double_value < <now - 3 intervals>``)."""
+        server_id = payload["server_id"]
+        context = self.store.get_context_by_type_and_name(ms.SERVER_CONTEXT, server_id)
+        if context is None:
+            context = self._context(ms.SERVER_CONTEXT, server_id, {})
+        ms.set_properties(context, ms.SERVER_CONTEXT, payload)
+        self.store.put_contexts([context])
+        running = self.store.get_executions(
+            list_options=mlmd.ListOptions(
+                filter_query=f"type = '{ms.MODEL_SERVING}' AND last_known_state = RUNNING AND "
+                f"properties.server_id.string_value = '{quote(server_id)}'"
+            )
+        )
+        for execution in running:
+            ms.set_properties(execution, ms.MODEL_SERVING, payload)
+        if running:
+            self.store.put_executions(
+                running,
+                field_mask_paths=["properties.heartbeat_ms", "properties.heartbeat_interval_s"],
+            )
+
     def _record_episode(self, payload: Payload, state: int) -> None:
         if self._execution(payload["episode_id"]) is not None:
             return

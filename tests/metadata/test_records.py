@@ -174,7 +174,14 @@ def test_lineage_cli_on_known_history(history, connection, capsys, tmp_path):
         "srv-b   RUNNING   2001-09-09T01:46:40+00:00                             500\n"
     ) in out
     assert "live metrics   srv-b: accuracy=0.750 auc=0.500 labeled=4/10" in out
-    assert f"feedback data  {tmp_path / 'fb'} -> Trainer in run run-3" in out
+    assert f"feedback data  {tmp_path / 'fb'} (4 rows) -> Trainer in run run-3 -> version " in out
+    assert "1700007200" in out.split("feedback data")[1]
+
+    # The next version's view names the served version its feedback came from.
+    assert lineage.main(["--metadata_connection", connection, "version", "demo", "1700007200"]) == 0
+    out = capsys.readouterr().out
+    assert "  trained on     feedback from versions 1700000000: 4 rows (span 0)\n" in out
+    assert "pipeline run   run-3" in out
 
     assert lineage.main(["--metadata_connection", connection, "--json", "versions", "demo"]) == 0
     [served] = json.loads(capsys.readouterr().out)
@@ -204,3 +211,49 @@ def test_graph_degrades_to_dot_without_graphviz(history, connection, tmp_path, m
     assert "Graphviz 'dot' is not installed" in err and not target.exists()
     dot = (tmp_path / "lineage.dot").read_text()
     assert "ModelServing" in dot and "-> " in dot
+
+
+def test_heartbeat_marks_a_silent_server_stale_after_three_intervals(history, capsys, connection):
+    store, _ = history
+    records = MlmdRecords(store)
+    loaded = {**_load("srv-a/demo/1", V1), "heartbeat_interval_s": 30.0}
+    records.record_version_loaded(loaded)
+    records.record_version_loaded(_load("srv-b/demo/1", V1, server="srv-b"))  # no heartbeats
+    beat = 1.0e12 + 60_000
+    records.record_heartbeat(
+        {"server_id": "srv-a", "heartbeat_ms": beat, "heartbeat_interval_s": 30.0}
+    )
+    [episode] = [e for e in _episodes(store) if e.properties["server_id"].string_value == "srv-a"]
+    assert episode.properties["heartbeat_ms"].double_value == beat
+
+    from serving.metadata.mlmd_lineage import MlmdLineage
+
+    queries = MlmdLineage(store)
+    alive_until = beat + 3 * 30_000
+    [fresh] = queries.served_versions("demo", now_ms=alive_until)
+    assert (fresh["live_on"], fresh["stale_on"]) == (["srv-a", "srv-b"], [])
+    [silent] = queries.served_versions("demo", now_ms=alive_until + 1)
+    # srv-b never sent a heartbeat (an older server): liveness unknown, still listed live.
+    assert (silent["live_on"], silent["stale_on"]) == (["srv-b"], ["srv-a"])
+    server = queries.server_history("srv-a", now_ms=alive_until + 1)
+    assert server["stale"] and server["live"] == []
+    assert [e["version"] for e in server["stale_loads"]] == [V1]
+    assert queries.server_history("srv-a", now_ms=alive_until)["stale"] is False
+
+    # A later beat makes it live again (a server cut off from the store, then back).
+    records.record_heartbeat(
+        {"server_id": "srv-a", "heartbeat_ms": alive_until, "heartbeat_interval_s": 30.0}
+    )
+    [back] = queries.served_versions("demo", now_ms=alive_until + 1)
+    assert back["stale_on"] == []
+
+
+def test_spool_replace_keeps_one_newest_report_at_the_end(tmp_path):
+    spool = Spool(str(tmp_path))
+    spool.replace("heartbeat", "srv/heartbeat", {"at": 1})
+    spool.append("k", "load", {})
+    spool.replace("heartbeat", "srv/heartbeat", {"at": 2})
+    assert [(r.report_id, r.payload) for r in spool.peek()] == [
+        ("load", {}),
+        ("srv/heartbeat", {"at": 2}),
+    ]
