@@ -257,3 +257,42 @@ def test_spool_replace_keeps_one_newest_report_at_the_end(tmp_path):
         ("load", {}),
         ("srv/heartbeat", {"at": 2}),
     ]
+
+
+def test_feedback_sources_link_served_models_and_closed_shards_once(history):
+    store, ids = history
+    records = MlmdRecords(store)
+    records.record_version_loaded(_load("srv-a/demo/1", V1))
+    records.record_prediction_log(
+        {
+            "shard_id": "predlog:/logs/demo/1/a.tfrecord",
+            "episode_id": "srv-a/demo/1",
+            "uri": "/logs/demo/1/a.tfrecord",
+            "num_records": 3,
+            "window_start_ms": 1.0e12,
+            "window_end_ms": 1.0e12 + 6e4,
+            "model_name": "demo",
+            "model_version": V1,
+            "server_id": "srv-a",
+        }
+    )
+    [shard] = store.get_artifacts_by_uri("/logs/demo/1/a.tfrecord")
+    sources = records.feedback_sources(
+        "demo",
+        [V1, V2],
+        ["srv-a/demo/1"],  # V1 through its serving record; V2 by version in the store dir
+        ["predlog:/logs/demo/1/a.tfrecord", "predlog:/logs/demo/2/still-open.tfrecord"],
+    )
+    assert sorted((a.id, key) for a, key in sources) == sorted(
+        [(ids["pm1"], "served_model"), (ids["pm2"], "served_model"), (shard.id, "prediction_log")]
+    )
+    type_id = store.put_execution_type(pb.ExecutionType(name="x.FeedbackExampleGen"))
+    [execution_id] = store.put_executions([pb.Execution(type_id=type_id)])
+    for _ in range(2):  # a driver retry adds nothing twice
+        records.link_inputs(execution_id, sources)
+    events = store.get_events_by_execution_ids([execution_id])
+    assert sorted((e.artifact_id, e.path.steps[0].key, e.path.steps[1].index) for e in events) == [
+        (ids["pm1"], "served_model", 0),
+        (ids["pm2"], "served_model", 1),
+        (shard.id, "prediction_log", 0),
+    ]
