@@ -7,7 +7,8 @@ connection, registers ``X`` as the ``Examples`` output of a ``serving.FeedbackEv
 inputs are the served PushedModels and prediction-log shards. A pipeline that imports ``X``
 with ``Importer(reimport=False)`` then reuses that very artifact, so lineage runs
 serving → feedback → next Trainer. Runs offline (not in the server), reading the index the
-server writes.
+server writes. Inside a pipeline, ``FeedbackExampleGen`` does this continuously (only labels
+new since its last run, merged with base data); both use :mod:`serving.metadata.feedback_examples`.
 """
 
 from __future__ import annotations
