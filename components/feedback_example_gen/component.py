@@ -52,9 +52,9 @@ class FeedbackExampleGen(base_component.BaseComponent):
     only versions this pipeline pushed (its ``PushedModel`` artifacts).
 
     Resuming needs MLMD, which TFX gives a component's *driver* (see :mod:`.driver`): TFX's
-    portable launcher (LocalDagRunner, Airflow/Beam runners) runs it. TFX 1.16's Kubeflow V2
-    runner runs no custom drivers, so there the executor stops with an explanation instead of
-    emitting everything again.
+    portable launcher (LocalDagRunner, tested; BeamDagRunner uses it too) runs it. TFX 1.16's
+    Kubeflow V2 runner runs no custom drivers, so there the executor stops with an explanation
+    instead of emitting everything again.
     """
 
     SPEC_CLASS = FeedbackExampleGenSpec

@@ -22,8 +22,8 @@ from serving.metadata.feedback_examples import (
 _NO_DRIVER = (
     "FeedbackExampleGen ran without its driver, so it does not know where its previous "
     "execution stopped (exec property {key!r} is missing) and would emit old feedback again. "
-    "The driver needs TFX's portable launcher with MLMD access (LocalDagRunner; the Beam and "
-    "Airflow runners); TFX 1.16's Kubeflow V2 runner runs no custom drivers. Export feedback "
+    "The driver needs TFX's portable launcher with MLMD access (LocalDagRunner, BeamDagRunner); "
+    "TFX 1.16's Kubeflow V2 runner runs no custom drivers. Export feedback "
     "with 'python -m serving.metadata.export' and import it there instead."
 )
 

@@ -52,10 +52,6 @@ TASK_PROPERTY = "feedback_task"
 LABEL_TYPE_PROPERTY = "label_type"
 WEIGHT_FEATURE_PROPERTY = "weight_feature"
 
-# INPUT event keys the driver adds for lineage (not component inputs).
-SERVED_MODEL_EVENT_KEY = "served_model"
-PREDICTION_LOG_EVENT_KEY = "prediction_log"
-
 Cursor = dict[str, int]
 
 
