@@ -431,6 +431,9 @@ class MlmdLineage:
                 "pushed_at": view["pushed_model"]["pushed_at"],
                 "trainer": [t["id"] for t in view["trainer"]],
                 "examples": sorted(e["uri"] for e in view["examples"]),
+                "feedback_from": sorted(
+                    {v for f in view["trained_on_feedback"] for v in f["versions"]}
+                ),
                 "blessings": sorted(f"{x['type']}={x['blessed']}" for x in view["blessings"]),
                 "servers": sorted({s["server_id"] for s in view["servers"]}),
                 "manifest_digest": view["pushed_model"]["properties"].get("manifest_digest"),
