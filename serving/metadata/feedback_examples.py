@@ -8,8 +8,9 @@ of ``tf.Example`` named like ExampleGen's (``data_tfrecord-00000-of-00001.gz``).
 
 Statistics-friendly by construction: every row carries the same features with the same types —
 the request's features as the server logged them, the label (int64 or float for the whole
-span, never mixed) and, unless disabled, a float weight feature — so StatisticsGen/SchemaGen see
-one schema, and base data without the weight feature reads it as the default 1.0.
+span, never mixed) and, unless disabled, a float weight feature — so TFDV finds no type or
+presence anomaly against the base data's schema beyond the added weight column; base data
+without the weight feature reads it as the default 1.0.
 
 A row's split is a hash of (request id, row), so the same labelled row always lands in the same
 split, whichever export or span it is written by.
