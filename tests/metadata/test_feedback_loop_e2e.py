@@ -7,8 +7,8 @@ next version; run 3 without new feedback emits an empty span and trains on base 
 
 MariaDB and PostgreSQL: the same chain, with the database down while the server starts and
 takes predictions and feedback (serving and feedback go on; the reports wait in the spool and
-arrive once). The three chains take about 4.5 minutes together on 2 cores (pipeline runs of
-22-34 s), so all three run in full.
+arrive once). The three chains take 4.5-6 minutes together on the shared 2-core machine
+(pipeline runs of 12-62 s, depending on the load), so all three run in full.
 
 Each step's time is printed (``pytest -s``); docs/metadata.md quotes them.
 """
