@@ -303,9 +303,24 @@ def main(argv: list[str] | None = None) -> int:
         help="a server's --prediction_log_dir (repeat per server): also train on the labels "
         "posted since the previous run (FeedbackExampleGen)",
     )
-    run.add_argument("--feedback_window_spans", type=int, default=FeedbackMerge.window_spans)
-    run.add_argument("--feedback_weight", type=float, default=FeedbackMerge.feedback_weight)
-    run.add_argument("--corrected_weight", type=float, default=FeedbackMerge.corrected_weight)
+    run.add_argument(
+        "--feedback_window_spans",
+        type=int,
+        default=FeedbackMerge.window_spans,
+        help="train on the feedback spans of the last N runs (default 1: this run's)",
+    )
+    run.add_argument(
+        "--feedback_weight",
+        type=float,
+        default=FeedbackMerge.feedback_weight,
+        help="weight of a feedback row (base rows weigh 1.0)",
+    )
+    run.add_argument(
+        "--corrected_weight",
+        type=float,
+        default=FeedbackMerge.corrected_weight,
+        help="weight of a feedback row the served model got wrong",
+    )
     kfp = commands.add_parser("compile-kubeflow", help="compile for Kubeflow Pipelines v2")
     kfp.add_argument("--image", required=True, help="components image (this package + tfx)")
     kfp.add_argument("--pipeline_root", required=True)
