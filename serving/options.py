@@ -80,6 +80,7 @@ class ServerOptions:
     metadata_spool_dir: str = ""
     metadata_spool_max_reports: int = 100_000
     metadata_server_id: str = ""
+    metadata_heartbeat_seconds: float = 30.0
     prediction_log_dir: str = ""
     prediction_log_sampling: str = "0.01"
     version: bool = False
@@ -121,6 +122,8 @@ _HELP = {
     "is unreachable; required with --metadata_connection",
     "metadata_spool_max_reports": "reports the spool holds before dropping new ones (logged)",
     "metadata_server_id": "this server's name in metadata (default <hostname>:<port>)",
+    "metadata_heartbeat_seconds": "seconds between liveness reports; a loaded version is shown "
+    "stale after 3 missed ones (tfx-model-server only)",
     "prediction_log_dir": "write sampled PredictionLog TFRecord shards here and accept "
     "POST /v1/models/<m>:feedback (tfx-model-server only)",
     "prediction_log_sampling": "share of requests logged: a default and per-model rates, "
@@ -258,6 +261,8 @@ def validate(options: ServerOptions) -> None:
         check_op_libraries(parse_op_libraries(options.custom_op_libraries))
     except OpLibraryError as exc:
         raise OptionsError(str(exc)) from None
+    if options.metadata_heartbeat_seconds <= 0:
+        raise OptionsError("--metadata_heartbeat_seconds must be > 0")
     if options.metadata_connection and not options.metadata_spool_dir:
         raise OptionsError(
             "--metadata_connection needs --metadata_spool_dir: a persistent local directory "
