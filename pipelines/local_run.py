@@ -54,6 +54,7 @@ def demo_pipeline_command(
     *,
     feedback_examples: str | None = None,
     data_root: str | None = None,
+    extra_args: Sequence[str] = (),
 ) -> list[str]:
     """The worker command for the demo pipeline (``--events_fd`` is added by :func:`watch`)."""
     command = [
@@ -70,7 +71,7 @@ def demo_pipeline_command(
         command += ["--feedback_examples", os.path.abspath(feedback_examples)]
     if data_root:
         command += ["--data_root", os.path.abspath(data_root)]
-    return command
+    return command + list(extra_args)
 
 
 def pipeline_log_path(workdir: str) -> str:

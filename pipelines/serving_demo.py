@@ -5,7 +5,13 @@ Run locally (LocalDagRunner, embedded SQLite MLMD)::
     python -m pipelines.serving_demo run --workdir /tmp/tfx-serving-demo [--verbose]
 
 (one progress line per component here; TFX's logs in ``<workdir>/logs/pipeline.log``, see
-:mod:`pipelines.local_run`), then serve the store it pushed to::
+:mod:`pipelines.local_run`). Close the loop (the server's ``--prediction_log_dir``; each run
+then also trains on the labels posted since the previous run, see :class:`FeedbackMerge`)::
+
+    python -m pipelines.serving_demo run --workdir /tmp/tfx-serving-demo \
+        --feedback_log_dir /tmp/tfx-serving-demo/predictions
+
+then serve the store it pushed to::
 
     python -m serving --model_name=demo --rest_api_port=8501 \
         --model_base_path=/tmp/tfx-serving-demo/models/demo
@@ -15,7 +21,13 @@ Kubeflow Pipelines v2 (the image must contain this package and ``tfx[kfp]==1.16.
 
     python -m pipelines.serving_demo compile-kubeflow --image registry/tfx-serving-suite:0.1 \
         --pipeline_root gs://bucket/root --data_root gs://bucket/data \
-        --serving_model_dir /mnt/models/demo --output pipeline.yaml
+        --serving_model_dir gs://bucket/models/demo --output pipeline.yaml \
+        --beam_pipeline_args="--runner=DataflowRunner --project=P --region=R \
+            --temp_location=gs://bucket/tmp"
+
+``--serving_model_dir`` is a POSIX path or a ``gs://`` / ``s3://`` URI (docs/object-stores.md),
+for ``run`` too; ``--beam_pipeline_args`` go to every Beam-based component (CsvExampleGen here)
+unchanged.
 """
 
 from __future__ import annotations
@@ -24,8 +36,11 @@ import argparse
 import logging
 import os
 import re
+import shlex
 import sys
 import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # TFX is imported where it is used, so the progress front end starts at once.
@@ -37,7 +52,64 @@ MODEL_NAME = "demo"
 DATA_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "demo")
 CANARY_SIGNATURES = ("serving_default", "predict_examples", "regression", "classification")
 _KFP_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
+# Deterministic, single-process Beam for ExampleGen (see reference notes on Prism); replaced
+# whole by --beam_pipeline_args (e.g. Dataflow, Flink, or multi_processing direct mode).
+DEFAULT_BEAM_PIPELINE_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
 FEEDBACK_SPLIT_NAMES = '["train", "eval"]'  # as serving.metadata.export registers them
+FEEDBACK_NODE_ID = "FeedbackExampleGen"
+
+
+@dataclass(frozen=True)
+class FeedbackMerge:
+    """How the Trainer combines base data with feedback (``docs/metadata.md``, merge policy).
+
+    The Trainer reads this run's base ``Examples`` (ExampleGen, span 0) *and* the newest
+    ``window_spans`` spans of FeedbackExampleGen. Each run emits one span (possibly empty), so
+    the window is "labels posted during the last N runs": 1 (default) trains each label once,
+    in the run right after it arrived; larger windows keep recent corrections in several runs.
+    Rows are weighted, not duplicated, so a span holds exactly the labelled rows:
+    ``corrected_weight`` for predictions the served model got wrong, ``feedback_weight`` for
+    the other feedback rows, 1.0 for base rows (they carry no weight feature).
+    """
+
+    window_spans: int = 1
+    feedback_weight: float = 1.0
+    corrected_weight: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.window_spans < 1:
+            raise ValueError(f"window_spans must be >= 1, got {self.window_spans}")
+
+
+def _training_examples(
+    example_gen, feedback_log_dirs: Sequence[str], merge: FeedbackMerge
+) -> tuple[object, list]:
+    """Base examples + the feedback window as one Trainer input, and the nodes that adds."""
+    from tfx import v1 as tfx
+    from tfx.dsl.input_resolution.canned_resolver_functions import rolling_range
+    from tfx.types.channel_utils import union
+
+    from components.feedback_example_gen.component import FeedbackExampleGen
+
+    feedback = FeedbackExampleGen(
+        model_name=MODEL_NAME,
+        prediction_log_dirs=[os.path.abspath(d) for d in feedback_log_dirs],
+        label_type="int",
+        feedback_weight=merge.feedback_weight,
+        corrected_weight=merge.corrected_weight,
+    ).with_id(FEEDBACK_NODE_ID)
+    # All spans this node ever published (not only this run's), newest window_spans of them;
+    # the Trainer's explicit upstream edge makes this run's span one of them.
+    window = rolling_range(
+        tfx.dsl.Channel(
+            type=tfx.types.standard_artifacts.Examples,
+            producer_component_id=FEEDBACK_NODE_ID,
+            output_key="examples",
+        ),
+        num_spans=merge.window_spans,
+        min_spans=1,
+    )
+    return union([example_gen.outputs["examples"], window]), [feedback]
 
 
 def create_pipeline(
@@ -51,15 +123,25 @@ def create_pipeline(
     eval_steps: int = 5,
     keep_last_versions: int = 5,
     feedback_examples: str | None = None,
+    feedback_log_dirs: Sequence[str] = (),
+    feedback_merge: FeedbackMerge | None = None,
     metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
+    beam_pipeline_args: list[str] | None = None,
 ) -> tfx.dsl.Pipeline:
     """The pipeline; ``metadata_path`` (SQLite file) is for LocalDagRunner, None on Kubeflow.
 
     ``feedback_examples``: a directory written by ``python -m serving.metadata.export`` (labelled
-    live traffic). The Trainer then trains on it; the Importer reuses the Examples artifact the
-    export registered, so lineage shows serving -> feedback -> this run.
-    ``metadata_connection_config`` replaces the SQLite file (e.g. MySQL/MariaDB).
+    live traffic). The Trainer then trains on it alone; the Importer reuses the Examples artifact
+    the export registered, so lineage shows serving -> feedback -> this run.
+    ``feedback_log_dirs``: the servers' ``--prediction_log_dir``s. A FeedbackExampleGen then
+    emits the labels posted since its previous run and the Trainer reads base data plus the
+    feedback window (``feedback_merge``). LocalDagRunner only: TFX 1.16's Kubeflow V2 compiler
+    rejects the two-producer Trainer input ("Only single Channel is supported") and runs no
+    custom drivers.
+    ``metadata_connection_config`` replaces the SQLite file (e.g. MySQL/MariaDB, PostgreSQL).
     """
+    if feedback_examples and feedback_log_dirs:
+        raise ValueError("Use feedback_log_dirs (in-pipeline) or feedback_examples, not both")
     from tfx import v1 as tfx
 
     from components.exporter.component import Exporter
@@ -78,12 +160,18 @@ def create_pipeline(
         ).with_id("feedback_importer")
         training_data = feedback.outputs["result"]
         extra_nodes.append(feedback)
+    if feedback_log_dirs:
+        training_data, extra_nodes = _training_examples(
+            example_gen, feedback_log_dirs, feedback_merge or FeedbackMerge()
+        )
     trainer = tfx.components.Trainer(
         run_fn="pipelines.trainer_module.run_fn",
         examples=training_data,
         train_args=tfx.proto.TrainArgs(num_steps=train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=eval_steps),
     )
+    for node in extra_nodes:
+        trainer.add_upstream_node(node)
     exporter = Exporter(
         model=trainer.outputs["model"],
         examples=example_gen.outputs["examples"],
@@ -122,8 +210,9 @@ def create_pipeline(
             if metadata_path
             else None
         ),
-        # Deterministic, single-process Beam for ExampleGen (see reference notes on Prism).
-        beam_pipeline_args=["--direct_running_mode=in_memory", "--direct_num_workers=1"],
+        beam_pipeline_args=list(
+            DEFAULT_BEAM_PIPELINE_ARGS if beam_pipeline_args is None else beam_pipeline_args
+        ),
     )
 
 
@@ -185,21 +274,35 @@ def latest_push(metadata_path: str) -> dict[str, Any]:
     }
 
 
+def local_store(workdir: str, serving_model_dir: str | None = None) -> str:
+    """The model store a local run pushes to: ``serving_model_dir`` (a path or a gs:// /
+    s3:// URI) or ``<workdir>/models/demo``."""
+    return serving_model_dir or os.path.join(os.path.abspath(workdir), "models", MODEL_NAME)
+
+
 def local_pipeline(
     workdir: str,
     train_steps: int,
     feedback_examples: str | None = None,
     data_root: str = DATA_ROOT,
+    feedback_log_dirs: Sequence[str] = (),
+    feedback_merge: FeedbackMerge | None = None,
+    *,
+    serving_model_dir: str | None = None,
+    beam_pipeline_args: list[str] | None = None,
 ) -> tfx.dsl.Pipeline:
     """The demo pipeline laid out under ``workdir`` (pipeline root, SQLite MLMD, model store)."""
     workdir = os.path.abspath(workdir)
     return create_pipeline(
         pipeline_root=os.path.join(workdir, "pipeline_root"),
         data_root=data_root,
-        serving_model_dir=os.path.join(workdir, "models", MODEL_NAME),
+        serving_model_dir=local_store(workdir, serving_model_dir),
         metadata_path=os.path.join(workdir, "metadata.sqlite"),
         train_steps=train_steps,
         feedback_examples=feedback_examples,
+        feedback_log_dirs=feedback_log_dirs,
+        feedback_merge=feedback_merge,
+        beam_pipeline_args=beam_pipeline_args,
     )
 
 
@@ -208,14 +311,28 @@ def run_local(
     train_steps: int,
     feedback_examples: str | None = None,
     data_root: str = DATA_ROOT,
+    feedback_log_dirs: Sequence[str] = (),
+    feedback_merge: FeedbackMerge | None = None,
+    *,
+    serving_model_dir: str | None = None,
+    beam_pipeline_args: list[str] | None = None,
 ) -> str:
-    """Runs the pipeline on LocalDagRunner in this process; returns the model store's path."""
+    """Runs the pipeline on LocalDagRunner in this process; returns the model store."""
     from tfx import v1 as tfx
 
     tfx.orchestration.LocalDagRunner().run(
-        local_pipeline(workdir, train_steps, feedback_examples, data_root)
+        local_pipeline(
+            workdir,
+            train_steps,
+            feedback_examples,
+            data_root,
+            feedback_log_dirs,
+            feedback_merge,
+            serving_model_dir=serving_model_dir,
+            beam_pipeline_args=beam_pipeline_args,
+        )
     )
-    return os.path.join(os.path.abspath(workdir), "models", MODEL_NAME)
+    return local_store(workdir, serving_model_dir)
 
 
 def _configure_worker_logging(events: Any) -> None:
@@ -237,6 +354,35 @@ def _configure_worker_logging(events: Any) -> None:
     absl_logging.set_verbosity(absl_logging.INFO)
 
 
+def _feedback_merge(args: argparse.Namespace) -> FeedbackMerge:
+    return FeedbackMerge(args.feedback_window_spans, args.feedback_weight, args.corrected_weight)
+
+
+def _feedback_flags(args: argparse.Namespace) -> list[str]:
+    """The ``run`` flags of the feedback merge, passed on to the worker process."""
+    flags = [f"--feedback_log_dir={os.path.abspath(d)}" for d in args.feedback_log_dir]
+    if flags:
+        flags += [
+            f"--feedback_window_spans={args.feedback_window_spans}",
+            f"--feedback_weight={args.feedback_weight}",
+            f"--corrected_weight={args.corrected_weight}",
+        ]
+    return flags
+
+
+def _store_flags(args: argparse.Namespace) -> list[str]:
+    """``--serving_model_dir`` and ``--beam_pipeline_args``, passed on to the worker process."""
+    flags = [f"--serving_model_dir={args.serving_model_dir}"] if args.serving_model_dir else []
+    if args.beam_pipeline_args is not None:
+        flags.append(f"--beam_pipeline_args={args.beam_pipeline_args}")
+    return flags
+
+
+def _beam_args(args: argparse.Namespace) -> list[str] | None:
+    """``--beam_pipeline_args`` split like a shell would; None keeps the default."""
+    return None if args.beam_pipeline_args is None else shlex.split(args.beam_pipeline_args)
+
+
 def run_worker(args: argparse.Namespace) -> int:
     """``run --events_fd N``: run the pipeline here, reporting progress on descriptor N."""
     from pipelines import quiet
@@ -251,7 +397,16 @@ def run_worker(args: argparse.Namespace) -> int:
     try:
         from tfx import v1 as tfx
 
-        pipeline = local_pipeline(workdir, args.train_steps, args.feedback_examples, args.data_root)
+        pipeline = local_pipeline(
+            workdir,
+            args.train_steps,
+            args.feedback_examples,
+            args.data_root,
+            args.feedback_log_dir,
+            _feedback_merge(args),
+            serving_model_dir=args.serving_model_dir,
+            beam_pipeline_args=_beam_args(args),
+        )
         writer.send("nodes", nodes=[component.id for component in pipeline.components])
         tfx.orchestration.LocalDagRunner().run(pipeline)
     except BaseException as exc:  # reported, then the traceback goes to the log
@@ -267,7 +422,7 @@ def run_worker(args: argparse.Namespace) -> int:
     writer.send(
         "result",
         steps=steps,
-        store=os.path.join(workdir, "models", MODEL_NAME),
+        store=local_store(workdir, args.serving_model_dir),
         metadata_path=metadata_path,
         push=latest_push(metadata_path),
     )
@@ -285,6 +440,7 @@ def run_with_progress(args: argparse.Namespace) -> int:
             args.train_steps,
             feedback_examples=args.feedback_examples,
             data_root=args.data_root,
+            extra_args=_feedback_flags(args) + _store_flags(args),
         ),
         log_path=local_run.pipeline_log_path(args.workdir),
         title=f"Pipeline {PIPELINE_NAME} on LocalDagRunner",
@@ -308,6 +464,7 @@ def compile_kubeflow(
     serving_model_dir: str,
     output: str,
     pipeline_name: str = PIPELINE_NAME,
+    beam_pipeline_args: list[str] | None = None,
 ) -> dict:
     """Writes a KFP v2 PipelineSpec (``.yaml``) or PipelineJob (``.json``); returns it."""
     if not _KFP_NAME_RE.match(pipeline_name):
@@ -328,6 +485,7 @@ def compile_kubeflow(
             data_root=data_root,
             serving_model_dir=serving_model_dir,
             pipeline_name=pipeline_name,
+            beam_pipeline_args=beam_pipeline_args,
         ),
         write_out=True,
     )
@@ -351,6 +509,36 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="train on labelled live traffic exported by python -m serving.metadata.export",
     )
+    run.add_argument(
+        "--feedback_log_dir",
+        action="append",
+        default=[],
+        help="a server's --prediction_log_dir (repeat per server): also train on the labels "
+        "posted since the previous run (FeedbackExampleGen)",
+    )
+    run.add_argument(
+        "--feedback_window_spans",
+        type=int,
+        default=FeedbackMerge.window_spans,
+        help="train on the feedback spans of the last N runs (default 1: this run's)",
+    )
+    run.add_argument(
+        "--feedback_weight",
+        type=float,
+        default=FeedbackMerge.feedback_weight,
+        help="weight of a feedback row (base rows weigh 1.0)",
+    )
+    run.add_argument(
+        "--corrected_weight",
+        type=float,
+        default=FeedbackMerge.corrected_weight,
+        help="weight of a feedback row the served model got wrong",
+    )
+    run.add_argument(
+        "--serving_model_dir",
+        default=None,
+        help="model store to push to: a path or gs:// / s3:// URI (default <workdir>/models/demo)",
+    )
     run.add_argument("--verbose", action="store_true", help="stream the full logs as well")
     # Set by the progress front end for the worker process it starts (pipelines/local_run.py).
     run.add_argument("--events_fd", type=int, default=None, help=argparse.SUPPRESS)
@@ -358,9 +546,18 @@ def main(argv: list[str] | None = None) -> int:
     kfp.add_argument("--image", required=True, help="components image (this package + tfx)")
     kfp.add_argument("--pipeline_root", required=True)
     kfp.add_argument("--data_root", required=True)
-    kfp.add_argument("--serving_model_dir", required=True, help="POSIX path (PVC/NFS) in pods")
+    kfp.add_argument(
+        "--serving_model_dir", required=True, help="POSIX path (PVC/NFS) in pods, or gs:// / s3://"
+    )
     kfp.add_argument("--pipeline_name", default=PIPELINE_NAME)
     kfp.add_argument("--output", default="pipeline.yaml")
+    for command in (run, kfp):
+        command.add_argument(
+            "--beam_pipeline_args",
+            default=None,
+            help="Beam options for CsvExampleGen, one string (e.g. '--runner=DataflowRunner "
+            f"--project=P ...'); default: {' '.join(DEFAULT_BEAM_PIPELINE_ARGS)}",
+        )
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -375,6 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         serving_model_dir=args.serving_model_dir,
         output=args.output,
         pipeline_name=args.pipeline_name,
+        beam_pipeline_args=_beam_args(args),
     )
     print(f"Wrote {args.output}")
     return 0

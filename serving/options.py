@@ -48,6 +48,7 @@ class ServerOptions:
     model_name: str = "default"
     model_base_path: str = ""
     model_config_file: str = ""
+    model_cache_dir: str = ""
     model_config_file_poll_wait_seconds: int = 0
     allow_version_labels_for_unavailable_models: bool = False
     saved_model_tags: str = "serve"
@@ -89,6 +90,7 @@ class ServerOptions:
     metadata_spool_dir: str = ""
     metadata_spool_max_reports: int = 100_000
     metadata_server_id: str = ""
+    metadata_heartbeat_seconds: float = 30.0
     prediction_log_dir: str = ""
     prediction_log_sampling: str = "0.01"
     version: bool = False
@@ -101,7 +103,10 @@ _HELP = {
     "rest_api_num_threads": "threads running model calls (default 4 x CPUs)",
     "rest_api_timeout_in_ms": "deadline for REST predict/classify/regress (HTTP 504 past it)",
     "model_name": "model name in single-model mode",
-    "model_base_path": "directory holding the model's integer version directories",
+    "model_base_path": "directory holding the model's integer version directories, or a "
+    "gs://bucket/path or s3://bucket/path URI",
+    "model_cache_dir": "local directory where versions from gs:// and s3:// stores are copied "
+    "and loaded from (default: a private temp dir removed at exit; tfx-model-server only)",
     "model_config_file": "text ModelServerConfig with one or more models",
     "file_system_poll_wait_seconds": "seconds between version polls; 0 polls once",
     "max_queued_requests": "model calls allowed to wait for a thread before HTTP 503 / "
@@ -141,6 +146,8 @@ _HELP = {
     "is unreachable; required with --metadata_connection",
     "metadata_spool_max_reports": "reports the spool holds before dropping new ones (logged)",
     "metadata_server_id": "this server's name in metadata (default <hostname>:<port>)",
+    "metadata_heartbeat_seconds": "seconds between liveness reports; a loaded version is shown "
+    "stale after 3 missed ones (tfx-model-server only)",
     "prediction_log_dir": "write sampled PredictionLog TFRecord shards here and accept "
     "POST /v1/models/<m>:feedback (tfx-model-server only)",
     "prediction_log_sampling": "share of requests logged: a default and per-model rates, "
@@ -295,6 +302,8 @@ def validate(options: ServerOptions) -> None:
         check_op_libraries(parse_op_libraries(options.custom_op_libraries))
     except OpLibraryError as exc:
         raise OptionsError(str(exc)) from None
+    if options.metadata_heartbeat_seconds <= 0:
+        raise OptionsError("--metadata_heartbeat_seconds must be > 0")
     if options.metadata_connection and not options.metadata_spool_dir:
         raise OptionsError(
             "--metadata_connection needs --metadata_spool_dir: a persistent local directory "

@@ -49,6 +49,7 @@ from serving.servables.op_libraries import load_op_libraries, parse_op_libraries
 from serving.servables.saved_model import LoadOptions
 from serving.servables.session_config import SessionSettings, build_session_config
 from serving.servables.tflite import TfLiteOptions
+from serving.storage.sources import StorageSources
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,8 @@ def model_config_from_flags(options: ServerOptions) -> model_server_config_pb2.M
     config = model_server_config_pb2.ModelServerConfig()
     model = config.model_config_list.config.add()
     model.name = options.model_name
-    model.base_path = os.path.abspath(options.model_base_path)
+    base = options.model_base_path
+    model.base_path = base if "://" in base else os.path.abspath(base)
     model.model_platform = "tensorflow"
     return config
 
@@ -113,8 +115,10 @@ class ModelServer:
             allow_labels_for_unavailable_versions=(
                 options.allow_version_labels_for_unavailable_models
             ),
-            accept_tflite_versions=options.prefer_tflite_model,
             on_state_change=self._state_hooks(reporter),
+            source_factory=StorageSources(
+                options.model_cache_dir, self.metrics, accept_tflite=options.prefer_tflite_model
+            ),
         )
         self._watcher = (
             ConfigFileWatcher(

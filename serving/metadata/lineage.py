@@ -58,6 +58,7 @@ def format_version(view: dict[str, Any]) -> str:
         lines.append(f"  trainer        #{trainer['id']} {trainer['state']} {trainer['updated']}")
     for examples in view["examples"]:
         lines.append(f"  examples       #{examples['id']} {examples['uri']}")
+    lines.extend(_trained_on_lines(view.get("trained_on_feedback", [])))
     for blessing in view["blessings"]:
         lines.append(f"  {blessing['type']:<14} blessed={blessing['blessed']} {blessing['uri']}")
     lines.append("")
@@ -67,7 +68,7 @@ def format_version(view: dict[str, Any]) -> str:
             [
                 [
                     s["server_id"],
-                    s["state"],
+                    "STALE" if s.get("stale") else s["state"],
                     s["loaded"],
                     s["unloaded"],
                     f"{s['load_latency_ms']:.0f}" if s["load_latency_ms"] is not None else None,
@@ -82,10 +83,28 @@ def format_version(view: dict[str, Any]) -> str:
         lines.append(f"  live metrics   {metrics.get('server_id')}: {_metrics_text(metrics)}")
     for fed in view["feedback_examples"]:
         users = ", ".join(
-            f"{x['type'].rsplit('.', 1)[-1]} in run {x['pipeline_run']}" for x in fed["consumed_by"]
+            f"{x['type'].rsplit('.', 1)[-1]} in run {x['pipeline_run']}"
+            + (f" -> version {', '.join(x['pushed_versions'])}" if x.get("pushed_versions") else "")
+            for x in fed["consumed_by"]
         )
-        lines.append(f"  feedback data  {fed['uri']} -> {users or 'not used yet'}")
+        rows = f" ({fed['num_examples']} rows)" if fed.get("num_examples") is not None else ""
+        lines.append(f"  feedback data  {fed['uri']}{rows} -> {users or 'not used yet'}")
     return "\n".join(lines)
+
+
+def _trained_on_lines(feedback: list[dict[str, Any]]) -> list[str]:
+    """ "trained on feedback from versions ..." for a version whose Trainer read feedback."""
+    if not feedback:
+        return []
+    versions = sorted({v for f in feedback for v in f["versions"]}, key=lambda v: (len(v), v))
+    rows = sum(f.get("num_examples") or 0 for f in feedback)
+    spans = ", ".join(str(f["span"]) for f in feedback if f.get("span") is not None)
+    where = f" (span {spans})" if spans else ""
+    if versions:
+        return [
+            f"  trained on     feedback from versions {', '.join(versions)}: {rows} rows{where}"
+        ]
+    return [f"  trained on     no new feedback{where}: base data only"]
 
 
 def format_versions(model: str, versions: list[dict[str, Any]]) -> str:
@@ -94,7 +113,7 @@ def format_versions(model: str, versions: list[dict[str, Any]]) -> str:
             v["version"],
             v["first_loaded"],
             v["last_unloaded"],
-            ",".join(v["live_on"]) or "-",
+            ",".join(v["live_on"] + [f"{x} (stale)" for x in v.get("stale_on", [])]) or "-",
             ",".join(v["servers"]),
             v["failed"],
             "; ".join(_metrics_text(m) for m in v.get("live_metrics", [])) or "-",
@@ -107,7 +126,14 @@ def format_versions(model: str, versions: list[dict[str, Any]]) -> str:
 
 def format_server(view: dict[str, Any]) -> str:
     rows = [
-        [e["model"], e["version"], e["state"], e["loaded"], e["unloaded"], e["error"] or ""]
+        [
+            e["model"],
+            e["version"],
+            "STALE" if e.get("stale") else e["state"],
+            e["loaded"],
+            e["unloaded"],
+            e["error"] or "",
+        ]
         for e in view["episodes"]
     ]
     head = (
@@ -115,6 +141,12 @@ def format_server(view: dict[str, Any]) -> str:
         f"started {view['started']}; live: "
         + (", ".join(f"{e['model']}/{e['version']}" for e in view["live"]) or "nothing")
     )
+    if view.get("stale"):
+        head += (
+            f"\nSTALE: no heartbeat since {view['last_heartbeat']} (every "
+            f"{view['heartbeat_interval_s']:g} s expected); still recorded as loaded: "
+            + (", ".join(f"{e['model']}/{e['version']}" for e in view["stale_loads"]) or "-")
+        )
     return head + "\n" + _table(["model", "version", "state", "loaded", "unloaded", "error"], rows)
 
 
