@@ -13,7 +13,7 @@ from collections import Counter
 
 import grpc
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow.core.framework import tensor_pb2, types_pb2
@@ -209,6 +209,29 @@ _SERVICE = {
 }
 
 
+def _issue_11_message() -> predict_pb2.PredictRequest:
+    """Shape [8388607, 64] and one float_val: 2 GiB under TF's fill rule, in 41 bytes."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "half_plus_two"
+    tensor = request.inputs["x"]
+    tensor.dtype = types_pb2.DT_FLOAT
+    for size in (8388607, 64):
+        tensor.tensor_shape.dim.add().size = size
+    tensor.float_val.append(1.0)
+    return request
+
+
+def _broadcast_classify() -> classification_pb2.ClassificationRequest:
+    """A 400 KB context copied into 1000 examples."""
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = "half_plus_two"
+    request.model_spec.signature_name = "classify_x_to_y"
+    with_context = request.input.example_list_with_context
+    with_context.context.features.feature["x"].float_list.value.extend([0.5] * 100_000)
+    with_context.examples.extend([example_pb2.Example()] * 1000)
+    return request
+
+
 # ----------------------------------------------------------------------------------- tests
 @pytest.fixture(scope="module")
 def codes(hardened, memory) -> Counter:
@@ -233,6 +256,9 @@ def test_random_bytes(channel, codes, method, data):
 
 @_fuzz(1200)
 @given(request=_REQUESTS)
+# Issue 11's cases run every time, whatever the generator draws.
+@example(request=("Predict", _issue_11_message()))
+@example(request=("Classify", _broadcast_classify()))
 def test_valid_messages_with_hostile_contents(channel, codes, request):
     name, message = request
     service = _SERVICE.get(name, "/tensorflow.serving.PredictionService/")

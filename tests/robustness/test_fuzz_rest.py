@@ -15,7 +15,7 @@ from collections import Counter
 from urllib.parse import quote
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.robustness.conftest import good_predictions
@@ -166,6 +166,10 @@ def client(hardened, memory) -> _Client:
 
 @_fuzz(700)
 @given(method=_METHODS, path=_paths(), request_id=_HEADER_TEXT, routing=_HEADER_TEXT)
+@example(
+    method="GET", path="/v1/models/half_plus_two/versions/" + "9" * 5000, request_id="", routing=""
+)
+@example(method="GET", path="/v1/models/missing", request_id="", routing="")
 def test_fuzzed_urls(client, method, path, request_id, routing):
     body = b'{"instances": [1.0]}' if method in ("POST", "PUT") else None
     headers = {"X-Request-Id": request_id, "X-Routing-Key": routing}
@@ -187,6 +191,18 @@ def test_fuzzed_urls(client, method, path, request_id, routing):
     body=_BODIES,
     encoding=_ENCODINGS,
     content_type=st.sampled_from(["application/json", "text/plain", "application/x-www-form"]),
+)
+@example(
+    path="/v1/models/half_plus_two:predict",
+    body=b'{"instances": [' + b",".join([b"[]"] * 500_000) + b"]}",  # parses to ~80 MB
+    encoding="gzip",
+    content_type="application/json",
+)
+@example(
+    path="/v1/models/half_plus_two:predict",
+    body=b'{"instances": [2.0]}',
+    encoding=None,
+    content_type="application/json",
 )
 def test_fuzzed_bodies(client, path, body, encoding, content_type):
     data, headers = _encode(body, encoding)
