@@ -71,9 +71,14 @@ def test_killed_server_turns_stale_while_the_other_stays_live(tmp_path, capsys):
             if e.properties["server_id"].string_value == "doomed"
         ]
         assert load.last_known_state == pb.Execution.RUNNING
-        # The rule at its edge, from the last recorded beat: 3 intervals is live, beyond is not.
-        last_beat = load.properties["heartbeat_ms"].double_value
-        edge = last_beat + STALE_AFTER_BEATS * INTERVAL * 1000
+        # The rule at its edge, from the last time the server was heard from (its last beat or
+        # the load itself, whichever is later: a kill can land before the first beat after the
+        # load): 3 intervals is live, beyond is not.
+        last_seen = max(
+            load.properties["heartbeat_ms"].double_value,
+            load.properties["load_time_ms"].double_value,
+        )
+        edge = last_seen + STALE_AFTER_BEATS * INTERVAL * 1000
         lineage_at = MlmdLineage(store)
         assert lineage_at.served_versions("hpt", now_ms=edge)[0]["stale_on"] == []
         assert lineage_at.served_versions("hpt", now_ms=edge + 1)[0]["stale_on"] == ["doomed"]
