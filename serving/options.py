@@ -34,6 +34,7 @@ class ServerOptions:
     rest_api_num_threads: int = 0
     rest_api_timeout_in_ms: int = 30000
     rest_api_enable_cors_support: bool = False
+    rest_api_max_connections: int = 4096
     grpc_channel_arguments: str = ""
     grpc_max_threads: int = 0
     model_name: str = "default"
@@ -80,6 +81,9 @@ _HELP = {
     "rest_api_port": "HTTP/REST port (0 disables REST)",
     "rest_api_num_threads": "threads running model calls (default 4 x CPUs)",
     "rest_api_timeout_in_ms": "deadline for REST predict/classify/regress (HTTP 504 past it)",
+    "rest_api_max_connections": "open REST connections allowed; a new one past it is answered "
+    "503 at once and closed (tfx-model-server only; at most half the process's file "
+    "descriptor limit)",
     "model_name": "model name in single-model mode",
     "model_base_path": "directory holding the model's integer version directories",
     "model_config_file": "text ModelServerConfig with one or more models",
@@ -225,6 +229,8 @@ def validate(options: ServerOptions) -> None:
         raise OptionsError("--per_process_gpu_memory_fraction must be between 0 and 1")
     if options.max_request_bytes < 0:
         raise OptionsError("--max_request_bytes must be >= 0 (0 = unlimited)")
+    if options.rest_api_max_connections < 1:
+        raise OptionsError("--rest_api_max_connections must be >= 1")
     if options.rest_api_timeout_in_ms < 0:
         raise OptionsError("--rest_api_timeout_in_ms must be >= 0")
     if options.metadata_connection and not options.metadata_spool_dir:

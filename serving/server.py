@@ -39,6 +39,7 @@ from serving.monitoring.config import read_monitoring_config
 from serving.monitoring.metrics import ServingMetrics
 from serving.options import OptionsError, ServerOptions
 from serving.rest.app import RestApi, RestOptions
+from serving.rest.listener import RestListener, bind_sockets, connection_limit
 from serving.security.auth import TokenAuthenticator, load_tokens
 from serving.security.ssl_config import read_ssl_config, write_pem_files
 from serving.servables.devices import configure_devices
@@ -62,11 +63,40 @@ def model_config_from_flags(options: ServerOptions) -> model_server_config_pb2.M
 
 
 class _Uvicorn(uvicorn.Server):
-    """uvicorn without its own signal handling: the model server owns SIGTERM/SIGINT."""
+    """uvicorn without its own signal handling (the model server owns SIGTERM/SIGINT) and with
+    its own listener (``serving.rest.listener``: fair accepts, a cap on open connections)."""
+
+    def __init__(self, config: uvicorn.Config, max_connections: int) -> None:
+        super().__init__(config)
+        self.max_connections = max_connections
 
     @contextmanager
     def capture_signals(self):
         yield
+
+    async def startup(self, sockets=None) -> None:
+        """uvicorn's own startup minus ``loop.create_server``: the same protocol factory and
+        server state, so uvicorn's graceful shutdown drains these connections as its own."""
+        await self.lifespan.startup()
+        config = self.config
+
+        def create_protocol() -> asyncio.Protocol:
+            return config.http_protocol_class(
+                config=config, server_state=self.server_state, app_state=self.lifespan.state
+            )
+
+        listening = bind_sockets(config.host, config.port, config.backlog)
+        connections = self.server_state.connections
+        self.servers = [
+            RestListener(
+                listening,
+                create_protocol,
+                connections.__len__,
+                self.max_connections,
+                config.ssl,
+            )
+        ]
+        self.started = True
 
 
 class ModelServer:
@@ -237,7 +267,8 @@ class ModelServer:
                     proxy_headers=False,  # nothing reads the client address; saves a hop
                     timeout_graceful_shutdown=30,
                     **self._rest_tls_arguments(),
-                )
+                ),
+                connection_limit(self.options.rest_api_max_connections),
             )
             tasks.append(asyncio.create_task(rest.serve()))
             log.info(
