@@ -15,6 +15,7 @@ import shutil
 import signal
 import ssl
 import tempfile
+import threading
 from collections.abc import Callable
 from contextlib import contextmanager
 
@@ -34,6 +35,7 @@ from serving.errors import ServingError
 from serving.event_loop import run_event_loop
 from serving.grpc_api.health import ReadinessHealth
 from serving.grpc_api.server import GrpcSecurity, build_grpc_server
+from serving.memory import MemoryReturner
 from serving.metadata.services import build_metadata_services
 from serving.monitoring.config import read_monitoring_config
 from serving.monitoring.metrics import ServingMetrics
@@ -99,6 +101,25 @@ class _Uvicorn(uvicorn.Server):
         self.started = True
 
 
+class _BodySizeReport:
+    """ASGI wrapper: once a REST request is answered, its declared body size goes to the
+    memory returner (``serving.memory``) — also for requests that failed before decoding."""
+
+    def __init__(self, app: RestApi, memory: MemoryReturner) -> None:
+        self._app = app
+        self._memory = memory
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            for name, value in scope.get("headers", ()):
+                if name == b"content-length":
+                    if value.isdigit():
+                        self._memory.note(int(value))
+                    break
+
+
 class ModelServer:
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
@@ -161,7 +182,10 @@ class ModelServer:
         )
         if self.metadata is not None:
             self.service.prediction_log = self.metadata.logger
+        self.memory = MemoryReturner()
+        self.service.memory = self.memory
         self._stopping: asyncio.Event | None = None
+        self._stop_requested = threading.Event()
 
     def _state_hooks(self, reporter) -> Callable[[str, VersionRecord], None]:
         """Version state changes go to the heap settler and, when on, the MLMD reporter."""
@@ -213,31 +237,70 @@ class ModelServer:
                 self.core.set_traffic_splits(self.traffic.splits)
         except ServingError as exc:
             raise OptionsError(exc.message) from exc
-        if self.metadata is not None:
-            self.metadata.start()  # before the first load, so no load report is missed
-        self.core.start()
-        if self._watcher is not None:
-            self._watcher.start()
-        log.info("Waiting for the initial versions of %s to load", self.core.model_names())
-        self.core.wait_until_settled()
-        heap.settle()  # before the first request, not during the first seconds of load
+        # From here on SIGTERM/SIGINT mean "stop cleanly, exit 0" — also during the initial
+        # loads, before the event loop (which installs its own handlers) runs.
+        self._install_stop_handlers()
         try:
-            run_event_loop(self._serve())
-        finally:
-            if self._watcher is not None:
-                self._watcher.stop()
-            self.core.stop()
-            self.service.close()
             if self.metadata is not None:
-                self.metadata.close()
+                self.metadata.start()  # before the first load, so no load report is missed
+            self.core.start()
+            if self._watcher is not None:
+                self._watcher.start()
+            log.info("Waiting for the initial versions of %s to load", self.core.model_names())
+            if self._wait_for_initial_loads():
+                heap.settle()  # before the first request, not during the first seconds of load
+                run_event_loop(self._serve())
+            else:
+                log.info("Stop requested while the initial versions were loading; not serving")
+        finally:
+            self._install_stop_handlers()  # the event loop restored the defaults on closing
+            self._shutdown()
         log.info("Server stopped")
         return 0
+
+    def _install_stop_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_stop_signal)
+
+    def _on_stop_signal(self, signum: int, frame) -> None:
+        if not self._stop_requested.is_set():
+            log.info("Received %s", signal.Signals(signum).name)
+        self._stop_requested.set()
+
+    def _wait_for_initial_loads(self) -> bool:
+        """True once the first loads have finished; False if a stop signal came first (the
+        loads still in progress finish in their threads, and are unloaded by the shutdown)."""
+        while not self.core.wait_until_settled(0.2):
+            if self._stop_requested.is_set():
+                return False
+        return not self._stop_requested.is_set()
+
+    def _shutdown(self) -> None:
+        """Stops what runs in the background, in an order that leaves no thread running
+        TensorFlow (or any native code that takes the GIL back) once the interpreter finalizes:
+        that aborted the process after "Server stopped" (see ``serving.heap``)."""
+        if self._watcher is not None:
+            self._watcher.stop()
+        self._heap.stop()  # before the unloads, whose garbage it would collect
+        self.core.stop()  # unloads every version and joins the unload threads
+        if self.batching is not None:
+            self.batching.scheduler.stop()  # joins the batch threads
+        self.service.close()  # joins the inference threads
+        if self.metadata is not None:
+            self.metadata.close()  # prediction-log writer thread, then the MLMD worker
+        self.memory.stop()
+        log.debug(
+            "Threads left at exit: %s",
+            [t.name for t in threading.enumerate() if t is not threading.current_thread()],
+        )
 
     async def _serve(self) -> None:
         self._stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        if self._stop_requested.is_set():  # signalled between the loads and this loop
+            self._stopping.set()
         tasks = []
         rest = None
         if self.options.rest_api_port:
@@ -256,7 +319,7 @@ class ModelServer:
             )
             rest = _Uvicorn(
                 uvicorn.Config(
-                    app,
+                    _BodySizeReport(app, self.memory),
                     host=self.options.host,
                     port=self.options.rest_api_port,
                     http="httptools",
@@ -327,5 +390,6 @@ class ModelServer:
         return server, health
 
     def request_stop(self) -> None:
+        self._stop_requested.set()
         if self._stopping is not None:
             self._stopping.set()
