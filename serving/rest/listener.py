@@ -125,7 +125,8 @@ class RestListener:
         self._handshakes: set[asyncio.Task] = set()
         self._lingering: dict[int, socket.socket] = {}
         self._closed = False
-        self.refused = 0  # connections answered 503 at the cap (for logs and tests)
+        self.accepted = 0  # connections handed to uvicorn
+        self.refused = 0  # connections answered 503 at the cap
         for sock in sockets:
             self._loop.add_reader(sock.fileno(), self._accept, sock)
 
@@ -153,6 +154,7 @@ class RestListener:
             if self._open_connections() + len(self._handshakes) >= self._max:
                 self._refuse(conn)
                 continue
+            self.accepted += 1
             if conn.family in (socket.AF_INET, socket.AF_INET6):
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             task = self._loop.create_task(
