@@ -46,8 +46,10 @@ from serving.security.auth import TokenAuthenticator, load_tokens
 from serving.security.ssl_config import read_ssl_config, write_pem_files
 from serving.servables.devices import configure_devices
 from serving.servables.loader import BatchingSetup, ServableLoader
+from serving.servables.op_libraries import load_op_libraries, parse_op_libraries
 from serving.servables.saved_model import LoadOptions
 from serving.servables.session_config import SessionSettings, build_session_config
+from serving.servables.tflite import TfLiteOptions
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +132,13 @@ class ModelServer:
             session_config=build_session_config(
                 SessionSettings(intra, inter, options.per_process_gpu_memory_fraction)
             ),
+            tflite=TfLiteOptions(options.num_tflite_pools, options.num_tflite_interpreters_per_pool)
+            if options.prefer_tflite_model
+            else None,
         )
         self.config = model_config_from_flags(options)
+        # Before any model loads: graphs using these libraries' ops must find them registered.
+        load_op_libraries(parse_op_libraries(options.custom_op_libraries))
         configure_devices(options.per_process_gpu_memory_fraction)
         self.metrics = self._metrics(options)
         self.batching = self._batching(options)
@@ -155,6 +162,7 @@ class ModelServer:
             allow_labels_for_unavailable_versions=(
                 options.allow_version_labels_for_unavailable_models
             ),
+            accept_tflite_versions=options.prefer_tflite_model,
             on_state_change=self._state_hooks(reporter),
         )
         self._watcher = (

@@ -18,6 +18,7 @@ import tensorflow as tf
 from absl import logging
 from tfx import types
 from tfx.components.pusher import executor as stock_executor
+from tfx.components.util import model_utils
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils
 from tfx.types import standard_component_specs as stock
@@ -25,6 +26,7 @@ from tfx.utils import proto_utils
 
 from components.manifest import MANIFEST_FILENAME, Manifest, build_manifest, manifest_path_for
 from components.model_store import DEFAULT_STALE_INCOMING_SECONDS, ModelStore
+from components.summary import log_summary
 
 PUSHED_KEY = "pushed"
 PUSHED_DESTINATION_KEY = "pushed_destination"
@@ -35,6 +37,11 @@ _KEEP_LAST_VERSIONS_KEY = "keep_last_versions"
 _STALE_INCOMING_SECONDS_KEY = "stale_incoming_seconds"
 
 _Versioning = pusher_pb2.Versioning
+PUSH_DESTINATION_REQUIRED = (
+    "The Pusher needs push_destination, the model store the servers poll: "
+    "Pusher(model=..., push_destination=tfx.proto.PushDestination("
+    "filesystem=tfx.proto.PushDestination.Filesystem(base_directory='/models/<model name>')))."
+)
 
 
 class Executor(stock_executor.Executor):
@@ -50,8 +57,10 @@ class Executor(stock_executor.Executor):
         pushed_model = artifact_utils.get_single_instance(output_dict[stock.PUSHED_MODEL_KEY])
         if not self.CheckBlessing(input_dict):
             self._MarkNotPushed(pushed_model)
+            log_summary("Pusher", f"NOT PUSHED: {_unblessed(input_dict)}")
             return
-        store = ModelStore(_filesystem_base_directory(exec_properties))
+        base_directory = _filesystem_base_directory(exec_properties)
+        store = ModelStore(base_directory)
         model_path = self.GetModelPath(input_dict)
         manifest = _source_manifest(model_path)
         # Written before publishing so nothing can fail between "version visible" and
@@ -71,14 +80,47 @@ class Executor(stock_executor.Executor):
         pushed_model.set_int_custom_property(PUSHED_AT_KEY, int(time.time()))
         pushed_model.set_string_custom_property(MANIFEST_DIGEST_KEY, published.manifest_digest)
         keep_last = exec_properties.get(_KEEP_LAST_VERSIONS_KEY)
-        if keep_last:
-            store.retain(int(keep_last))
+        removed = store.retain(int(keep_last)) if keep_last else []
+        kept = store.versions()
+        policy = f"keep_last_versions={keep_last}" if keep_last else "no keep_last_versions"
+        retention = f"removed {removed}" if removed else "removed nothing"
+        log_summary(
+            "Pusher",
+            f"pushed version {published.version} to {base_directory}; store holds "
+            f"{_versions_text(kept)}, {retention} ({policy}); manifest digest "
+            f"{published.manifest_digest[:12]}, {len(manifest.files)} files, "
+            f"{sum(e.size for e in manifest.files.values()) / (1 << 20):.1f} MiB",
+        )
+
+
+def _unblessed(input_dict: dict[str, list[types.Artifact]]) -> str:
+    """Which blessing said no, in the order the stock CheckBlessing looks at them."""
+    for key, check, what in (
+        (stock.MODEL_BLESSING_KEY, model_utils.is_model_blessed, "Evaluator/model validation"),
+        (stock.INFRA_BLESSING_KEY, model_utils.is_infra_validated, "InfraValidator"),
+    ):
+        if input_dict.get(key):
+            blessing = artifact_utils.get_single_instance(input_dict[key])
+            if not check(blessing):
+                reason = blessing.get_string_custom_property("reason_message") or (
+                    blessing.get_string_custom_property("reason")
+                )
+                return f"the model was not blessed by the {what} ({blessing.uri})" + (
+                    f": {reason}" if reason else ""
+                )
+    return "the model was not blessed"
+
+
+def _versions_text(versions: list[int]) -> str:
+    if len(versions) <= 4:
+        return f"versions {versions}"
+    return f"{len(versions)} versions ({versions[0]} .. {versions[-1]})"
 
 
 def _filesystem_base_directory(exec_properties: dict[str, Any]) -> str:
     raw = exec_properties.get(stock.PUSH_DESTINATION_KEY)
     if not raw:
-        raise ValueError("push_destination is required (PushDestination.filesystem).")
+        raise ValueError(PUSH_DESTINATION_REQUIRED)
     destination = pusher_pb2.PushDestination()
     proto_utils.json_to_proto(raw, destination)
     kind = destination.WhichOneof("destination")

@@ -112,8 +112,12 @@ class ServerCore:
         retry: RetryPolicy | None = None,
         on_state_change: Callable[[str, VersionRecord], None] | None = None,
         allow_labels_for_unavailable_versions: bool = False,
+        accept_tflite_versions: bool = False,
     ) -> None:
+        """``accept_tflite_versions``: ``--prefer_tflite_model``; a version directory holding
+        only a ``model.tflite`` is then complete."""
         self._allow_unavailable_labels = allow_labels_for_unavailable_versions
+        self._accept_tflite = accept_tflite_versions
         self._splits: dict[str, TrafficSplit] = {}
         self._loader_factory = loader_factory
         self._closer = closer
@@ -203,7 +207,8 @@ class ServerCore:
             self._retry,
             self._on_state_change,
         )
-        return _Model(config, VersionSource(config.name, config.base_path), manager)
+        source = VersionSource(config.name, config.base_path, accept_tflite=self._accept_tflite)
+        return _Model(config, source, manager)
 
     def model_names(self) -> list[str]:
         return sorted(self._models)

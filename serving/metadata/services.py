@@ -99,6 +99,7 @@ def build_metadata_services(options) -> MetadataServices | None:
             server_id,
             _device(),
             options.metadata_spool_max_reports,
+            options.metadata_heartbeat_seconds,
         )
     logger = feedback = None
     if options.prediction_log_dir:
