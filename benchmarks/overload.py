@@ -3,13 +3,15 @@
     .venv/bin/python -m benchmarks.overload                   # this tree only
     .venv/bin/python -m benchmarks.overload --baseline main   # a git ref side by side
 
-The server runs a tiny model (``scalar``) with a deliberately small batching queue
-(``max_batch_size 4``, ``max_enqueued_batches 2``, one batch thread) pinned to CPU 0; on CPU 1,
+The server runs a model with a deliberately small batching queue (``max_batch_size 4``,
+``max_enqueued_batches 2``, one batch thread) pinned to CPU 0: ``scalar`` (y = 0.5 x + 2, the
+front ends are the bottleneck) or ``busy`` (the same answer after ~3 ms of matrix products per
+batch, so the model is the bottleneck and most requests must be refused). On CPU 1,
 512 closed-loop clients keep one request each in flight (REST: keep-alive HTTP/1.1 connections;
 gRPC: concurrent unary calls over a few channels) while a prober opens a *fresh* connection
-every 0.5 s and sends one request on it. Most requests must be refused (503 / UNAVAILABLE):
-what matters is how fast the refusals come, how long the accepted requests take, and whether a
-newcomer gets an answer at all. The report gives p50/p99/max per answer, the prober's latency and
+every 0.5 s and sends one request on it. What matters is how fast the refusals (503 /
+UNAVAILABLE) come, how long the accepted requests take, and whether a newcomer gets an answer
+at all. The report gives p50/p99/max per answer, the prober's latency and
 how many of its probes were answered, and the load generator's own CPU use (near 100 % would
 mean the client, not the server, set the pace).
 
@@ -47,7 +49,10 @@ max_enqueued_batches { value: 2 }
 num_batch_threads { value: 1 }
 """
 BODY = b'{"instances": [[1.0]]}'
-PREDICT_PATH = "/v1/models/scalar:predict"
+MODEL_NAME = "overload"
+PREDICT_PATH = f"/v1/models/{MODEL_NAME}:predict"
+BUSY_MATMULS = 3
+BUSY_SIZE = 256
 CLIENT_TIMEOUT = 30.0
 GRPC_BODY = WORK / "overload-predict.bin"
 
@@ -175,7 +180,7 @@ def _grpc_request_bytes() -> bytes:
     from tensorflow_serving.apis import predict_pb2
 
     request = predict_pb2.PredictRequest()
-    request.model_spec.name = "scalar"
+    request.model_spec.name = MODEL_NAME
     tensor = request.inputs["x"]
     tensor.dtype = 1  # DT_FLOAT
     tensor.tensor_shape.dim.add().size = 1
@@ -272,6 +277,36 @@ def client_main(argv: list[str]) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------- models
+def _build_busy(base: str) -> str:
+    """``busy``: y = 0.5 x + 2 like ``scalar``, after a fixed chain of matrix products (a
+    variable operand, so graph optimizers cannot fold it)."""
+    import tensorflow as tf
+
+    version = os.path.join(base, "busy", "1")
+    if os.path.exists(os.path.join(version, "saved_model.pb")):
+        return os.path.dirname(version)
+
+    class Busy(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            rng = np.random.default_rng(0)
+            scale = 1.0 / np.sqrt(BUSY_SIZE)  # keeps the products' magnitude steady
+            self.m = tf.Variable(rng.normal(0, scale, (BUSY_SIZE, BUSY_SIZE)).astype(np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
+        def serve(self, x):
+            acc = tf.ones((BUSY_SIZE, BUSY_SIZE))
+            for _ in range(BUSY_MATMULS):
+                acc = tf.matmul(acc, self.m)
+            # min(|sum|, 0) is always 0, but no optimizer can know it: the products must run.
+            return {"y": 0.5 * x + 2.0 + tf.minimum(tf.abs(tf.reduce_sum(acc)), 0.0)}
+
+    module = Busy()
+    tf.saved_model.save(module, version, signatures={"serving_default": module.serve})
+    return os.path.dirname(version)
+
+
 # ------------------------------------------------------------------------------- orchestration
 def _free_port() -> int:
     import socket
@@ -316,7 +351,7 @@ def _start_server(tree: Path, base: str, log_path: Path, extra: list[str]):
         f"--rest_api_port={rest}",
         f"--port={grpc_port}",
         "--host=127.0.0.1",
-        "--model_name=scalar",
+        f"--model_name={MODEL_NAME}",
         f"--model_base_path={base}",
         "--enable_batching",
         f"--batching_parameters_file={batching}",
@@ -407,6 +442,10 @@ def run_point(tree: Path, base: str, protocol: str, args, log_path: Path) -> dic
     }
 
 
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def _cell(value) -> str:
     if value is None:
         return "—"
@@ -415,44 +454,55 @@ def _cell(value) -> str:
     return str(value)
 
 
+def _rows(points: list[dict]) -> list[tuple[str, object]]:
+    """(label, getter) for every figure any of ``points`` has."""
+    statuses: list[str] = []
+    for point in points:
+        for status in point["load"]["by_status"]:
+            if status not in statuses:
+                statuses.append(status)
+    rows: list[tuple[str, object]] = [("requests/s", lambda r: r["load"]["requests_per_second"])]
+    for status in statuses:
+        for key in ("count", "p50_ms", "p99_ms", "max_ms"):
+            rows.append(
+                (
+                    f"{status}: {key}",
+                    lambda r, s=status, k=key: r["load"]["by_status"].get(s, {}).get(k),
+                )
+            )
+    rows += [
+        ("fresh-connection probes answered", lambda r: _probe_answered(r)),
+        ("probe p50 ms", lambda r: r["probe"]["p50_ms"]),
+        ("probe p99 ms", lambda r: r["probe"]["p99_ms"]),
+        ("probe max ms", lambda r: r["probe"]["max_ms"]),
+        ("probe answers", lambda r: ", ".join(r["probe"]["statuses"])),
+        ("load generator CPU share", lambda r: f"{r['load_client_cpu']:.0%}"),
+        ("server alive after", lambda r: r["server_alive_after"]),
+        ("load average before", lambda r: r["loadavg"]),
+    ]
+    return rows
+
+
 def markdown(report: dict) -> str:
-    runs = report["runs"]
-    labels = list(runs)
+    labels = list(report["trees"])
     lines = [
-        "# Overload: 512 clients against a 4-row x 2-batch queue",
+        f"# Overload: {report['clients']} clients against a 4-row x 2-batch queue",
         "",
-        f"{report['started']}; {report['settings']}; load average before: "
-        + ", ".join(f"{label} {runs[label]['loadavg']}" for label in labels),
+        f"{report['started']}; {report['settings']}. Latencies are per answer, measured by the "
+        "clients; `ratio` = this tree / baseline.",
         "",
     ]
-    for protocol in [p for p in ("REST", "gRPC") if p in runs[labels[0]]]:
-        header = "| " + " | ".join(["figure", *labels]) + " |"
-        lines += [f"## {protocol}", "", header, "|" + "---|" * (len(labels) + 1)]
-        statuses: list[str] = []
-        for label in labels:
-            for status in runs[label][protocol]["load"]["by_status"]:
-                if status not in statuses:
-                    statuses.append(status)
-        rows = [("requests/s", lambda r: r["load"]["requests_per_second"])]
-        for status in statuses:
-            for key in ("count", "p50_ms", "p99_ms", "max_ms"):
-                rows.append(
-                    (
-                        f"{status}: {key}",
-                        lambda r, s=status, k=key: r["load"]["by_status"].get(s, {}).get(k),
-                    )
-                )
-        rows += [
-            ("load generator CPU share", lambda r: f"{r['load_client_cpu']:.0%}"),
-            ("fresh-connection probes answered", lambda r: _probe_answered(r)),
-            ("probe p50 ms", lambda r: r["probe"]["p50_ms"]),
-            ("probe p99 ms", lambda r: r["probe"]["p99_ms"]),
-            ("probe max ms", lambda r: r["probe"]["max_ms"]),
-            ("probe answers", lambda r: ", ".join(r["probe"]["statuses"])),
-            ("server alive after", lambda r: r["server_alive_after"]),
-        ]
-        for name, get in rows:
-            cells = [_cell(get(runs[label][protocol])) for label in labels]
+    for point, by_label in report["points"].items():
+        runs = [by_label[label] for label in labels]
+        header = ["figure", *labels] + (["ratio"] if len(labels) == 2 else [])
+        lines += [f"## {point}", "", "| " + " | ".join(header) + " |"]
+        lines.append("|" + "---|" * len(header))
+        for name, get in _rows(runs):
+            values = [get(run) for run in runs]
+            cells = [_cell(value) for value in values]
+            if len(labels) == 2:
+                first, second = (_number(v) for v in values)
+                cells.append(f"{second / first:.2f}" if first and second is not None else "")
             lines.append("| " + " | ".join([name, *cells]) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -466,9 +516,10 @@ def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "client":
         return client_main(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--baseline", help="git ref whose server runs first, side by side")
+    parser.add_argument("--baseline", help="git ref whose server runs too, side by side")
     parser.add_argument("--clients", type=int, default=512)
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--models", default="scalar,busy")
     parser.add_argument("--protocols", default="REST,gRPC")
     parser.add_argument(
         "--server-flag", action="append", default=[], help="extra server flag (repeatable)"
@@ -481,24 +532,32 @@ def main() -> int:
     from benchmarks import models
 
     WORK.mkdir(parents=True, exist_ok=True)
-    base = models.build("scalar", str(WORK / "models"))
+    bases = {
+        "scalar": models.build("scalar", str(WORK / "models")),
+        "busy": _build_busy(str(WORK / "models")),
+    }
     GRPC_BODY.write_bytes(_grpc_request_bytes())
     trees = {"this tree": ROOT}
     if args.baseline:
         trees = {f"baseline {args.baseline}": _code_tree(args.baseline), **trees}
     report = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "settings": f"{args.clients} clients, {args.seconds:.0f} s per point, "
-        "server on CPU 0, clients on CPU 1",
-        "runs": {},
+        "clients": args.clients,
+        "settings": f"{args.seconds:.0f} s per point, server on CPU 0, clients on CPU 1, "
+        f"extra server flags: {' '.join(args.server_flag) or 'none'}",
+        "trees": list(trees),
+        "points": {},
     }
-    for label, tree in trees.items():
-        run: dict = {"loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3])}
+    for model in args.models.split(","):
         for protocol in args.protocols.split(","):
-            print(f"{label}: {protocol}", flush=True)
-            log_path = WORK / f"overload-{protocol}-{label.replace(' ', '_')}.log"
-            run[protocol] = run_point(tree, base, protocol, args, log_path)
-        report["runs"][label] = run
+            point = f"{model} model, {protocol}"
+            report["points"][point] = {}
+            for label, tree in trees.items():  # side by side, one point at a time
+                print(f"{point}: {label}", flush=True)
+                loadavg = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+                log_path = WORK / f"overload-{model}-{protocol}-{label.replace(' ', '_')}.log"
+                result = run_point(tree, bases[model], protocol, args, log_path)
+                report["points"][point][label] = {**result, "loadavg": loadavg}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "overload.json").write_text(json.dumps(report, indent=1))
