@@ -89,26 +89,35 @@ def _cycle(store: str, metadata_dir: str) -> tuple[int, str]:
         server.__exit__(None, None, None)
 
 
+@pytest.mark.timeout(1800)
 def test_sigterm_exits_0_in_every_one_of_50_cycles(transform_model_store, tmp_path):
     outcomes: list[tuple[int, str]] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
+    stop = threading.Event()  # set when the test ends early: no new cycle starts
 
     def worker(index: int) -> None:
         metadata_dir = str(tmp_path / f"metadata-{index}")
         try:
             for _ in range(CYCLES // PARALLEL):
+                if stop.is_set():
+                    return
                 outcome = _cycle(transform_model_store, metadata_dir)
                 with lock:
                     outcomes.append(outcome)
         except BaseException as exc:  # reported below, with the other outcomes
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(PARALLEL)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(PARALLEL)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(300)  # a cycle in progress stops its own server
     assert not errors, errors
     failures = [(code, log) for code, log in outcomes if code != 0]
     assert len(outcomes) == CYCLES

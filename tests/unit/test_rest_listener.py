@@ -87,3 +87,18 @@ def test_connections_past_the_cap_are_answered_503_and_closed():
     assert b"connection: close" in answer
     assert b"--rest_api_max_connections" in answer
     assert refused == 1
+
+
+def test_the_cap_is_at_most_half_the_descriptor_limit(monkeypatch):
+    from serving.rest import listener
+
+    limits = {"soft": 1024, "hard": 2048}
+    monkeypatch.setattr(listener.resource, "getrlimit", lambda _: (limits["soft"], limits["hard"]))
+
+    def setrlimit(_, values):
+        limits["soft"], limits["hard"] = values
+
+    monkeypatch.setattr(listener.resource, "setrlimit", setrlimit)
+    assert listener.connection_limit(4096) == 1024  # soft limit raised to 2048 first
+    assert limits["soft"] == 2048
+    assert listener.connection_limit(100) == 100
