@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import ssl
+import sys
 import tempfile
 import threading
 from collections.abc import Callable
@@ -89,7 +90,12 @@ class _Uvicorn(uvicorn.Server):
                 config=config, server_state=self.server_state, app_state=self.lifespan.state
             )
 
-        listening = bind_sockets(config.host, config.port, config.backlog)
+        try:
+            listening = bind_sockets(config.host, config.port, config.backlog)
+        except OSError as exc:  # e.g. the port is taken: fail the start, as uvicorn does
+            log.error("Cannot listen on %s:%d for REST: %s", config.host, config.port, exc)
+            await self.lifespan.shutdown()
+            sys.exit(uvicorn.server.STARTUP_FAILURE)
         connections = self.server_state.connections
         self.servers = [
             RestListener(

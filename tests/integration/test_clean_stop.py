@@ -1,4 +1,5 @@
-"""SIGTERM exits 0 (README), also when it arrives while the initial versions are loading.
+"""SIGTERM exits 0 (README), also when it arrives while the initial versions are loading; a
+REST port that cannot be bound fails the start instead of leaving a server without REST.
 
 The load is held open by a gated model whose warmup request waits for the test
 (``tests.support.gate``), so the signal is known to arrive mid-load.
@@ -7,6 +8,7 @@ The load is held open by a gated model whose warmup request waits for the test
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +20,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 from serving.servables.warmup import write_warmup_file
 from tests.support.gate import Gate, write_gated_double
+from tests.support.models import write_half_plus_two
 from tests.support.server_process import REPO_ROOT, ServerProcess
 
 pytestmark = pytest.mark.integration
@@ -65,3 +68,23 @@ def test_sigterm_during_the_initial_load_exits_0_once_the_load_is_done(tmp_path)
         assert "Exporting HTTP/REST API" not in server.log()  # it never started serving
     finally:
         server.__exit__(None, None, None)
+
+
+def test_a_rest_port_in_use_fails_the_start(tmp_path):
+    write_half_plus_two(str(tmp_path / "half" / "1"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = ServerProcess(["--model_name=half", f"--model_base_path={tmp_path / 'half'}"])
+        server.args[0] = f"--rest_api_port={taken.getsockname()[1]}"
+        completed = subprocess.run(
+            [sys.executable, "-m", "serving", *server.args],
+            cwd=REPO_ROOT,
+            env=server._env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        server.__exit__(None, None, None)
+    assert completed.returncode != 0
+    assert "Cannot listen on 127.0.0.1" in completed.stderr
