@@ -21,7 +21,13 @@ Kubeflow Pipelines v2 (the image must contain this package and ``tfx[kfp]==1.16.
 
     python -m pipelines.serving_demo compile-kubeflow --image registry/tfx-serving-suite:0.1 \
         --pipeline_root gs://bucket/root --data_root gs://bucket/data \
-        --serving_model_dir /mnt/models/demo --output pipeline.yaml
+        --serving_model_dir gs://bucket/models/demo --output pipeline.yaml \
+        --beam_pipeline_args="--runner=DataflowRunner --project=P --region=R \
+            --temp_location=gs://bucket/tmp"
+
+``--serving_model_dir`` is a POSIX path or a ``gs://`` / ``s3://`` URI (docs/object-stores.md),
+for ``run`` too; ``--beam_pipeline_args`` go to every Beam-based component (CsvExampleGen here)
+unchanged.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import argparse
 import logging
 import os
 import re
+import shlex
 import sys
 import traceback
 from collections.abc import Sequence
@@ -45,6 +52,9 @@ MODEL_NAME = "demo"
 DATA_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "demo")
 CANARY_SIGNATURES = ("serving_default", "predict_examples", "regression", "classification")
 _KFP_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
+# Deterministic, single-process Beam for ExampleGen (see reference notes on Prism); replaced
+# whole by --beam_pipeline_args (e.g. Dataflow, Flink, or multi_processing direct mode).
+DEFAULT_BEAM_PIPELINE_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
 FEEDBACK_SPLIT_NAMES = '["train", "eval"]'  # as serving.metadata.export registers them
 FEEDBACK_NODE_ID = "FeedbackExampleGen"
 
@@ -116,6 +126,7 @@ def create_pipeline(
     feedback_log_dirs: Sequence[str] = (),
     feedback_merge: FeedbackMerge | None = None,
     metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
+    beam_pipeline_args: list[str] | None = None,
 ) -> tfx.dsl.Pipeline:
     """The pipeline; ``metadata_path`` (SQLite file) is for LocalDagRunner, None on Kubeflow.
 
@@ -199,8 +210,9 @@ def create_pipeline(
             if metadata_path
             else None
         ),
-        # Deterministic, single-process Beam for ExampleGen (see reference notes on Prism).
-        beam_pipeline_args=["--direct_running_mode=in_memory", "--direct_num_workers=1"],
+        beam_pipeline_args=list(
+            DEFAULT_BEAM_PIPELINE_ARGS if beam_pipeline_args is None else beam_pipeline_args
+        ),
     )
 
 
@@ -262,6 +274,12 @@ def latest_push(metadata_path: str) -> dict[str, Any]:
     }
 
 
+def local_store(workdir: str, serving_model_dir: str | None = None) -> str:
+    """The model store a local run pushes to: ``serving_model_dir`` (a path or a gs:// /
+    s3:// URI) or ``<workdir>/models/demo``."""
+    return serving_model_dir or os.path.join(os.path.abspath(workdir), "models", MODEL_NAME)
+
+
 def local_pipeline(
     workdir: str,
     train_steps: int,
@@ -269,18 +287,22 @@ def local_pipeline(
     data_root: str = DATA_ROOT,
     feedback_log_dirs: Sequence[str] = (),
     feedback_merge: FeedbackMerge | None = None,
+    *,
+    serving_model_dir: str | None = None,
+    beam_pipeline_args: list[str] | None = None,
 ) -> tfx.dsl.Pipeline:
     """The demo pipeline laid out under ``workdir`` (pipeline root, SQLite MLMD, model store)."""
     workdir = os.path.abspath(workdir)
     return create_pipeline(
         pipeline_root=os.path.join(workdir, "pipeline_root"),
         data_root=data_root,
-        serving_model_dir=os.path.join(workdir, "models", MODEL_NAME),
+        serving_model_dir=local_store(workdir, serving_model_dir),
         metadata_path=os.path.join(workdir, "metadata.sqlite"),
         train_steps=train_steps,
         feedback_examples=feedback_examples,
         feedback_log_dirs=feedback_log_dirs,
         feedback_merge=feedback_merge,
+        beam_pipeline_args=beam_pipeline_args,
     )
 
 
@@ -291,16 +313,26 @@ def run_local(
     data_root: str = DATA_ROOT,
     feedback_log_dirs: Sequence[str] = (),
     feedback_merge: FeedbackMerge | None = None,
+    *,
+    serving_model_dir: str | None = None,
+    beam_pipeline_args: list[str] | None = None,
 ) -> str:
-    """Runs the pipeline on LocalDagRunner in this process; returns the model store's path."""
+    """Runs the pipeline on LocalDagRunner in this process; returns the model store."""
     from tfx import v1 as tfx
 
     tfx.orchestration.LocalDagRunner().run(
         local_pipeline(
-            workdir, train_steps, feedback_examples, data_root, feedback_log_dirs, feedback_merge
+            workdir,
+            train_steps,
+            feedback_examples,
+            data_root,
+            feedback_log_dirs,
+            feedback_merge,
+            serving_model_dir=serving_model_dir,
+            beam_pipeline_args=beam_pipeline_args,
         )
     )
-    return os.path.join(os.path.abspath(workdir), "models", MODEL_NAME)
+    return local_store(workdir, serving_model_dir)
 
 
 def _configure_worker_logging(events: Any) -> None:
@@ -338,6 +370,19 @@ def _feedback_flags(args: argparse.Namespace) -> list[str]:
     return flags
 
 
+def _store_flags(args: argparse.Namespace) -> list[str]:
+    """``--serving_model_dir`` and ``--beam_pipeline_args``, passed on to the worker process."""
+    flags = [f"--serving_model_dir={args.serving_model_dir}"] if args.serving_model_dir else []
+    if args.beam_pipeline_args is not None:
+        flags.append(f"--beam_pipeline_args={args.beam_pipeline_args}")
+    return flags
+
+
+def _beam_args(args: argparse.Namespace) -> list[str] | None:
+    """``--beam_pipeline_args`` split like a shell would; None keeps the default."""
+    return None if args.beam_pipeline_args is None else shlex.split(args.beam_pipeline_args)
+
+
 def run_worker(args: argparse.Namespace) -> int:
     """``run --events_fd N``: run the pipeline here, reporting progress on descriptor N."""
     from pipelines import quiet
@@ -359,6 +404,8 @@ def run_worker(args: argparse.Namespace) -> int:
             args.data_root,
             args.feedback_log_dir,
             _feedback_merge(args),
+            serving_model_dir=args.serving_model_dir,
+            beam_pipeline_args=_beam_args(args),
         )
         writer.send("nodes", nodes=[component.id for component in pipeline.components])
         tfx.orchestration.LocalDagRunner().run(pipeline)
@@ -375,7 +422,7 @@ def run_worker(args: argparse.Namespace) -> int:
     writer.send(
         "result",
         steps=steps,
-        store=os.path.join(workdir, "models", MODEL_NAME),
+        store=local_store(workdir, args.serving_model_dir),
         metadata_path=metadata_path,
         push=latest_push(metadata_path),
     )
@@ -393,7 +440,7 @@ def run_with_progress(args: argparse.Namespace) -> int:
             args.train_steps,
             feedback_examples=args.feedback_examples,
             data_root=args.data_root,
-            extra_args=_feedback_flags(args),
+            extra_args=_feedback_flags(args) + _store_flags(args),
         ),
         log_path=local_run.pipeline_log_path(args.workdir),
         title=f"Pipeline {PIPELINE_NAME} on LocalDagRunner",
@@ -417,6 +464,7 @@ def compile_kubeflow(
     serving_model_dir: str,
     output: str,
     pipeline_name: str = PIPELINE_NAME,
+    beam_pipeline_args: list[str] | None = None,
 ) -> dict:
     """Writes a KFP v2 PipelineSpec (``.yaml``) or PipelineJob (``.json``); returns it."""
     if not _KFP_NAME_RE.match(pipeline_name):
@@ -437,6 +485,7 @@ def compile_kubeflow(
             data_root=data_root,
             serving_model_dir=serving_model_dir,
             pipeline_name=pipeline_name,
+            beam_pipeline_args=beam_pipeline_args,
         ),
         write_out=True,
     )
@@ -485,6 +534,11 @@ def main(argv: list[str] | None = None) -> int:
         default=FeedbackMerge.corrected_weight,
         help="weight of a feedback row the served model got wrong",
     )
+    run.add_argument(
+        "--serving_model_dir",
+        default=None,
+        help="model store to push to: a path or gs:// / s3:// URI (default <workdir>/models/demo)",
+    )
     run.add_argument("--verbose", action="store_true", help="stream the full logs as well")
     # Set by the progress front end for the worker process it starts (pipelines/local_run.py).
     run.add_argument("--events_fd", type=int, default=None, help=argparse.SUPPRESS)
@@ -492,9 +546,18 @@ def main(argv: list[str] | None = None) -> int:
     kfp.add_argument("--image", required=True, help="components image (this package + tfx)")
     kfp.add_argument("--pipeline_root", required=True)
     kfp.add_argument("--data_root", required=True)
-    kfp.add_argument("--serving_model_dir", required=True, help="POSIX path (PVC/NFS) in pods")
+    kfp.add_argument(
+        "--serving_model_dir", required=True, help="POSIX path (PVC/NFS) in pods, or gs:// / s3://"
+    )
     kfp.add_argument("--pipeline_name", default=PIPELINE_NAME)
     kfp.add_argument("--output", default="pipeline.yaml")
+    for command in (run, kfp):
+        command.add_argument(
+            "--beam_pipeline_args",
+            default=None,
+            help="Beam options for CsvExampleGen, one string (e.g. '--runner=DataflowRunner "
+            f"--project=P ...'); default: {' '.join(DEFAULT_BEAM_PIPELINE_ARGS)}",
+        )
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -509,6 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         serving_model_dir=args.serving_model_dir,
         output=args.output,
         pipeline_name=args.pipeline_name,
+        beam_pipeline_args=_beam_args(args),
     )
     print(f"Wrote {args.output}")
     return 0

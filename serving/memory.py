@@ -7,19 +7,21 @@ after the request, nothing referencing it any more):
   from a BFC pool that grows in doubling regions and never shrinks: a 1 GiB region stayed
   mapped after that request (666 MB -> 1.6 GB RSS; ``strace`` showed
   ``BFCAllocator::Extend``). ``TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1`` makes it use ``malloc``
-  instead (666 MB -> 940 MB). The pool saves little for serving, whose tensors are small
-  next to a model's compute; the variable is set unless the environment already sets it (``0``
-  brings the pool back).
+  instead (666 MB -> 940 MB). The pool saved no measurable time on the MLP benchmark
+  (``benchmarks/results/README.md``); the variable is set unless the environment already sets
+  it (``0`` brings the pool back).
 * glibc's ``malloc`` keeps freed chunks in its arenas: after freeing a large ``mmap``-ed block
   it raises its mmap and trim thresholds (up to 32/64 MiB), so the next large buffers land in
   the arenas and stay there when freed. ``malloc_trim(0)`` hands every free page back.
   It walks all arenas under their locks (tens of ms after a large request), so it runs on a
-  thread of its own, only after a request that decoded at least ``LARGE_REQUEST_BYTES``, and
-  once the process has been quiet for a moment (the request's buffers are freed after its
-  response is sent).
+  thread of its own, only after a request that held at least ``LARGE_REQUEST_BYTES`` of
+  request memory (what ``serving.request_limits`` charged it: body, parsed document, decoded
+  tensors), and once no large request has ended for a moment — and once more a few seconds
+  later, as a large response may still be on its way out.
 
-TF Serving (C++, tcmalloc-free builds use the same glibc) does neither; its BFC pool keeps
-what the largest request needed.
+With both, RSS went back to 666 MB after that request (tests/integration/test_memory_return.py
+checks it for REST and gRPC). TF Serving does neither: its allocator keeps what the largest
+request needed.
 """
 
 from __future__ import annotations

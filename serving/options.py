@@ -12,6 +12,10 @@ import os
 from dataclasses import dataclass, fields
 
 from serving.errors import ConfigError
+from serving.request_limits import (
+    DEFAULT_MAX_REQUEST_MEMORY_BYTES,
+    DEFAULT_MAX_TOTAL_REQUEST_MEMORY_BYTES,
+)
 from serving.servables.op_libraries import (
     OpLibraryError,
     check_op_libraries,
@@ -45,6 +49,7 @@ class ServerOptions:
     model_name: str = "default"
     model_base_path: str = ""
     model_config_file: str = ""
+    model_cache_dir: str = ""
     model_config_file_poll_wait_seconds: int = 0
     allow_version_labels_for_unavailable_models: bool = False
     saved_model_tags: str = "serve"
@@ -72,6 +77,12 @@ class ServerOptions:
     enable_profiler: bool = True
     max_queued_requests: int = 1024
     max_request_bytes: int = 0
+    max_request_memory_bytes: int = DEFAULT_MAX_REQUEST_MEMORY_BYTES
+    max_total_request_memory_bytes: int = DEFAULT_MAX_TOTAL_REQUEST_MEMORY_BYTES
+    rest_api_header_timeout_in_ms: int = 10_000
+    rest_api_body_timeout_in_ms: int = 60_000
+    rest_api_keep_alive_timeout_in_ms: int = 30_000
+    rest_api_max_header_bytes: int = 65_536
     auth_token_file: str = ""
     auth_protect_health_probes: bool = False
     traffic_split_config_file: str = ""
@@ -96,7 +107,10 @@ _HELP = {
     "503 at once and closed (tfx-model-server only; at most half the process's file "
     "descriptor limit)",
     "model_name": "model name in single-model mode",
-    "model_base_path": "directory holding the model's integer version directories",
+    "model_base_path": "directory holding the model's integer version directories, or a "
+    "gs://bucket/path or s3://bucket/path URI",
+    "model_cache_dir": "local directory where versions from gs:// and s3:// stores are copied "
+    "and loaded from (default: a private temp dir removed at exit; tfx-model-server only)",
     "model_config_file": "text ModelServerConfig with one or more models",
     "file_system_poll_wait_seconds": "seconds between version polls; 0 polls once",
     "max_queued_requests": "model calls allowed to wait for a thread before HTTP 503 / "
@@ -104,6 +118,20 @@ _HELP = {
     "host": "address to bind (tfx-model-server only)",
     "max_request_bytes": "largest request body/message accepted, 0 = unlimited (REST 413, gRPC "
     "RESOURCE_EXHAUSTED past it; tfx-model-server only)",
+    "max_request_memory_bytes": "memory one request may take once read and decoded (body, "
+    "parsed JSON, tensors after TF's fill rule, tf.Example batches), checked before it is "
+    "allocated; 0 = unlimited (REST 413, gRPC RESOURCE_EXHAUSTED past it; see docs/serving.md)",
+    "max_total_request_memory_bytes": "the same, summed over all requests in progress; a request "
+    "that would exceed it gets 503 / UNAVAILABLE at once; 0 = unlimited",
+    "rest_api_header_timeout_in_ms": "a REST request's line and headers must arrive within this "
+    "(from the connection or the request's first byte), else 408 and the connection is closed; "
+    "0 = no limit",
+    "rest_api_body_timeout_in_ms": "a REST request's body may pause at most this long (after "
+    "the headers or its last data), else 408 and the connection is closed; 0 = no limit",
+    "rest_api_keep_alive_timeout_in_ms": "an idle keep-alive REST connection is closed after "
+    "this; keep it above a load balancer's idle timeout",
+    "rest_api_max_header_bytes": "largest REST request line plus headers; past it 431 and the "
+    "connection is closed",
     "auth_token_file": "require 'Authorization: Bearer <token>' on REST and gRPC; tokens one per "
     "line (also from $TFX_MODEL_SERVER_AUTH_TOKENS, comma-separated; tfx-model-server only)",
     "auth_protect_health_probes": "also require the token on /healthz, /readyz and gRPC health "
@@ -249,8 +277,25 @@ def validate(options: ServerOptions) -> None:
         )
     if not 0.0 <= options.per_process_gpu_memory_fraction <= 1.0:
         raise OptionsError("--per_process_gpu_memory_fraction must be between 0 and 1")
-    if options.max_request_bytes < 0:
-        raise OptionsError("--max_request_bytes must be >= 0 (0 = unlimited)")
+    for name in (
+        "max_request_bytes",
+        "max_request_memory_bytes",
+        "max_total_request_memory_bytes",
+        "rest_api_header_timeout_in_ms",
+        "rest_api_body_timeout_in_ms",
+        "rest_api_max_header_bytes",
+    ):
+        if getattr(options, name) < 0:
+            raise OptionsError(f"--{name} must be >= 0 (0 = unlimited)")
+    if options.rest_api_keep_alive_timeout_in_ms <= 0:
+        raise OptionsError("--rest_api_keep_alive_timeout_in_ms must be > 0")
+    if 0 < options.max_total_request_memory_bytes < options.max_request_memory_bytes or (
+        options.max_total_request_memory_bytes and not options.max_request_memory_bytes
+    ):
+        raise OptionsError(
+            "--max_total_request_memory_bytes must be at least --max_request_memory_bytes "
+            "(else a request within its own limit could never be served)"
+        )
     if options.rest_api_max_connections < 1:
         raise OptionsError("--rest_api_max_connections must be >= 1")
     if options.num_tflite_pools < 0:

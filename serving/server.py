@@ -41,7 +41,9 @@ from serving.metadata.services import build_metadata_services
 from serving.monitoring.config import read_monitoring_config
 from serving.monitoring.metrics import ServingMetrics
 from serving.options import OptionsError, ServerOptions
+from serving.request_limits import MemoryLimits, MemoryPool
 from serving.rest.app import RestApi, RestOptions
+from serving.rest.connection import ConnectionLimits, protocol_factory
 from serving.rest.listener import RestListener, bind_sockets, connection_limit
 from serving.security.auth import TokenAuthenticator, load_tokens
 from serving.security.ssl_config import read_ssl_config, write_pem_files
@@ -51,6 +53,7 @@ from serving.servables.op_libraries import load_op_libraries, parse_op_libraries
 from serving.servables.saved_model import LoadOptions
 from serving.servables.session_config import SessionSettings, build_session_config
 from serving.servables.tflite import TfLiteOptions
+from serving.storage.sources import StorageSources
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,8 @@ def model_config_from_flags(options: ServerOptions) -> model_server_config_pb2.M
     config = model_server_config_pb2.ModelServerConfig()
     model = config.model_config_list.config.add()
     model.name = options.model_name
-    model.base_path = os.path.abspath(options.model_base_path)
+    base = options.model_base_path
+    model.base_path = base if "://" in base else os.path.abspath(base)
     model.model_platform = "tensorflow"
     return config
 
@@ -109,25 +113,6 @@ class _Uvicorn(uvicorn.Server):
         self.started = True
 
 
-class _BodySizeReport:
-    """ASGI wrapper: once a REST request is answered, its declared body size goes to the
-    memory returner (``serving.memory``) — also for requests that failed before decoding."""
-
-    def __init__(self, app: RestApi, memory: MemoryReturner) -> None:
-        self._app = app
-        self._memory = memory
-
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await self._app(scope, receive, send)
-        finally:
-            for name, value in scope.get("headers", ()):
-                if name == b"content-length":
-                    if value.isdigit():
-                        self._memory.note(int(value))
-                    break
-
-
 class ModelServer:
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
@@ -168,8 +153,10 @@ class ModelServer:
             allow_labels_for_unavailable_versions=(
                 options.allow_version_labels_for_unavailable_models
             ),
-            accept_tflite_versions=options.prefer_tflite_model,
             on_state_change=self._state_hooks(reporter),
+            source_factory=StorageSources(
+                options.model_cache_dir, self.metrics, accept_tflite=options.prefer_tflite_model
+            ),
         )
         self._watcher = (
             ConfigFileWatcher(
@@ -196,8 +183,13 @@ class ModelServer:
         )
         if self.metadata is not None:
             self.service.prediction_log = self.metadata.logger
-        self.memory = MemoryReturner()
-        self.service.memory = self.memory
+        # One account of request memory for both front ends (serving.request_limits); a
+        # request that held much of it hands the freed memory back to the OS (serving.memory).
+        self.memory_returner = MemoryReturner()
+        self.memory = MemoryPool(
+            MemoryLimits(options.max_request_memory_bytes, options.max_total_request_memory_bytes),
+            on_release=self.memory_returner.note,
+        )
         self._stopping: asyncio.Event | None = None
         self._stop_requested = threading.Event()
 
@@ -302,7 +294,7 @@ class ModelServer:
         self.service.close()  # joins the inference threads
         if self.metadata is not None:
             self.metadata.close()  # prediction-log writer thread, then the MLMD worker
-        self.memory.stop()
+        self.memory_returner.stop()
         log.debug(
             "Threads left at exit: %s",
             [t.name for t in threading.enumerate() if t is not threading.current_thread()],
@@ -329,14 +321,22 @@ class ModelServer:
                         self.traffic.routing_header if self.traffic else DEFAULT_ROUTING_HEADER
                     ).encode(),
                     metadata=self.metadata,
+                    memory=self.memory,
                 ),
             )
             rest = _Uvicorn(
                 uvicorn.Config(
-                    _BodySizeReport(app, self.memory),
+                    app,
                     host=self.options.host,
                     port=self.options.rest_api_port,
-                    http="httptools",
+                    http=protocol_factory(
+                        ConnectionLimits(
+                            self.options.rest_api_header_timeout_in_ms / 1000,
+                            self.options.rest_api_body_timeout_in_ms / 1000,
+                            self.options.rest_api_max_header_bytes,
+                        )
+                    ),
+                    timeout_keep_alive=self.options.rest_api_keep_alive_timeout_in_ms / 1000,
                     loop="none",
                     lifespan="off",
                     log_level="warning",
@@ -390,7 +390,7 @@ class ModelServer:
             authenticator=self.authenticator,
             routing_header=self.traffic.routing_header if self.traffic else DEFAULT_ROUTING_HEADER,
         )
-        server = build_grpc_server(self.service, self.options, security, health)
+        server = build_grpc_server(self.service, self.options, security, health, self.memory)
         await server.start()
         if health is not None:
             await health.refresh()

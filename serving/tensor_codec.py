@@ -3,7 +3,14 @@
 Decoding follows ``Tensor::FromProto``: a valid shape (no negative dims, rank <= 254) and a known
 dtype; ``tensor_content`` must hold exactly ``num_elements`` values; typed ``*_val`` fields may
 hold fewer values than the shape (the last value fills the rest, no values means zeros) or more
-(the extra ones are ignored). Anything else is TF Serving's ``tensor parsing error: <alias>``.
+(the extra ones are ignored). Anything else is TF Serving's ``tensor parsing error: <alias>``,
+as is a tensor too large for any allocation (TF's allocation fails and ``FromProto`` with it).
+
+Before any array is allocated, its size is charged to the request's memory budget
+(:mod:`serving.request_limits`): a few bytes can describe a multi-GiB tensor through the fill
+rule, and TF Serving would allocate it. Numpy holds at most 32 dimensions (TF 254), and its
+zero-size arrays still need the product of their other dimensions to fit in 63 bits; tensors
+beyond either are refused with INVALID_ARGUMENT saying so.
 
 Encoding follows ``Tensor::AsProtoField`` (typed fields, the default for responses) or
 ``AsProtoTensorContent`` (``--enable_serialization_as_tensor_content``). Strings always go to
@@ -27,8 +34,9 @@ from dataclasses import dataclass
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
+from serving import request_limits
 from serving.errors import Code, ServingError, invalid_argument
-from serving.tensor_types import numpy_dtype, tf_dtype
+from serving.tensor_types import dtype_name, numpy_dtype, tf_dtype
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +44,8 @@ TensorProto = tensor_pb2.TensorProto
 
 _MAX_RANK = 254  # TensorShape::MaxDimensions()
 _MAX_ELEMENTS = 2**63 - 1
-# A typed field can describe a huge tensor in a few bytes (one value, shape [1e12]). TF would
-# allocate it; we refuse anything larger than the largest message a client could send outright.
-_MAX_FILLED_BYTES = 2**31 - 1
+_NUMPY_MAX_RANK = 32  # NPY_MAXDIMS
+_NUMPY_MAX_BYTES = 2**63 - 1  # npy_intp
 
 _WIRE_VARINT = 0
 _WIRE_FIXED64 = 1
@@ -98,26 +105,66 @@ class _ParseError(ValueError):
 
 # ---------------------------------------------------------------------------------- decoding
 def decode(tensor: TensorProto, alias: str) -> np.ndarray:
-    """The numpy value of a request tensor; INVALID_ARGUMENT ``tensor parsing error: <alias>``."""
+    """The numpy value of a request tensor; INVALID_ARGUMENT ``tensor parsing error: <alias>``
+    for what TF rejects, RESOURCE_EXHAUSTED / UNAVAILABLE past the request memory limits."""
     try:
-        return _decode(tensor)
+        return _decode(tensor, alias)
     except _ParseError as exc:
         log.debug("Input %s rejected: %s", alias, exc)
         raise invalid_argument(f"tensor parsing error: {alias}") from None
 
 
-def _decode(tensor: TensorProto) -> np.ndarray:
+def _decode(tensor: TensorProto, alias: str) -> np.ndarray:
     shape = _shape(tensor)
     try:
         dtype = numpy_dtype(tensor.dtype)
     except KeyError:
         raise _ParseError(f"unsupported dtype {tensor.dtype}") from None
+    _check_numpy_limits(shape, dtype, alias)
     count = math.prod(shape)
     if count == 0:
         return np.empty(shape, dtype)
+    request_limits.charge(
+        _decoded_bytes(tensor, dtype, count),
+        lambda: f"input {alias} ({dtype_name(tensor.dtype)} {list(shape)})",
+    )
     if tensor.tensor_content:
         return _from_content(tensor.tensor_content, tensor.dtype, dtype, count).reshape(shape)
     return _fill(_from_field(tensor, dtype), dtype, count).reshape(shape)
+
+
+def _check_numpy_limits(shape: tuple[int, ...], dtype: np.dtype, alias: str) -> None:
+    """Shapes TF accepts but numpy cannot hold; a tensor whose bytes overflow 63 bits could
+    never be allocated, which TF reports as a parsing error."""
+    if len(shape) > _NUMPY_MAX_RANK:
+        raise invalid_argument(
+            f"Input {alias} has {len(shape)} dimensions: tensors of more than "
+            f"{_NUMPY_MAX_RANK} dimensions are not supported"
+        )
+    nonzero = math.prod(size for size in shape if size) * dtype.itemsize
+    if nonzero > _NUMPY_MAX_BYTES:
+        if 0 in shape:
+            raise invalid_argument(
+                f"Input {alias} has shape {list(shape)}: an empty tensor whose other "
+                "dimensions multiply past 2^63 bytes is not supported"
+            )
+        raise _ParseError(f"shape {list(shape)} needs more than 2^63 bytes")
+
+
+def _decoded_bytes(tensor: TensorProto, dtype: np.dtype, count: int) -> int:
+    """What decoding allocates, computed from sizes protobuf already knows (no value is read)."""
+    if tensor.dtype == types_pb2.DT_STRING:
+        if tensor.tensor_content:
+            return request_limits.string_bytes(count, len(tensor.tensor_content))
+        values = tensor.string_val
+        filled = count - len(values)
+        fill_payload = filled * len(values[-1]) if filled > 0 and values else 0
+        # ByteSize bounds the present values' bytes without copying them out.
+        return request_limits.string_bytes(count, tensor.ByteSize() + fill_payload)
+    if tensor.tensor_content:
+        return count * dtype.itemsize
+    present = len(getattr(tensor, _VALUE_FIELDS[tensor.dtype].name))
+    return count * dtype.itemsize + present * max(dtype.itemsize, 8)
 
 
 def _shape(tensor: TensorProto) -> tuple[int, ...]:
@@ -235,8 +282,6 @@ def _fill(values: np.ndarray, dtype: np.dtype, count: int) -> np.ndarray:
     present = len(values)
     if present >= count:
         return values[:count]
-    if count * dtype.itemsize > _MAX_FILLED_BYTES:
-        raise _ParseError(f"{present} values would be expanded to {count} elements")
     filled = np.empty(count, dtype)
     if present == 0:
         filled[:] = b"" if dtype.kind == "O" else 0

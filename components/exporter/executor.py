@@ -15,7 +15,7 @@ from tfx.types import artifact_utils
 from tfx.types import standard_component_specs as stock
 from tfx.utils import io_utils, path_utils
 
-from components import serving_requests
+from components import serving_requests, store_io
 from components.exporter import activations, signatures, transform
 from components.manifest import build_manifest, manifest_path_for
 from components.summary import log_summary
@@ -35,6 +35,21 @@ class Executor(base_executor.BaseExecutor):
     """Writes the serving-ready model; every side effect stays inside the output artifact."""
 
     def Do(
+        self,
+        input_dict: dict[str, list[types.Artifact]],
+        output_dict: dict[str, list[types.Artifact]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        # Bucket pipeline roots (gs://, s3://): the model and transform graph are staged
+        # through local temp dirs and the exported model uploaded (components.store_io).
+        staged_inputs = [
+            *input_dict.get(stock.MODEL_KEY, []),
+            *input_dict.get(stock.TRANSFORM_GRAPH_KEY, []),
+        ]
+        with store_io.staged_artifacts(staged_inputs, output_dict[EXPORTED_MODEL_KEY]):
+            self._export(input_dict, output_dict, exec_properties)
+
+    def _export(
         self,
         input_dict: dict[str, list[types.Artifact]],
         output_dict: dict[str, list[types.Artifact]],

@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import posixpath
 import signal
 import tempfile
 import threading
@@ -36,7 +37,7 @@ from tfx.types import artifact_utils
 from tfx.types import standard_component_specs as stock
 from tfx.utils import io_utils, path_utils, proto_utils
 
-from components import serving_requests
+from components import serving_requests, store_io
 from components.infra_validator.grpc_client import GrpcClient
 from components.infra_validator.rest_client import RestClient
 from components.infra_validator.runners import platforms
@@ -142,6 +143,22 @@ class Executor(base_executor.BaseExecutor):
         output_dict: dict[str, list[types.Artifact]],
         exec_properties: dict[str, Any],
     ) -> None:
+        # Bucket pipeline roots (gs://, s3://): the model is validated from a local copy and
+        # the blessing (report, log, stamped model) uploaded (components.store_io).
+        blessing_uri = artifact_utils.get_single_instance(output_dict[stock.BLESSING_KEY]).uri
+        with store_io.staged_artifacts(
+            input_dict.get(stock.MODEL_KEY, []), output_dict[stock.BLESSING_KEY]
+        ):
+            self._validate(input_dict, output_dict, exec_properties, blessing_uri)
+
+    def _validate(
+        self,
+        input_dict: dict[str, list[types.Artifact]],
+        output_dict: dict[str, list[types.Artifact]],
+        exec_properties: dict[str, Any],
+        blessing_uri: str,
+    ) -> None:
+        """``blessing_uri``: where the blessing ends up (a bucket URI when staged locally)."""
         self._log_startup(input_dict, output_dict, exec_properties)
         model = artifact_utils.get_single_instance(input_dict[stock.MODEL_KEY])
         blessing = artifact_utils.get_single_instance(output_dict[stock.BLESSING_KEY])
@@ -238,7 +255,7 @@ class Executor(base_executor.BaseExecutor):
                 mode,
                 len(requests),
                 limits.canary_protocol,
-                os.path.join(blessing.uri, SERVER_LOG_FILENAME),
+                posixpath.join(blessing_uri, SERVER_LOG_FILENAME),
                 bool(stamped),
             ),
         )

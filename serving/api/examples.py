@@ -15,6 +15,7 @@ from tensorflow.core.example import example_pb2
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
 
+from serving import request_limits
 from serving.api.signatures import SignatureDef, signature_or_default
 from serving.errors import failed_precondition, invalid_argument
 
@@ -24,12 +25,21 @@ REGRESS_OUTPUTS = "outputs"
 
 
 def serialized_examples(inp: input_pb2.Input) -> np.ndarray:
-    """The batch of serialized examples a classify/regress signature is fed."""
+    """The batch of serialized examples a classify/regress signature is fed.
+
+    The batch is charged to the request's memory budget first: the context is copied into
+    every example, so a small request can describe a huge batch (``N`` examples x a large
+    context); sizes come from protobuf's ``ByteSize`` without serializing anything.
+    """
     kind = inp.WhichOneof("kind")
     if kind == "example_list":
+        count = len(inp.example_list.examples)
+        _charge_batch(count, inp.ByteSize())
         examples = [e.SerializeToString() for e in inp.example_list.examples]
     elif kind == "example_list_with_context":
         context = inp.example_list_with_context.context
+        count = len(inp.example_list_with_context.examples)
+        _charge_batch(count, inp.ByteSize() + count * context.ByteSize())
         examples = []
         for example in inp.example_list_with_context.examples:
             merged = example_pb2.Example()
@@ -43,6 +53,13 @@ def serialized_examples(inp: input_pb2.Input) -> np.ndarray:
     batch = np.empty(len(examples), dtype=object)
     batch[:] = examples
     return batch
+
+
+def _charge_batch(count: int, payload: int) -> None:
+    request_limits.charge(
+        request_limits.string_bytes(count, payload),
+        lambda: f"the batch of {count} serialized tf.Examples ({payload} bytes)",
+    )
 
 
 def find_inference_signature(

@@ -35,7 +35,6 @@ from serving.errors import Code, ServingError, invalid_argument, unavailable, un
 from serving.monitoring.metrics import ServingMetrics
 
 if TYPE_CHECKING:
-    from serving.memory import MemoryReturner
     from serving.metadata.prediction_log import PredictionLogger
 
 
@@ -63,8 +62,6 @@ InputDecoder = Callable[[SignatureDef], Mapping[str, np.ndarray]]
 class InferenceService:
     # Set by the server when --prediction_log_dir is given (serving.metadata.prediction_log).
     prediction_log: PredictionLogger | None = None
-    # Set by the server: told each request's decoded size when it ends (serving.memory).
-    memory: MemoryReturner | None = None
 
     def __init__(
         self,
@@ -134,19 +131,15 @@ class InferenceService:
         with self._counted(spec.name), self.core.handle(spec) as handle:
             signature = find(handle.servable.signatures, spec.signature_name)
             inputs = decode_inputs(signature)
-            try:
-                check_inputs(signature, list(inputs))
-                aliases = output_aliases(signature, output_filter)
-                outputs = await self._model_call(
-                    handle, "Predict", signature, inputs, aliases, timeout_ms
-                )
-                resolved = self._resolved(handle, spec)
-                if self.prediction_log is not None:
-                    self.prediction_log.record("predict", resolved, inputs, outputs)
-                return PredictResult(resolved, outputs)
-            finally:
-                if self.memory is not None:
-                    self.memory.note(sum(array.nbytes for array in inputs.values()))
+            check_inputs(signature, list(inputs))
+            aliases = output_aliases(signature, output_filter)
+            outputs = await self._model_call(
+                handle, "Predict", signature, inputs, aliases, timeout_ms
+            )
+            resolved = self._resolved(handle, spec)
+            if self.prediction_log is not None:
+                self.prediction_log.record("predict", resolved, inputs, outputs)
+            return PredictResult(resolved, outputs)
 
     # ------------------------------------------------------------------ classify / regress
     async def classify(
@@ -184,17 +177,13 @@ class InferenceService:
             )
             alias, fetch = plan(signature)
             batch = examples.serialized_examples(inp)
-            try:
-                outputs = await self._model_call(
-                    handle, api, signature, {alias: batch}, fetch, timeout_ms
-                )
-                resolved, answer = self._resolved(handle, spec), result(outputs, len(batch))
-                if self.prediction_log is not None:
-                    self.prediction_log.record(api.lower(), resolved, inp, answer)
-                return resolved, answer
-            finally:
-                if self.memory is not None:
-                    self.memory.note(inp.ByteSize())
+            outputs = await self._model_call(
+                handle, api, signature, {alias: batch}, fetch, timeout_ms
+            )
+            resolved, answer = self._resolved(handle, spec), result(outputs, len(batch))
+            if self.prediction_log is not None:
+                self.prediction_log.record(api.lower(), resolved, inp, answer)
+            return resolved, answer
 
     # ------------------------------------------------------------------ multi-inference
     async def multi_inference(
@@ -221,18 +210,14 @@ class InferenceService:
                     info = plan.signature.outputs[output]
                     combined.outputs[info.name].CopyFrom(info)
             batch = examples.serialized_examples(inp)
-            try:
-                fetched = await self._model_call(
-                    handle,
-                    "MultiInference",
-                    combined,
-                    dict.fromkeys(combined.inputs, batch),
-                    list(combined.outputs),
-                    timeout_ms,
-                )
-            finally:
-                if self.memory is not None:
-                    self.memory.note(inp.ByteSize())
+            fetched = await self._model_call(
+                handle,
+                "MultiInference",
+                combined,
+                dict.fromkeys(combined.inputs, batch),
+                list(combined.outputs),
+                timeout_ms,
+            )
             results: list[tuple[ResolvedSpec, InferenceResult]] = []
             for plan in plans:
                 outputs = {out: fetched[plan.signature.outputs[out].name] for out in plan.outputs}

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 
 from serving.core.server_core import ServerCore
+from serving.grpc_api.wire import add_service
+from serving.request_limits import MemoryPool
 
 SERVICE_NAMES = (
     "",
@@ -31,8 +33,9 @@ class ReadinessHealth:
         self.servicer = health.aio.HealthServicer()
         self._task: asyncio.Task | None = None
 
-    def add_to_server(self, server: grpc.aio.Server) -> None:
-        health_pb2_grpc.add_HealthServicer_to_server(self.servicer, server)
+    def add_to_server(self, server: grpc.aio.Server, memory: MemoryPool) -> None:
+        """On raw bytes like the API services, so a malformed probe is INVALID_ARGUMENT."""
+        add_service(server, self.servicer, health_pb2.DESCRIPTOR.services_by_name["Health"], memory)
 
     async def refresh(self) -> None:
         ready = not self._core.models_without_available_version()

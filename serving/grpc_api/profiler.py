@@ -39,6 +39,9 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, te
 from tensorflow.python.profiler.internal import _pywrap_profiler
 from tensorflow.tsl.profiler.protobuf import profiler_options_pb2, xplane_pb2
 
+from serving.grpc_api.wire import raw_handler
+from serving.request_limits import MemoryPool
+
 log = logging.getLogger(__name__)
 
 SERVICE = "tensorflow.ProfilerService"
@@ -218,22 +221,18 @@ def _message(exc: Exception) -> str:
     return getattr(exc, "message", None) or str(exc) or type(exc).__name__
 
 
-def add_profiler_service(server: grpc.aio.Server) -> None:
+def add_profiler_service(server: grpc.aio.Server, memory: MemoryPool) -> None:
+    """Registered on raw bytes like the API services (serving.grpc_api.wire): a request that
+    does not parse is INVALID_ARGUMENT."""
     service = ProfilerService()
-
-    def unary(method, request_class, response_class) -> grpc.RpcMethodHandler:
-        return grpc.unary_unary_rpc_method_handler(
-            method,
-            request_deserializer=request_class.FromString,
-            response_serializer=response_class.SerializeToString,
-        )
-
     handler = grpc.method_handlers_generic_handler(
         SERVICE,
         {
-            "Profile": unary(service.Profile, ProfileRequest, ProfileResponse),
-            "Terminate": unary(service.Terminate, TerminateRequest, TerminateResponse),
-            "Monitor": unary(service.Monitor, MonitorRequest, MonitorResponse),
+            "Profile": raw_handler(service.Profile, ProfileRequest, ProfileResponse, memory),
+            "Terminate": raw_handler(
+                service.Terminate, TerminateRequest, TerminateResponse, memory
+            ),
+            "Monitor": raw_handler(service.Monitor, MonitorRequest, MonitorResponse, memory),
         },
     )
     server.add_generic_rpc_handlers((handler,))

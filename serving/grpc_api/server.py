@@ -7,8 +7,13 @@ Flag mapping:
 
 * ``--port`` -> ``<host>:<port>`` (0 disables TCP); ``--grpc_socket_path`` -> ``unix:<path>``.
 * Message size: 2^31 - 1 bytes both ways, TF Serving's ``SetMaxMessageSize(INT32_MAX)``.
+* Connection hygiene (:data:`CONNECTION_DEFAULTS`; TF Serving keeps grpc's defaults): peers that
+  vanish mid-call are found by keepalive pings, idle connections are closed after 5 minutes and
+  every connection is replaced after 30 (its calls get 5 more minutes), a connection that has
+  not finished its HTTP/2 (and TLS) handshake after 20 s is dropped, and one connection may
+  carry at most 100 concurrent calls (grpc's default is unbounded).
 * ``--grpc_channel_arguments "k=v,k2=v2"``: server channel arguments, integer-looking values
-  passed as ints (as TF Serving does); they may override the message-size defaults.
+  passed as ints (as TF Serving does); they may override any of the defaults above.
 * ``--grpc_max_threads``: in TF Serving, the sync server's thread quota, i.e. how many RPCs run
   at once. An asyncio server has no RPC threads, so it maps to ``maximum_concurrent_rpcs``:
   calls beyond it fail fast with RESOURCE_EXHAUSTED. Unset (0) means no gRPC-level cap; load is
@@ -22,7 +27,7 @@ import functools
 from dataclasses import dataclass
 
 import grpc
-from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+from tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
 
 from serving.api.inference import InferenceService
 from serving.core.traffic_split import DEFAULT_ROUTING_HEADER
@@ -31,11 +36,26 @@ from serving.grpc_api.health import ReadinessHealth
 from serving.grpc_api.model_service import ModelServicer
 from serving.grpc_api.prediction_service import PredictionServicer
 from serving.grpc_api.profiler import add_profiler_service
+from serving.grpc_api.wire import add_service
 from serving.options import OptionsError, ServerOptions
+from serving.request_limits import MemoryLimits, MemoryPool
 from serving.security.auth import TokenAuthenticator
 from serving.security.ssl_config import TlsSettings
 
 MAX_MESSAGE_BYTES = 2**31 - 1
+CONNECTION_DEFAULTS: dict[str, int] = {
+    # A ping after 60 s without traffic on a connection with calls in progress; no answer
+    # within 20 s closes it (a peer gone without a FIN would otherwise hold its calls forever).
+    "grpc.keepalive_time_ms": 60_000,
+    "grpc.keepalive_timeout_ms": 20_000,
+    "grpc.max_connection_idle_ms": 5 * 60_000,
+    # Bounds how long any connection lives, including one that sent half a message and
+    # stalls (keepalive pings cannot tell that from a slow client); grpc adds +-10% jitter.
+    "grpc.max_connection_age_ms": 30 * 60_000,
+    "grpc.max_connection_age_grace_ms": 5 * 60_000,
+    "grpc.server_handshake_timeout_ms": 20_000,
+    "grpc.max_concurrent_streams": 100,
+}
 
 ChannelArgument = tuple[str, int | str]
 
@@ -56,6 +76,17 @@ def parse_channel_arguments(text: str) -> list[ChannelArgument]:
         except ValueError:
             parsed = value
         arguments.append((key.strip(), parsed))
+    return arguments
+
+
+def channel_options(options: ServerOptions) -> dict[str, int | str]:
+    """The server's channel arguments: message limits, connection hygiene, then the user's."""
+    arguments: dict[str, int | str] = {
+        "grpc.max_receive_message_length": options.max_request_bytes or MAX_MESSAGE_BYTES,
+        "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+        **CONNECTION_DEFAULTS,
+    }
+    arguments.update(parse_channel_arguments(options.grpc_channel_arguments))
     return arguments
 
 
@@ -81,35 +112,43 @@ def build_grpc_server(
     options: ServerOptions,
     security: GrpcSecurity | None = None,
     health: ReadinessHealth | None = None,
+    memory: MemoryPool | None = None,
 ) -> grpc.aio.Server:
     """PredictionService, ModelService (and Health, ProfilerService) on the configured
-    listeners, not started."""
+    listeners, not started.
+
+    ``memory`` is the request-memory account shared with the REST front end (a private one
+    from ``options`` when not given)."""
     security = security or GrpcSecurity()
-    receive_limit = options.max_request_bytes or MAX_MESSAGE_BYTES
-    channel_options: dict[str, int | str] = {
-        "grpc.max_receive_message_length": receive_limit,
-        "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
-    }
-    channel_options.update(parse_channel_arguments(options.grpc_channel_arguments))
+    memory = memory or MemoryPool(
+        MemoryLimits(options.max_request_memory_bytes, options.max_total_request_memory_bytes)
+    )
     authenticator = security.authenticator
     server = grpc.aio.server(
-        options=list(channel_options.items()),
+        options=list(channel_options(options).items()),
         maximum_concurrent_rpcs=options.grpc_max_threads or None,
         interceptors=[TokenAuthInterceptor(authenticator)]
         if authenticator is not None and authenticator.enabled
         else None,
     )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+    add_service(
+        server,
         PredictionServicer(
             service, options.enable_serialization_as_tensor_content, security.routing_header
         ),
-        server,
+        prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"],
+        memory,
     )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(service.core), server)
+    add_service(
+        server,
+        ModelServicer(service.core),
+        model_service_pb2.DESCRIPTOR.services_by_name["ModelService"],
+        memory,
+    )
     if health is not None:
-        health.add_to_server(server)
+        health.add_to_server(server, memory)
     if options.enable_profiler:  # TF Serving's --enable_profiler, default true
-        add_profiler_service(server)
+        add_profiler_service(server, memory)
     if security.tls is not None:
         credentials = server_credentials(security.tls)
         add_port = functools.partial(server.add_secure_port, server_credentials=credentials)

@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import os
+import posixpath
 import socket
 import subprocess
 import sys
@@ -172,8 +173,9 @@ class MetadataReporter:
             "server_id": self.server_id,
             "model_name": model,
             "model_version": str(version),
-            "path": os.path.abspath(record.path),
-            "base_path": os.path.dirname(os.path.abspath(record.path)),
+            # Bucket URIs as they are (they match the Pusher's pushed_destination).
+            "path": _as_uri(record.path),
+            "base_path": posixpath.dirname(_as_uri(record.path).rstrip("/")),
             "load_started_ms": started,
             "load_time_ms": _now_ms(),
             "load_latency_ms": latency_ms,
@@ -241,3 +243,8 @@ class MetadataReporter:
                 "error": f"Metadata worker not answering ({type(exc).__name__}: {exc}); "
                 "is the metadata store reachable?",
             }
+
+
+def _as_uri(path: str) -> str:
+    """Local paths absolute, ``gs://``/``s3://`` URIs unchanged."""
+    return path if "://" in path else os.path.abspath(path)

@@ -8,7 +8,6 @@ throughput on the hot path.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import logging
 import time
 import zlib
@@ -20,6 +19,7 @@ import orjson
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
+from serving import request_limits
 from serving.api import model_info
 from serving.api.inference import InferenceService, status_error
 from serving.api.signatures import signature_or_default
@@ -27,6 +27,7 @@ from serving.core.server_core import ModelSpec
 from serving.core.traffic_split import DEFAULT_ROUTING_HEADER
 from serving.errors import Code, ServingError, http_status, invalid_argument
 from serving.metadata import request_id
+from serving.request_limits import MemoryLimits, MemoryPool, RequestTooLarge
 from serving.rest import json_body, json_examples, json_tensors
 from serving.rest.routes import API_PREFIX, Route, parse_route
 from serving.security.auth import TokenAuthenticator
@@ -46,7 +47,10 @@ _CORS_HEADERS = [
     (b"access-control-allow-methods", b"POST, GET"),
     (b"access-control-allow-headers", b"Content-Type"),
 ]
-_MAX_UNCOMPRESSED_BYTES = 100 * 1024 * 1024  # TF Serving's gzip limit
+_MAX_UNCOMPRESSED_BYTES = 100 * 1024 * 1024  # TF Serving's gzip limit (ZLib::kMaxUncompressedBytes)
+_INFLATE_STEP = 1024 * 1024
+# Content-Encoding -> zlib window bits: gzip framing, or zlib framing (HTTP's "deflate").
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 _PROMETHEUS_HEADERS = [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]
 _INFERENCE_KINDS = frozenset({"predict", "classify", "regress"})
 
@@ -61,6 +65,8 @@ class RestOptions:
     )
     routing_header: bytes = DEFAULT_ROUTING_HEADER.encode()
     metadata: MetadataServices | None = None  # feedback + lineage (serving.metadata)
+    # Shared with the gRPC front end: one account of request memory for the process.
+    memory: MemoryPool = field(default_factory=lambda: MemoryPool(MemoryLimits()))
 
 
 def _proto_json(message) -> dict:
@@ -70,16 +76,37 @@ def _proto_json(message) -> dict:
     )
 
 
-def _decompress(body: bytes, encoding: str) -> bytes:
-    if encoding not in ("gzip", "deflate"):
+def _decompress(body: bytes, encoding: str, limit: int, limit_flag: str) -> bytes:
+    """A ``gzip``/``deflate`` body inflated a step at a time, charged to the request's memory
+    as it grows and refused (413) once it exceeds ``limit`` — a 1 MB body inflating to 1 GiB
+    costs no more than ``limit``. Concatenated gzip members are one body, as in
+    ``gzip.decompress``; other encodings pass through."""
+    wbits = _WBITS.get(encoding)
+    if wbits is None:
         return body
+    steps: list[bytes] = []
+    size = 0
+    pending = body
     try:
-        data = gzip.decompress(body) if encoding == "gzip" else zlib.decompress(body)
-    except (OSError, EOFError, zlib.error) as exc:
+        while pending:
+            inflater = zlib.decompressobj(wbits)
+            while not inflater.eof:
+                step = inflater.decompress(pending, _INFLATE_STEP)
+                if not step and len(inflater.unconsumed_tail) == len(pending):
+                    raise invalid_argument(
+                        f"Failed to decompress {encoding} request body: it ends early"
+                    )
+                pending = inflater.unconsumed_tail
+                size += len(step)
+                if size > limit:
+                    raise _too_large(f"{encoding}-inflated request body", size, limit, limit_flag)
+                request_limits.charge(len(step), lambda: f"the {encoding}-inflated body")
+                steps.append(step)
+            pending = inflater.unused_data if encoding == "gzip" else b""
+    except zlib.error as exc:
         raise invalid_argument(f"Failed to decompress {encoding} request body: {exc}") from None
-    if len(data) > _MAX_UNCOMPRESSED_BYTES:
-        raise invalid_argument(f"Uncompressed request body exceeds {_MAX_UNCOMPRESSED_BYTES} bytes")
-    return data
+    request_limits.charge(size, lambda: f"the {encoding}-inflated body (joined)")
+    return b"".join(steps)
 
 
 class RestApi:
@@ -125,25 +152,26 @@ class RestApi:
         extra_headers.append((request_id.HEADER_BYTES, rid.encode()))
         start = time.perf_counter()
         route = None
-        try:
-            body = await self._read_body(receive, headers) if method == "POST" else b""
-            encoding = headers.get(b"content-encoding", b"").decode("latin-1").strip().lower()
-            route = parse_route(method, raw_path)
-            routing_key = headers.get(self._options.routing_header)
-            payload, version = await self._dispatch(
-                route,
-                _decompress(body, encoding),
-                routing_key.decode("latin-1") if routing_key else None,
-            )
-            if version is not None:
-                extra_headers.append((b"x-model-version", str(version).encode()))
-            status = 200
-        except Exception as exc:  # every failure becomes a JSON error response
-            error = status_error(exc)
-            if not isinstance(exc, ServingError):
-                log.exception("Unexpected error serving %s %s", method, raw_path)
-            status = 413 if isinstance(error, _RequestTooLarge) else http_status(error.code)
-            payload = json_body.encode_error(error.message)
+        with self._options.memory.request():
+            try:
+                body = await self._read_body(receive, headers) if method == "POST" else b""
+                encoding = headers.get(b"content-encoding", b"").decode("latin-1").strip().lower()
+                route = parse_route(method, raw_path)
+                routing_key = headers.get(self._options.routing_header)
+                payload, version = await self._dispatch(
+                    route,
+                    _decompress(body, encoding, *self._inflate_limit()),
+                    routing_key.decode("latin-1") if routing_key else None,
+                )
+                if version is not None:
+                    extra_headers.append((b"x-model-version", str(version).encode()))
+                status = 200
+            except Exception as exc:  # every failure becomes a JSON error response
+                error = status_error(exc)
+                if not isinstance(exc, ServingError):
+                    log.exception("Unexpected error serving %s %s", method, raw_path)
+                status = 413 if isinstance(error, RequestTooLarge) else http_status(error.code)
+                payload = json_body.encode_error(error.message)
         # Successful calls only, as TF Serving records request_latency.
         if metrics is not None and status == 200 and route.kind in _INFERENCE_KINDS:
             latency = time.perf_counter() - start
@@ -255,11 +283,16 @@ class RestApi:
         return orjson.dumps(await services.lineage(query))
 
     async def _read_body(self, receive: Receive, headers: dict[bytes, bytes]) -> bytes:
+        """The body as it arrives, each chunk charged to the request's memory (so a body
+        larger than the request memory limit is refused before it is all held). After an
+        early refusal uvicorn reads and drops the rest of the body (within the body
+        deadline), so the client gets the answer rather than a reset connection."""
         limit = self._options.max_request_bytes
         declared = headers.get(b"content-length", b"")
         if limit and declared.isdigit() and int(declared) > limit:
-            raise _too_large(int(declared), limit)
-        chunks, size = [], 0
+            raise _too_large("Request body", int(declared), limit, "--max_request_bytes")
+        chunks: list[bytes] = []
+        size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -267,10 +300,24 @@ class RestApi:
             chunk = message.get("body", b"")
             size += len(chunk)
             if limit and size > limit:
-                raise _too_large(size, limit)
+                raise _too_large("Request body", size, limit, "--max_request_bytes")
+            request_limits.charge(len(chunk), lambda: "the request body")
             chunks.append(chunk)
             if not message.get("more_body", False):
-                return b"".join(chunks)
+                break
+        if len(chunks) == 1:
+            return chunks[0]
+        # Joined once at the end: a bytearray grown chunk by chunk leaves glibc's heap
+        # fragmented at several times the body's size.
+        request_limits.charge(size, lambda: "the request body (joined)")
+        return b"".join(chunks)
+
+    def _inflate_limit(self) -> tuple[int, str]:
+        """Largest inflated body: --max_request_bytes holds after decompression, as gRPC's
+        message limit does; without it, TF Serving's own 100 MB limit for gzip bodies."""
+        if self._options.max_request_bytes:
+            return self._options.max_request_bytes, "--max_request_bytes"
+        return _MAX_UNCOMPRESSED_BYTES, "TF Serving's limit for compressed bodies"
 
     @staticmethod
     async def _send(
@@ -292,15 +339,9 @@ class RestApi:
                 return
 
 
-class _RequestTooLarge(ServingError):
-    """HTTP 413; RESOURCE_EXHAUSTED would map to 429, which tells clients to retry."""
-
-
-def _too_large(size: int, limit: int) -> ServingError:
-    return _RequestTooLarge(
-        Code.RESOURCE_EXHAUSTED,
-        f"Request body of {size} bytes exceeds the server's limit of {limit} bytes "
-        "(--max_request_bytes)",
+def _too_large(what: str, size: int, limit: int, source: str) -> RequestTooLarge:
+    return RequestTooLarge(
+        f"{what} of {size} bytes exceeds the server's limit of {limit} bytes ({source})"
     )
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from serving import request_limits
 from serving.errors import ServingError, invalid_argument
 
 _JSON_WHITESPACE = re.compile(r"[ \t\n\r]*")
@@ -53,9 +54,16 @@ _STDLIB_DECODER = json.JSONDecoder(parse_int=_json_int)
 
 
 def parse_json(body: bytes) -> dict:
-    """The request document; raises INVALID_ARGUMENT for anything but a JSON object."""
+    """The request document; raises INVALID_ARGUMENT for anything but a JSON object.
+
+    The memory the document will take is charged to the request before parsing
+    (:func:`serving.request_limits.json_document_bytes`): parsed JSON is 15-40 times its text.
+    """
     if not body:
         raise invalid_argument("JSON Parse error: The document is empty")
+    request_limits.charge(
+        request_limits.json_document_bytes(body), lambda: f"the JSON body ({len(body)} bytes)"
+    )
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -67,6 +75,8 @@ def parse_json(body: bytes) -> dict:
 
 def _parse_stdlib(body: bytes) -> Any:
     """What orjson refused: non-finite tokens, trailing data and BOMs are fine, the rest is not."""
+    # The text, and its copy with short constants spelled out, on top of the document.
+    request_limits.charge(2 * len(body), lambda: "the JSON body's text")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:

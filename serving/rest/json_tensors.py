@@ -31,6 +31,7 @@ import orjson
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
+from serving import request_limits
 from serving.api.signatures import signature_info
 from serving.errors import ServingError, invalid_argument, unimplemented
 from serving.rest import float_format
@@ -123,7 +124,7 @@ def _fast_rows(
         columns = {next(iter(dtypes)): instances}
     tensors = {}
     for alias, column in columns.items():
-        tensor = _fast_tensor(column, dtypes[alias])
+        tensor = _fast_tensor(column, dtypes[alias], alias)
         if tensor is None:
             return None
         tensors[alias] = tensor
@@ -140,7 +141,7 @@ class _RowBatcher:
     def add(self, name: str, item: Any) -> None:
         if name not in self._dtypes:
             raise invalid_argument(f"JSON object: does not have named input: {name}")
-        tensor = _exact_tensor(item, self._dtypes[name], _MAX_RANK - 1)
+        tensor = _exact_tensor(item, self._dtypes[name], _MAX_RANK - 1, name)
         rows = self.rows.setdefault(name, [])
         if rows and rows[0].size != tensor.size:
             raise invalid_argument(f"Expecting tensor size: {rows[0].size} but got: {tensor.size}")
@@ -151,6 +152,10 @@ class _RowBatcher:
         rows.append(tensor)
 
     def tensors(self) -> dict[str, np.ndarray]:
+        for name, rows in self.rows.items():
+            request_limits.charge(
+                sum(row.nbytes for row in rows), lambda name=name: f"input {name} (batched)"
+            )
         return {name: np.stack(rows) for name, rows in self.rows.items()}
 
 
@@ -208,18 +213,18 @@ def _decode_inputs(value: Any, dtypes: dict[str, int]) -> dict[str, np.ndarray]:
                 "tensors required as per tensorinfo_map"
             )
         alias = next(iter(dtypes))
-        return {alias: _tensor(value, dtypes[alias])}
+        return {alias: _tensor(value, dtypes[alias], alias)}
     tensors = {}
     for alias, dtype in dtypes.items():
         if alias not in value:
             raise invalid_argument(f"Missing named input: {alias} in 'inputs' object.")
-        tensors[alias] = _tensor(value[alias], dtype)
+        tensors[alias] = _tensor(value[alias], dtype, alias)
     return tensors
 
 
-def _tensor(value: Any, dtype: int) -> np.ndarray:
-    tensor = _fast_tensor(value, dtype)
-    return _exact_tensor(value, dtype, _MAX_RANK) if tensor is None else tensor
+def _tensor(value: Any, dtype: int, alias: str) -> np.ndarray:
+    tensor = _fast_tensor(value, dtype, alias)
+    return _exact_tensor(value, dtype, _MAX_RANK, alias) if tensor is None else tensor
 
 
 def _dense_shape(value: Any, max_rank: int) -> list[int]:
@@ -238,7 +243,7 @@ def _dense_shape(value: Any, max_rank: int) -> list[int]:
     return shape
 
 
-def _fast_tensor(value: Any, dtype: int) -> np.ndarray | None:
+def _fast_tensor(value: Any, dtype: int, alias: str) -> np.ndarray | None:
     """Bulk conversion of a well-formed dense value; None if anything needs a closer look."""
     shape = _dense_shape(value, _MAX_RANK)
     leaves: list = [value]
@@ -247,7 +252,7 @@ def _fast_tensor(value: Any, dtype: int) -> np.ndarray | None:
             return None
         leaves = list(chain.from_iterable(leaves))
     values = _checked_leaves(leaves, dtype)
-    return None if values is None else _to_array(values, shape, dtype)
+    return None if values is None else _to_array(values, shape, dtype, alias)
 
 
 def _checked_leaves(leaves: list, dtype: int) -> list | None:
@@ -271,13 +276,13 @@ def _b64_or_none(value: Any) -> bytes | None:
     return b64_decode(value["b64"]) if is_b64(value) else None
 
 
-def _exact_tensor(value: Any, dtype: int, max_rank: int) -> np.ndarray:
+def _exact_tensor(value: Any, dtype: int, max_rank: int, alias: str) -> np.ndarray:
     """FillTensorProto: walks the value in upstream's order and raises its first error."""
     shape = _dense_shape(value, max_rank)
     values: list = []
     _collect(value, 0, shape, dtype, values)
     try:
-        return _to_array(values, shape, dtype)
+        return _to_array(values, shape, dtype, alias)
     except KeyError:  # no values at all of a dtype numpy cannot hold (e.g. bfloat16)
         raise unimplemented(
             f"Conversion of JSON Value: {debug_text(value)} to type: {dtype_name(dtype)}"
@@ -346,9 +351,19 @@ def _type_error(value: Any, dtype: int) -> ServingError:
     )
 
 
-def _to_array(values: list, shape: list[int], dtype: int) -> np.ndarray:
-    """Validated leaf values -> the tensor's numpy array (raises KeyError for unknown dtypes)."""
+def _to_array(values: list, shape: list[int], dtype: int, alias: str) -> np.ndarray:
+    """Validated leaf values -> the tensor's numpy array (raises KeyError for unknown dtypes).
+
+    Its memory is charged to the request first: JSON numbers are small, but a body of ``0,``
+    becomes 8-byte values (plus the conversion's temporaries), and the request may be near
+    its limit already.
+    """
     target = numpy_dtype(dtype)
+    if dtype == types_pb2.DT_STRING:
+        cost = request_limits.string_bytes(len(values), sum(map(len, values)))
+    else:
+        cost = request_limits.number_bytes(len(values), target.itemsize)
+    request_limits.charge(cost, lambda: f"input {alias} ({dtype_name(dtype)} {shape})")
     if dtype == types_pb2.DT_STRING:
         array = np.empty(len(values), dtype=object)
         array[:] = values

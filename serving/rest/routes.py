@@ -52,12 +52,15 @@ def _malformed(method: str, path: str) -> Exception:
 
 
 def _version(text: str | None) -> int | None:
+    """A ``\\d+`` version as TF Serving reads it (``absl::SimpleAtoi`` into int64): leading
+    zeros are fine, anything beyond int64 is a 400. Long strings are refused by their length
+    before ``int()``, which would also refuse past 4300 digits, with a ValueError."""
     if text is None:
         return None
-    number = int(text)
-    if number > _INT64_MAX:
+    digits = text.lstrip("0") or "0"
+    if len(digits) > len(str(_INT64_MAX)) or int(digits) > _INT64_MAX:
         raise invalid_argument(f"Failed to convert version: {text} to numeric.")
-    return number
+    return int(digits)
 
 
 def parse_route(method: str, raw_path: str) -> Route:

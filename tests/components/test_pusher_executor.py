@@ -204,7 +204,7 @@ def test_pushes_stamped_model_from_infra_blessing(env, make_saved_model, tmp_pat
     [
         ("{}", NotImplementedError, "is not supported"),
         (_destination("/tmp/x", versioning=7), NotImplementedError, "Invalid Versioning"),
-        (_destination("gs://bucket/m"), ValueError, "POSIX filesystem"),
+        (_destination("hdfs://namenode/m"), ValueError, "neither a POSIX path"),
     ],
 )
 def test_unsupported_destinations_fail_with_guidance(env, push_destination, error, match):

@@ -149,6 +149,14 @@ def test_grpc_mutual_tls_tokens_and_health(store, pki, tmp_path):
             for service in ("", "tensorflow.serving.PredictionService"):
                 reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
                 assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            # Bytes that are no request: checked for a token first, parsed only after it.
+            garbage = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
+            with pytest.raises(grpc.RpcError) as err:
+                garbage(b"\x8f\x13garbage", timeout=10)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            with pytest.raises(grpc.RpcError) as err:
+                garbage(b"\x8f\x13garbage", timeout=10, metadata=token)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         no_client_cert = grpc.ssl_channel_credentials(root_certificates=pki.ca.cert)
         with grpc.secure_channel(target, no_client_cert) as channel:
             with pytest.raises(grpc.RpcError) as err:

@@ -371,8 +371,8 @@ def test_fast_and_exact_paths_build_identical_tensors():
         (3.5, DOUBLE),
     ]
     for value, dtype in cases:
-        fast = json_tensors._fast_tensor(value, dtype)
-        exact = json_tensors._exact_tensor(value, dtype, 32)
+        fast = json_tensors._fast_tensor(value, dtype, "x")
+        exact = json_tensors._exact_tensor(value, dtype, 32, "x")
         assert fast is not None
         assert fast.dtype == exact.dtype and fast.shape == exact.shape
         assert fast.tolist() == exact.tolist()

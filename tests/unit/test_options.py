@@ -52,6 +52,17 @@ def test_container_environment_fills_model_name_and_base_path():
         (["--model_base_path=/m", "--num_tflite_interpreters_per_pool=0"], "must be >= 1"),
         (["--model_base_path=/m", "--custom_op_libraries=/no/_ops.so"], "no such op library"),
         (["--model_base_path=/m", "--per_process_gpu_memory_fraction=2"], "between 0 and 1"),
+        (["--model_base_path=/m", "--max_request_memory_bytes=-1"], "must be >= 0"),
+        (["--model_base_path=/m", "--rest_api_body_timeout_in_ms=-5"], "must be >= 0"),
+        (["--model_base_path=/m", "--rest_api_keep_alive_timeout_in_ms=0"], "must be > 0"),
+        (
+            ["--model_base_path=/m", "--max_total_request_memory_bytes=1000"],
+            "must be at least --max_request_memory_bytes",
+        ),
+        (
+            ["--model_base_path=/m", "--max_request_memory_bytes=0"],
+            "must be at least --max_request_memory_bytes",
+        ),
     ],
 )
 def test_invalid_command_lines_explain_themselves(argv, message):
@@ -62,3 +73,24 @@ def test_invalid_command_lines_explain_themselves(argv, message):
 def test_bad_boolean_is_rejected():
     with pytest.raises(SystemExit):
         parse_options(["--model_base_path=/m", "--enable_batching=maybe"], environ={})
+
+
+def test_request_hardening_defaults():
+    """Bounded by default (TF Serving has none of these; docs/serving.md "Limits" says why)."""
+    options, _ = parse_options(["--model_base_path=/m"], environ={})
+    assert options.max_request_memory_bytes == 1024**3
+    assert options.max_total_request_memory_bytes == 3 * 1024**3
+    assert options.rest_api_header_timeout_in_ms == 10_000
+    assert options.rest_api_body_timeout_in_ms == 60_000
+    assert options.rest_api_keep_alive_timeout_in_ms == 30_000
+    assert options.rest_api_max_header_bytes == 65_536
+    unlimited, _ = parse_options(
+        [
+            "--model_base_path=/m",
+            "--max_request_memory_bytes=0",
+            "--max_total_request_memory_bytes=0",
+            "--rest_api_header_timeout_in_ms=0",
+        ],
+        environ={},
+    )
+    assert unlimited.max_request_memory_bytes == unlimited.max_total_request_memory_bytes == 0

@@ -56,3 +56,27 @@ def test_model_list_missing_model_name_and_huge_version():
         parse_route("GET", "/v1/models/versions/1")
     with pytest.raises(ServingError, match="Failed to convert version: 18446744073709551615"):
         parse_route("POST", "/v1/models/foo/versions/18446744073709551615:predict")
+
+
+@pytest.mark.parametrize(
+    "version",
+    ["9" * 5000, "9223372036854775808", "0" * 30 + "9223372036854775808"],
+    ids=["5000_nines", "int64_max_plus_1", "zero_padded_overflow"],
+)
+def test_versions_beyond_int64_are_400_not_a_crash(version):
+    """``int()`` itself refuses strings past 4300 digits; TF Serving's answer is a 400."""
+    for method, path in (
+        ("GET", f"/v1/models/foo/versions/{version}"),
+        ("POST", f"/v1/models/foo/versions/{version}:predict"),
+        ("GET", f"/v1/lineage/models/foo/versions/{version}"),
+    ):
+        with pytest.raises(ServingError) as err:
+            parse_route(method, path)
+        assert err.value.code == Code.INVALID_ARGUMENT
+        assert err.value.message == f"Failed to convert version: {version} to numeric."
+
+
+def test_zero_padded_versions_are_read_like_simple_atoi():
+    assert parse_route("GET", "/v1/models/foo/versions/0000123").version == 123
+    assert parse_route("GET", "/v1/models/foo/versions/0").version == 0
+    assert parse_route("GET", "/v1/models/foo/versions/9223372036854775807").version == 2**63 - 1

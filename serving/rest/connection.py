@@ -1,0 +1,153 @@
+"""uvicorn's httptools protocol with deadlines for slow clients and a bound on header size.
+
+uvicorn closes a keep-alive connection that stays idle (``timeout_keep_alive``), but waits
+forever for a request that was only partly sent, and buffers headers without limit: a client
+sending half a header or half a body ("slowloris") holds its connection and file descriptor as
+long as it likes. This subclass adds, per connection:
+
+* a header deadline: the request line and headers must arrive within ``header_timeout`` of the
+  connection opening or of the request's first byte (the idle time between keep-alive requests
+  is uvicorn's keep-alive timeout);
+* a body deadline: the body must keep arriving — at most ``body_timeout`` may pass after the
+  headers or after the last piece of body without more (nginx's ``client_body_timeout``: a
+  large upload on a slow link, or on a server too busy to read for a while, is not cut);
+* a header size limit: past ``max_header_bytes`` (counted per read, so the check may trigger
+  up to one read later) the connection is answered 431 and closed.
+
+A missed deadline is answered 408 (when no response has started) and the connection closed;
+the application sees a disconnect. TF Serving's libevent server has no such limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+_WAITING, _HEADERS, _BODY, _DONE = range(4)
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """Seconds allowed for a request's headers and for its body (0 = no limit), and the most
+    header bytes accepted; ``*_flag`` name the settings in the answers."""
+
+    header_timeout: float
+    body_timeout: float
+    max_header_bytes: int
+    header_flag: str = "--rest_api_header_timeout_in_ms"
+    body_flag: str = "--rest_api_body_timeout_in_ms"
+    header_bytes_flag: str = "--rest_api_max_header_bytes"
+
+
+def protocol_factory(limits: ConnectionLimits) -> Callable[..., GuardedHttpToolsProtocol]:
+    """What ``uvicorn.Config(http=...)`` takes: it calls it with its usual arguments."""
+    return functools.partial(GuardedHttpToolsProtocol, limits=limits)
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(self, *args, limits: ConnectionLimits, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._limits = limits
+        self._phase = _HEADERS  # a new connection waits for its first request's headers
+        self._header_bytes = 0
+        self._deadline: asyncio.TimerHandle | None = None
+        self._body_progress = 0.0  # loop time the body last advanced
+
+    # ------------------------------------------------------------------ connection events
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(self._limits.header_timeout, self._header_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        in_headers = self._phase == _HEADERS
+        super().data_received(data)
+        # Bytes read while the headers were incomplete before and after this read are header
+        # bytes; a read that starts a request after another's body is not counted (it would
+        # count that body).
+        if in_headers and self._phase == _HEADERS:
+            self._header_bytes += len(data)
+            if self._header_bytes > self._limits.max_header_bytes > 0:
+                self._refuse(
+                    431,
+                    f"Request headers exceed {self._limits.max_header_bytes} bytes "
+                    f"({self._limits.header_bytes_flag})",
+                )
+
+    # ------------------------------------------------------------------ parser callbacks
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._phase != _HEADERS:  # a keep-alive connection's next request
+            self._phase = _HEADERS
+            self._header_bytes = 0
+            self._arm(self._limits.header_timeout, self._header_timed_out)
+
+    def on_headers_complete(self) -> None:
+        self._phase = _BODY
+        self._body_progress = self.loop.time()
+        self._arm(self._limits.body_timeout, self._body_timed_out)
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._body_progress = self.loop.time()  # the deadline timer rechecks it when it fires
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._phase = _DONE
+        self._disarm()
+        super().on_message_complete()
+
+    # ------------------------------------------------------------------ deadlines
+    def _arm(self, seconds: float, callback: Callable[[], None]) -> None:
+        self._disarm()
+        if seconds > 0:
+            self._deadline = self.loop.call_later(seconds, callback)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _header_timed_out(self) -> None:
+        millis = round(self._limits.header_timeout * 1000)
+        self._refuse(
+            408,
+            f"Request headers not received within {millis} ms ({self._limits.header_flag})",
+        )
+
+    def _body_timed_out(self) -> None:
+        remaining = self._body_progress + self._limits.body_timeout - self.loop.time()
+        if remaining > 0:  # the body advanced meanwhile: wait for the rest of the new period
+            self._deadline = self.loop.call_later(remaining, self._body_timed_out)
+            return
+        millis = round(self._limits.body_timeout * 1000)
+        self._refuse(
+            408, f"Request body stalled: no data for {millis} ms ({self._limits.body_flag})"
+        )
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answers ``status`` unless a response already started, then closes the connection."""
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or not self.cycle.response_started:
+            body = orjson.dumps({"error": message})
+            self.transport.write(
+                b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                % (status, _REASONS[status], len(body), body)
+            )
+            if self.cycle is not None:  # the application's answer would follow this one
+                self.cycle.response_started = self.cycle.response_complete = True
+        self.transport.close()
+
+
+_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
