@@ -18,6 +18,9 @@ def _configure_logging() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     _configure_logging()
+    from serving.memory import configure_allocators
+
+    configure_allocators()  # before TensorFlow is imported
     from serving.errors import ConfigError
     from serving.options import parse_options
 

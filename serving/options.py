@@ -43,6 +43,7 @@ class ServerOptions:
     rest_api_num_threads: int = 0
     rest_api_timeout_in_ms: int = 30000
     rest_api_enable_cors_support: bool = False
+    rest_api_max_connections: int = 4096
     grpc_channel_arguments: str = ""
     grpc_max_threads: int = 0
     model_name: str = "default"
@@ -102,6 +103,9 @@ _HELP = {
     "rest_api_port": "HTTP/REST port (0 disables REST)",
     "rest_api_num_threads": "threads running model calls (default 4 x CPUs)",
     "rest_api_timeout_in_ms": "deadline for REST predict/classify/regress (HTTP 504 past it)",
+    "rest_api_max_connections": "open REST connections allowed; a new one past it is answered "
+    "503 at once and closed (tfx-model-server only; at most half the process's file "
+    "descriptor limit)",
     "model_name": "model name in single-model mode",
     "model_base_path": "directory holding the model's integer version directories, or a "
     "gs://bucket/path or s3://bucket/path URI",
@@ -292,6 +296,8 @@ def validate(options: ServerOptions) -> None:
             "--max_total_request_memory_bytes must be at least --max_request_memory_bytes "
             "(else a request within its own limit could never be served)"
         )
+    if options.rest_api_max_connections < 1:
+        raise OptionsError("--rest_api_max_connections must be >= 1")
     if options.num_tflite_pools < 0:
         raise OptionsError("--num_tflite_pools must be >= 0 (0 = one interpreter per CPU)")
     if options.num_tflite_interpreters_per_pool < 1:

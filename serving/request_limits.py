@@ -109,12 +109,16 @@ class RequestTooLarge(ServingError):
 
 
 class MemoryPool:
-    """The process-wide account of memory held by requests in progress."""
+    """The process-wide account of memory held by requests in progress. ``on_release`` is told
+    what each request held once it is done (``serving.memory`` returns large ones to the OS)."""
 
-    def __init__(self, limits: MemoryLimits) -> None:
+    def __init__(
+        self, limits: MemoryLimits, on_release: Callable[[int], None] | None = None
+    ) -> None:
         self.limits = limits
         self._held = 0
         self._lock = threading.Lock()
+        self._on_release = on_release
 
     @property
     def held(self) -> int:
@@ -142,6 +146,8 @@ class MemoryPool:
     def _give_back(self, nbytes: int) -> None:
         with self._lock:
             self._held -= nbytes
+        if self._on_release is not None:
+            self._on_release(nbytes)
 
 
 _current: contextvars.ContextVar[RequestBudget | None] = contextvars.ContextVar(

@@ -14,7 +14,9 @@ import os
 import shutil
 import signal
 import ssl
+import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from contextlib import contextmanager
 
@@ -34,6 +36,7 @@ from serving.errors import ServingError
 from serving.event_loop import run_event_loop
 from serving.grpc_api.health import ReadinessHealth
 from serving.grpc_api.server import GrpcSecurity, build_grpc_server
+from serving.memory import MemoryReturner
 from serving.metadata.services import build_metadata_services
 from serving.monitoring.config import read_monitoring_config
 from serving.monitoring.metrics import ServingMetrics
@@ -41,6 +44,7 @@ from serving.options import OptionsError, ServerOptions
 from serving.request_limits import MemoryLimits, MemoryPool
 from serving.rest.app import RestApi, RestOptions
 from serving.rest.connection import ConnectionLimits, protocol_factory
+from serving.rest.listener import RestListener, bind_sockets, connection_limit
 from serving.security.auth import TokenAuthenticator, load_tokens
 from serving.security.ssl_config import read_ssl_config, write_pem_files
 from serving.servables.devices import configure_devices
@@ -68,11 +72,45 @@ def model_config_from_flags(options: ServerOptions) -> model_server_config_pb2.M
 
 
 class _Uvicorn(uvicorn.Server):
-    """uvicorn without its own signal handling: the model server owns SIGTERM/SIGINT."""
+    """uvicorn without its own signal handling (the model server owns SIGTERM/SIGINT) and with
+    its own listener (``serving.rest.listener``: fair accepts, a cap on open connections)."""
+
+    def __init__(self, config: uvicorn.Config, max_connections: int) -> None:
+        super().__init__(config)
+        self.max_connections = max_connections
 
     @contextmanager
     def capture_signals(self):
         yield
+
+    async def startup(self, sockets=None) -> None:
+        """uvicorn's own startup minus ``loop.create_server``: the same protocol factory and
+        server state, so uvicorn's graceful shutdown drains these connections as its own."""
+        await self.lifespan.startup()
+        config = self.config
+
+        def create_protocol() -> asyncio.Protocol:
+            return config.http_protocol_class(
+                config=config, server_state=self.server_state, app_state=self.lifespan.state
+            )
+
+        try:
+            listening = bind_sockets(config.host, config.port, config.backlog)
+        except OSError as exc:  # e.g. the port is taken: fail the start, as uvicorn does
+            log.error("Cannot listen on %s:%d for REST: %s", config.host, config.port, exc)
+            await self.lifespan.shutdown()
+            sys.exit(uvicorn.server.STARTUP_FAILURE)
+        connections = self.server_state.connections
+        self.servers = [
+            RestListener(
+                listening,
+                create_protocol,
+                connections.__len__,
+                self.max_connections,
+                config.ssl,
+            )
+        ]
+        self.started = True
 
 
 class ModelServer:
@@ -145,11 +183,15 @@ class ModelServer:
         )
         if self.metadata is not None:
             self.service.prediction_log = self.metadata.logger
-        # One account of request memory for both front ends (serving.request_limits).
+        # One account of request memory for both front ends (serving.request_limits); a
+        # request that held much of it hands the freed memory back to the OS (serving.memory).
+        self.memory_returner = MemoryReturner()
         self.memory = MemoryPool(
-            MemoryLimits(options.max_request_memory_bytes, options.max_total_request_memory_bytes)
+            MemoryLimits(options.max_request_memory_bytes, options.max_total_request_memory_bytes),
+            on_release=self.memory_returner.note,
         )
         self._stopping: asyncio.Event | None = None
+        self._stop_requested = threading.Event()
 
     def _state_hooks(self, reporter) -> Callable[[str, VersionRecord], None]:
         """Version state changes go to the heap settler and, when on, the MLMD reporter."""
@@ -201,31 +243,70 @@ class ModelServer:
                 self.core.set_traffic_splits(self.traffic.splits)
         except ServingError as exc:
             raise OptionsError(exc.message) from exc
-        if self.metadata is not None:
-            self.metadata.start()  # before the first load, so no load report is missed
-        self.core.start()
-        if self._watcher is not None:
-            self._watcher.start()
-        log.info("Waiting for the initial versions of %s to load", self.core.model_names())
-        self.core.wait_until_settled()
-        heap.settle()  # before the first request, not during the first seconds of load
+        # From here on SIGTERM/SIGINT mean "stop cleanly, exit 0" — also during the initial
+        # loads, before the event loop (which installs its own handlers) runs.
+        self._install_stop_handlers()
         try:
-            run_event_loop(self._serve())
-        finally:
-            if self._watcher is not None:
-                self._watcher.stop()
-            self.core.stop()
-            self.service.close()
             if self.metadata is not None:
-                self.metadata.close()
+                self.metadata.start()  # before the first load, so no load report is missed
+            self.core.start()
+            if self._watcher is not None:
+                self._watcher.start()
+            log.info("Waiting for the initial versions of %s to load", self.core.model_names())
+            if self._wait_for_initial_loads():
+                heap.settle()  # before the first request, not during the first seconds of load
+                run_event_loop(self._serve())
+            else:
+                log.info("Stop requested while the initial versions were loading; not serving")
+        finally:
+            self._install_stop_handlers()  # the event loop restored the defaults on closing
+            self._shutdown()
         log.info("Server stopped")
         return 0
+
+    def _install_stop_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_stop_signal)
+
+    def _on_stop_signal(self, signum: int, frame) -> None:
+        if not self._stop_requested.is_set():
+            log.info("Received %s", signal.Signals(signum).name)
+        self._stop_requested.set()
+
+    def _wait_for_initial_loads(self) -> bool:
+        """True once the first loads have finished; False if a stop signal came first (the
+        loads still in progress finish in their threads, and are unloaded by the shutdown)."""
+        while not self.core.wait_until_settled(0.2):
+            if self._stop_requested.is_set():
+                return False
+        return not self._stop_requested.is_set()
+
+    def _shutdown(self) -> None:
+        """Stops what runs in the background, in an order that leaves no thread running
+        TensorFlow (or any native code that takes the GIL back) once the interpreter finalizes:
+        that aborted the process after "Server stopped" (see ``serving.heap``)."""
+        if self._watcher is not None:
+            self._watcher.stop()
+        self._heap.stop()  # before the unloads, whose garbage it would collect
+        self.core.stop()  # unloads every version and joins the unload threads
+        if self.batching is not None:
+            self.batching.scheduler.stop()  # joins the batch threads
+        self.service.close()  # joins the inference threads
+        if self.metadata is not None:
+            self.metadata.close()  # prediction-log writer thread, then the MLMD worker
+        self.memory_returner.stop()
+        log.debug(
+            "Threads left at exit: %s",
+            [t.name for t in threading.enumerate() if t is not threading.current_thread()],
+        )
 
     async def _serve(self) -> None:
         self._stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        if self._stop_requested.is_set():  # signalled between the loads and this loop
+            self._stopping.set()
         tasks = []
         rest = None
         if self.options.rest_api_port:
@@ -263,7 +344,8 @@ class ModelServer:
                     proxy_headers=False,  # nothing reads the client address; saves a hop
                     timeout_graceful_shutdown=30,
                     **self._rest_tls_arguments(),
-                )
+                ),
+                connection_limit(self.options.rest_api_max_connections),
             )
             tasks.append(asyncio.create_task(rest.serve()))
             log.info(
@@ -322,5 +404,6 @@ class ModelServer:
         return server, health
 
     def request_stop(self) -> None:
+        self._stop_requested.set()
         if self._stopping is not None:
             self._stopping.set()

@@ -316,3 +316,30 @@ def test_per_model_parameters_come_from_the_version_directory(tmp_path):
     assert BatchingSetup(scheduler, BatchingConfig(max_batch_size=64)).config_for(
         str(without_file)
     ) == BatchingConfig(max_batch_size=64)
+
+
+def test_a_full_batch_wakes_the_batch_thread_without_waiting_for_the_event_loop():
+    """An event-loop caller defers the wake-up of a partial batch to the loop's next iteration
+    (see the scheduler's docstring); a full one must start at once. Here the loop is blocked
+    right after enqueuing: a deferred wake-up would never come."""
+    model = FakeModel()
+    servable, scheduler = _servable(model, max_batch_size=2)
+
+    async def enqueue_and_block() -> tuple[bool, list]:
+        await _predict(servable, [[0.0], [0.0]])  # the batch thread now waits for work
+        model.started.clear()
+        signature = servable.signatures["serving_default"]
+        futures = [
+            asyncio.ensure_future(servable.run_async(signature, {"x": np.asarray([x])}, ["y"]))
+            for x in (1.0, 2.0)
+        ]
+        await asyncio.sleep(0)  # both scheduled: the batch of two is full
+        ran = model.started.wait(10)  # blocks the loop: no later iteration
+        results = await asyncio.gather(*futures)
+        return ran, [result["y"].tolist() for result in results]
+
+    ran, results = asyncio.run(enqueue_and_block())
+    assert ran, "the full batch waited for the next event-loop iteration"
+    assert results == [[2.0], [4.0]]
+    assert model.batches == [2, 2]
+    scheduler.stop()
