@@ -43,6 +43,7 @@ class MetadataReporter:
         server_id: str,
         device: str,
         spool_max_reports: int,
+        worker_python: str = sys.executable,
     ) -> None:
         self.spool = Spool(spool_dir, spool_max_reports)
         self.server_id = server_id
@@ -52,6 +53,7 @@ class MetadataReporter:
         self._lock = threading.Lock()
         self._loading: dict[tuple[str, int], float] = {}
         self._episodes: dict[tuple[str, int], str] = {}
+        self._worker_python = worker_python
         self._worker: subprocess.Popen | None = None
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -85,7 +87,7 @@ class MetadataReporter:
         if self._connection.password:
             env[PASSWORD_ENV] = self._connection.password
         command = [
-            sys.executable,
+            self._worker_python,
             "-m",
             "serving.metadata.worker",
             f"--spool_dir={os.path.dirname(self.spool.path)}",

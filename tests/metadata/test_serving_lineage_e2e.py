@@ -1,9 +1,16 @@
-"""Pipeline run + real model server + feedback + next pipeline run, on SQLite and real MariaDB."""
+"""Pipeline run + real model server + feedback + next pipeline run, on SQLite and real MariaDB.
+
+The pipeline and the metadata worker (the MLMD writer) run on the TFX 1.16 stack; the server runs
+on either stack. On the current stack (Python 3.12, TF 2.21), where ml-metadata 1.16 cannot be
+installed, its worker runs on the TFX stack's Python through ``$TFX_SERVING_METADATA_PYTHON`` —
+the configuration the serving image ships (docs/stacks.md).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 
 import pytest
 from ml_metadata.proto import metadata_store_pb2 as pb
@@ -14,7 +21,9 @@ from serving.metadata import export, lineage
 from serving.metadata.config import parse_connection
 from serving.metadata.mlmd_store import connect, connection_config
 from serving.metadata.spool import Spool
+from serving.metadata.worker_python import WORKER_PYTHON_ENV
 from tests.support.server_process import ServerProcess
+from tests.support.stacks import current_stack_python, stack_versions
 
 pytestmark = pytest.mark.integration
 
@@ -32,6 +41,15 @@ def _server_args(store_dir: str, connection: str, work) -> list[str]:
         "--metadata_server_id=srv-1",
         "--file_system_poll_wait_seconds=1",
     ]
+
+
+def _on_stack(stack: str) -> dict:
+    """ServerProcess arguments running the server on ``stack``; the worker stays on this one."""
+    if stack == "tfx":
+        return {}
+    python = current_stack_python()
+    assert stack_versions(python)["python"].startswith("3.12"), python
+    return {"python": python, "env": {WORKER_PYTHON_ENV: sys.executable}}
 
 
 def _episodes(connection: str) -> list[pb.Execution]:
@@ -55,13 +73,15 @@ def _pushed_model_id(connection: str, version: str) -> int:
     return pushed.id
 
 
-def test_pipeline_serving_feedback_and_next_run_on_sqlite(tmp_path, capsys):
+@pytest.mark.parametrize("stack", ["tfx", "current"], ids=["tfx-stack", "current-stack"])
+def test_pipeline_serving_feedback_and_next_run_on_sqlite(stack, tmp_path, capsys):
+    server_stack = _on_stack(stack)
     workdir = tmp_path / "demo"
     store_dir = serving_demo.run_local(str(workdir), train_steps=10)
     [version] = os.listdir(store_dir)
     connection = f"sqlite://{workdir / 'metadata.sqlite'}"
 
-    with ServerProcess(_server_args(store_dir, connection, tmp_path)) as server:
+    with ServerProcess(_server_args(store_dir, connection, tmp_path), **server_stack) as server:
         server.wait_for(lambda: server.available_versions("demo"))
         status, _, headers = server.request_with_headers(
             "POST", "/v1/models/demo:predict", INSTANCES, {"X-Request-Id": "req-1"}
@@ -127,6 +147,8 @@ def test_pipeline_serving_feedback_and_next_run_on_sqlite(tmp_path, capsys):
 
 
 def test_mariadb_down_during_loads_then_delivered_once(mariadb, tmp_path):
+    """On the current stack: the serving image's configuration (server 3.12, worker 3.10)."""
+    server_stack = _on_stack("current")
     workdir = tmp_path / "demo"
     store_dir = str(workdir / "models" / "demo")
     connection = mariadb.connection
@@ -143,7 +165,8 @@ def test_mariadb_down_during_loads_then_delivered_once(mariadb, tmp_path):
     args = _server_args(store_dir, connection, tmp_path)
 
     mariadb.stop()
-    with ServerProcess(args) as server:  # serving works while the metadata store is down
+    # Serving works while the metadata store is down.
+    with ServerProcess(args, **server_stack) as server:
         server.wait_for(lambda: server.available_versions("demo"))
         assert server.request("POST", "/v1/models/demo:predict", INSTANCES)[0] == 200
         status, answer = server.json("GET", f"/v1/lineage/models/demo/versions/{version}")
@@ -157,7 +180,8 @@ def test_mariadb_down_during_loads_then_delivered_once(mariadb, tmp_path):
     spool.close()
 
     mariadb.start()
-    with ServerProcess(args) as server:  # the backlog goes first, then this run's load
+    # The backlog goes first, then this run's load.
+    with ServerProcess(args, **server_stack) as server:
         server.wait_for(lambda: server.available_versions("demo"))
         server.wait_for(lambda: len(_episodes(connection)) == 2, timeout=60)
         status, view = server.json("GET", f"/v1/lineage/models/demo/versions/{version}")
