@@ -15,7 +15,6 @@ below compares them before serving starts, and fails with a fix instead of losin
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -37,16 +36,22 @@ def worker_python() -> str:
 
 
 def check_worker_python(python: str) -> None:
-    """Raises :class:`WorkerPythonError` unless ``python`` can run this version's worker."""
+    """Raises :class:`WorkerPythonError` unless ``python`` can run this version's worker.
+
+    Runs the interpreter once (about a second, at startup only), from the working directory the
+    worker will get, so it sees the same ``serving`` package the worker will import.
+    """
     if python == sys.executable:
-        if importlib.util.find_spec("ml_metadata") is None:
-            raise WorkerPythonError(
-                "--metadata_connection needs ml-metadata: install it here "
-                "(pip install 'ml-metadata>=1.16,<1.17', Python 3.10 only) or set "
-                f"{WORKER_PYTHON_ENV} to a Python that has it and this package "
-                "(see docs/stacks.md), or drop the flag"
-            )
-        return
+        fix = (
+            "install ml-metadata here (pip install 'ml-metadata>=1.16,<1.17'; Python 3.10 only) "
+            f"or set {WORKER_PYTHON_ENV} to a Python that has it and this package "
+            "(docs/stacks.md), or drop --metadata_connection"
+        )
+    else:
+        fix = (
+            "it needs ml-metadata 1.16 and this package (pip install -r "
+            "requirements/metadata-worker.txt && pip install --no-deps <this project>)"
+        )
     try:
         probe = subprocess.run(
             [python, "-c", _PROBE],
@@ -63,9 +68,7 @@ def check_worker_python(python: str) -> None:
     if probe.returncode != 0:
         last = (probe.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise WorkerPythonError(
-            f"{WORKER_PYTHON_ENV}={python} cannot run the metadata worker: {last}. It needs "
-            "ml-metadata 1.16 and this package (pip install -r requirements/metadata-worker.txt "
-            "&& pip install --no-deps <this project>)"
+            f"--metadata_connection: the metadata worker cannot run on {python} ({last}); {fix}"
         )
     version = probe.stdout.strip().splitlines()[-1] if probe.stdout.strip() else ""
     if version != __version__:
