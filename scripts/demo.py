@@ -25,6 +25,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_NAME = "demo"
+# The server's interpreter: scripts/demo.sh passes the current serving stack's (.venv-serving);
+# the pipeline, the lineage CLI and the server's MLMD worker stay on this (TFX) one.
+SERVER_PYTHON = os.environ.get("TFX_SERVING_SERVER_PYTHON") or sys.executable
 ROWS = [{"x1": -0.705, "x2": -1.397}, {"x1": 0.144, "x2": -0.537}]
 
 
@@ -130,7 +133,7 @@ def main() -> int:
 
     rest_port, grpc_port = free_port(), free_port()
     command = [
-        sys.executable,
+        SERVER_PYTHON,
         "-m",
         "serving",
         "--host=127.0.0.1",
@@ -143,7 +146,9 @@ def main() -> int:
         f"--metadata_spool_dir={workdir / 'spool'}",
     ]
     step("starting: tfx-model-server " + " ".join(command[3:]))
-    server = subprocess.Popen(command, cwd=REPO)
+    server = subprocess.Popen(
+        command, cwd=REPO, env={**os.environ, "TFX_SERVING_METADATA_PYTHON": sys.executable}
+    )
     try:
         status = wait_until_serving(f"http://127.0.0.1:{rest_port}/v1/models/{MODEL_NAME}", server)
         step(f"model status: {json.dumps(status)}")

@@ -157,12 +157,21 @@ build_rootfs() {
   grep -rlI "^#!$PREFIX/bin/" "$rootfs/usr/local/bin" | while read -r script; do
     sed -i "1s|^#!$PREFIX/bin/|#!/usr/local/bin/|" "$script"
   done
+  # No bytecode, as in the official images (they delete *.pyc after building).
+  find "$rootfs/usr/local" -depth -name __pycache__ -type d -exec rm -rf {} +
   chroot "$rootfs" /sbin/ldconfig
   # Slim it like debian:bookworm-slim: no apt lists or cached .debs, docs, man pages, locales.
   rm -rf "${rootfs:?}"/var/cache/apt/archives/*.deb "${rootfs:?}"/var/lib/apt/lists/* \
     "${rootfs:?}"/usr/share/doc/* "${rootfs:?}"/usr/share/man/* "${rootfs:?}"/usr/share/info/* \
     "${rootfs:?}"/var/log/* "${rootfs:?}"/tmp/* "${rootfs:?}"/dev/* "${rootfs:?}"/etc/hostname
   find "$rootfs/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
+  # apt keeps no package caches, as in debian:bookworm-slim (its docker-clean).
+  cat >"$rootfs/etc/apt/apt.conf.d/docker-clean" <<'EOF'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+EOF
   # The engine provides /etc/resolv.conf; apt sources as in debian:bookworm-slim.
   rm -f "$rootfs/etc/resolv.conf" "$rootfs/etc/apt/sources.list"
   cat >"$rootfs/etc/apt/sources.list.d/debian.sources" <<EOF
