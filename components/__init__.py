@@ -1,4 +1,5 @@
-"""TFX 1.16 drop-in Exporter, InfraValidator and Pusher for TF-Serving-compatible model stores.
+"""TFX 1.16 drop-in Exporter, InfraValidator and Pusher for TF-Serving-compatible model stores,
+and FeedbackExampleGen, which turns served traffic and its labels into the next training data.
 
 The component classes are imported lazily: ``components.model_store`` (a small CLI used on
 serving hosts for rollback/retention) must not pay TFX's ~25 s import.
@@ -9,6 +10,7 @@ from typing import Any
 
 _LAZY = {
     "Exporter": "components.exporter.component",
+    "FeedbackExampleGen": "components.feedback_example_gen.component",
     "InfraValidator": "components.infra_validator.component",
     "Pusher": "components.pusher.component",
 }

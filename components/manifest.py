@@ -3,123 +3,87 @@
 The Exporter (and the InfraValidator for its stamped model) writes the manifest next to the
 model it describes; the Pusher re-hashes the copy it is about to publish and compares. That
 turns "the copy looks complete" into "the copy is byte-identical to what was validated", which
-is what makes the atomic rename in :mod:`components.model_store` safe to do.
+is what makes the atomic rename in :mod:`components.model_store` (and the completion marker in
+:mod:`components.bucket_store`) safe to do.
 
-Source directories may live on any filesystem TensorFlow can read (``gs://`` pipeline roots on
-Kubeflow), so reading goes through ``tf.io.gfile``.
+Directories may live on a local disk, on any filesystem TensorFlow can read, or in a
+``gs://`` / ``s3://`` bucket (Kubeflow pipeline roots); buckets are read through the store
+clients of :mod:`serving.storage.object_store`, which need no TensorFlow file-system plugin
+(TensorFlow 2.16 itself has no ``s3://``). The format lives in :mod:`serving.storage.manifest`
+so the server can check its downloads without importing the components.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import posixpath
 
-import tensorflow as tf
+from components import store_io
+from serving.storage.bucket_layout import CONTROL_FILENAMES
+from serving.storage.manifest import (
+    FileEntry,
+    ManifestMismatchError,
+    hash_local_file,
+    hash_stream,
+    local_manifest_paths,
+)
+from serving.storage.manifest import Manifest as _ManifestFormat
 
 MANIFEST_FILENAME = "manifest.json"
-_FORMAT_VERSION = 1
 _CHUNK_BYTES = 1 << 20
 
+__all__ = [
+    "MANIFEST_FILENAME",
+    "FileEntry",
+    "Manifest",
+    "ManifestMismatchError",
+    "build_manifest",
+    "hash_file",
+    "list_files",
+    "manifest_path_for",
+]
 
-class ManifestMismatchError(RuntimeError):
-    """A model directory does not match its manifest (missing, extra or changed files)."""
 
-
-@dataclasses.dataclass(frozen=True)
-class FileEntry:
-    sha256: str
-    size: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Manifest:
-    """Files of a model directory keyed by POSIX path relative to the directory."""
-
-    files: dict[str, FileEntry]
-
-    @property
-    def digest(self) -> str:
-        """One sha256 over the sorted entries: a stable identity for the whole model."""
-        h = hashlib.sha256()
-        for path in sorted(self.files):
-            entry = self.files[path]
-            h.update(f"{path}\0{entry.sha256}\0{entry.size}\n".encode())
-        return h.hexdigest()
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "format_version": _FORMAT_VERSION,
-                "digest": self.digest,
-                "files": {p: dataclasses.asdict(e) for p, e in sorted(self.files.items())},
-            },
-            indent=1,
-            sort_keys=True,
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> Manifest:
-        data = json.loads(text)
-        if data.get("format_version") != _FORMAT_VERSION:
-            raise ValueError(
-                f"Unsupported manifest format_version {data.get('format_version')!r}; "
-                f"this code reads version {_FORMAT_VERSION}. Re-run the Exporter."
-            )
-        manifest = cls({p: FileEntry(**e) for p, e in data["files"].items()})
-        if manifest.digest != data["digest"]:
-            raise ManifestMismatchError(
-                "Manifest digest does not match its own file list; the manifest was edited "
-                "or truncated. Re-run the Exporter."
-            )
-        return manifest
+class Manifest(_ManifestFormat):
+    """The manifest format plus reading, writing and verifying wherever the model lives."""
 
     def write(self, path: str) -> None:
-        with tf.io.gfile.GFile(path, "w") as f:
-            f.write(self.to_json())
+        store_io.write_bytes(path, self.to_json().encode())
 
     @classmethod
     def read(cls, path: str) -> Manifest:
-        with tf.io.gfile.GFile(path, "r") as f:
-            return cls.from_json(f.read())
+        return cls.from_json(store_io.read_bytes(path).decode())
 
     def verify(self, model_dir: str) -> None:
         """Raises ManifestMismatchError naming every difference between the dir and the manifest."""
-        actual = build_manifest(model_dir).files
-        missing = sorted(set(self.files) - set(actual))
-        extra = sorted(set(actual) - set(self.files))
-        changed = sorted(p for p in set(self.files) & set(actual) if self.files[p] != actual[p])
-        if missing or extra or changed:
-            raise ManifestMismatchError(
-                f"{model_dir} does not match its manifest: missing={missing} extra={extra} "
-                f"changed={changed}. The model was modified after export or the copy is "
-                "incomplete; re-export or re-push."
-            )
+        self.check(build_manifest(model_dir).files, model_dir)
 
 
 def list_files(model_dir: str) -> list[str]:
-    """Relative POSIX paths of all files below model_dir, sorted."""
+    """Relative POSIX paths of all files below model_dir, sorted (in a bucket version, without
+    the Pusher's claim and completion marker: they describe the model, they are not part of it)."""
+    if store_io.is_bucket_uri(model_dir):
+        return [o.key for o in store_io.list_objects(model_dir) if o.key not in CONTROL_FILENAMES]
     root = model_dir.rstrip("/")
+    if store_io.is_local(root):
+        return sorted(local_manifest_paths(root.removeprefix("file://")))
     paths = []
-    for dirname, _, filenames in tf.io.gfile.walk(root):
+    for dirname, _, filenames in store_io.gfile().walk(root):
         rel_dir = dirname[len(root) :].lstrip("/")
         paths.extend(posixpath.join(rel_dir, name) if rel_dir else name for name in filenames)
     return sorted(paths)
 
 
 def hash_file(path: str) -> FileEntry:
-    h = hashlib.sha256()
-    size = 0
-    with tf.io.gfile.GFile(path, "rb") as f:
-        while chunk := f.read(_CHUNK_BYTES):
-            h.update(chunk)
-            size += len(chunk)
-    return FileEntry(sha256=h.hexdigest(), size=size)
+    if store_io.is_bucket_uri(path):
+        return store_io.hash_object(path)
+    if store_io.is_local(path):
+        return hash_local_file(path.removeprefix("file://"))
+    with store_io.gfile().GFile(path, "rb") as f:
+        return hash_stream(iter(lambda: f.read(_CHUNK_BYTES), b""))
 
 
 def build_manifest(model_dir: str) -> Manifest:
-    if not tf.io.gfile.isdir(model_dir):
+    if not store_io.is_dir(model_dir):
         raise FileNotFoundError(f"Model directory {model_dir} does not exist.")
     return Manifest({p: hash_file(posixpath.join(model_dir, p)) for p in list_files(model_dir)})
 

@@ -13,8 +13,9 @@ rename) so servers unload them cleanly before their files are deleted. Rollback 
 versions as ``.rolled-back-<version>-<uuid>`` and keeps them, so a rollback can be inspected or
 undone by renaming the directory back, and their numbers are never handed out again.
 
-The store must be a local or mounted POSIX filesystem (local disk, NFS, a Kubernetes PVC);
-object stores need a completion-marker protocol instead and are rejected with a clear error.
+This is the store for local or mounted POSIX filesystems (local disk, NFS, a Kubernetes PVC).
+``gs://`` and ``s3://`` stores have no rename and use a claim / completion-marker protocol
+instead (:mod:`components.bucket_store`); :func:`open_model_store` picks the right one.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ import shutil
 import time
 import uuid
 
-import tensorflow as tf
 from absl import logging
 
+from components import store_io
 from components.manifest import Manifest, list_files
+from serving.storage.object_store import is_bucket_uri
 
 INCOMING_PREFIX = ".incoming-"
 RETIRED_PREFIX = ".retired-"
@@ -57,13 +59,18 @@ class ModelStore:
     """Atomic publish, retention, rollback and housekeeping for one model's base directory."""
 
     def __init__(self, base_directory: str) -> None:
-        if "://" in base_directory:
+        if is_bucket_uri(base_directory):
             raise ValueError(
-                f"Model store {base_directory!r} is an object-store URI; atomic publishing needs "
-                "a POSIX filesystem. Mount the bucket/volume (e.g. a PVC or NFS) and pass its "
-                "local path as push_destination.filesystem.base_directory."
+                f"Model store {base_directory!r} is a bucket; ModelStore publishes to POSIX "
+                "filesystems by atomic rename. Use open_model_store(), which returns a "
+                "BucketModelStore for gs:// and s3:// URIs."
             )
-        self.base = os.path.abspath(base_directory)
+        if "://" in base_directory and not base_directory.startswith("file://"):
+            raise ValueError(
+                f"Model store {base_directory!r} is neither a POSIX path nor a gs:// or s3:// "
+                "bucket; mount it (e.g. a PVC or NFS) and pass the local path, or use a bucket."
+            )
+        self.base = os.path.abspath(base_directory.removeprefix("file://"))
 
     def versions(self) -> list[int]:
         """Visible (servable) versions, ascending."""
@@ -195,8 +202,18 @@ class ModelStore:
         return newer
 
 
+def open_model_store(base: str):
+    """The store for ``base``: :class:`BucketModelStore` for gs:// and s3:// URIs, else
+    :class:`ModelStore` (POSIX, atomic rename)."""
+    if is_bucket_uri(base):
+        from components.bucket_store import BucketModelStore
+
+        return BucketModelStore(base)
+    return ModelStore(base)
+
+
 def _copy_tree_durably(source_dir: str, target_dir: str) -> None:
-    """Copies every file (via gfile, so remote sources work), fsyncing files and directories."""
+    """Copies every file (sources may be remote: gfile or a bucket), fsyncing files and dirs."""
     os.makedirs(target_dir)
     for rel in list_files(source_dir):
         dst = os.path.join(target_dir, *rel.split("/"))
@@ -207,7 +224,13 @@ def _copy_tree_durably(source_dir: str, target_dir: str) -> None:
 
 
 def _copy_file(src: str, dst: str) -> None:
-    with tf.io.gfile.GFile(src, "rb") as fin, open(dst, "wb") as fout:
+    if is_bucket_uri(src):
+        store_io.download_file(src, dst)
+        with open(dst, "rb+") as fout:
+            os.fsync(fout.fileno())
+        return
+    opener = open if store_io.is_local(src) else store_io.gfile().GFile
+    with opener(src.removeprefix("file://"), "rb") as fin, open(dst, "wb") as fout:
         while chunk := fin.read(1 << 20):
             fout.write(chunk)
         fout.flush()
@@ -223,7 +246,8 @@ def _fsync_dir(path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m components.model_store {list,rollback,retain} --base_directory=...``."""
+    """``python -m components.model_store {list,rollback,retain} --base_directory=...``
+    (a path, or a gs:// / s3:// URI)."""
     parser = argparse.ArgumentParser(prog="python -m components.model_store", description=__doc__)
     parser.add_argument("command", choices=["list", "rollback", "retain"])
     parser.add_argument("--base_directory", required=True)
@@ -231,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep_last", type=int, default=5, help="retain: versions to keep")
     args = parser.parse_args(argv)
     logging.set_verbosity(logging.INFO)
-    store = ModelStore(args.base_directory)
+    store = open_model_store(args.base_directory)
     if args.command == "rollback":
         store.rollback(args.to_version)
     elif args.command == "retain":

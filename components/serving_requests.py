@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import glob
 import os
+import posixpath
+import tempfile
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -27,6 +29,8 @@ from tensorflow_serving.apis import (
 )
 from tfx import types
 from tfx.types import artifact_utils
+
+from components import store_io
 
 Request = (
     predict_pb2.PredictRequest
@@ -90,11 +94,35 @@ def read_examples(
     split = split or (splits[0] if splits else "")
     if split not in splits:
         raise ValueError(f"Split {split!r} not in Examples splits {splits}.")
-    files = sorted(glob.glob(os.path.join(artifact_utils.get_split_uri([examples], split), "*")))
+    split_uri = artifact_utils.get_split_uri([examples], split)
+    if store_io.is_bucket_uri(split_uri):
+        return _read_bucket_examples(split_uri, split, limit)
+    files = sorted(glob.glob(os.path.join(split_uri, "*")))
     if not files:
         raise ValueError(f"Examples split {split!r} at {examples.uri} has no files.")
+    return _read_records(files, limit)
+
+
+def _read_records(files: list[str], limit: int) -> list[tf.train.Example]:
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").take(limit)
     return [tf.train.Example.FromString(record.numpy()) for record in dataset]
+
+
+def _read_bucket_examples(split_uri: str, split: str, limit: int) -> list[tf.train.Example]:
+    """Downloads the split's files one at a time until ``limit`` records are read (a few
+    requests need a few records, not the whole split)."""
+    keys = [o.key for o in store_io.list_objects(split_uri)]
+    if not keys:
+        raise ValueError(f"Examples split {split!r} at {split_uri} has no files.")
+    found: list[tf.train.Example] = []
+    with tempfile.TemporaryDirectory(prefix="examples-") as tmp:
+        for number, key in enumerate(keys):
+            local = os.path.join(tmp, f"{number}.gz")
+            store_io.download_file(posixpath.join(split_uri, key), local)
+            found.extend(_read_records([local], limit - len(found)))
+            if len(found) >= limit:
+                break
+    return found
 
 
 def build_requests(

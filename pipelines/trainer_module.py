@@ -5,6 +5,11 @@ per run and the Kubeflow image only needs this package installed. Reads ExampleG
 TFRecords directly (no Transform/schema needed for two numeric features) and exports a
 SavedModel with a ``serving_default`` signature on the raw features, which the Exporter then
 completes with serialized-Example, regress signatures and warmup data.
+
+With feedback (``FeedbackExampleGen``) the Trainer's ``examples`` are base data plus feedback
+spans, so ``train_files`` holds one pattern per artifact and all are read. Feedback rows carry a
+``sample_weight`` feature (higher for predictions the served model got wrong); base rows have
+none and count 1.0 — Keras receives it as per-row sample weights.
 """
 
 from __future__ import annotations
@@ -15,18 +20,20 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 
 FEATURES = ("x1", "x2")
 LABEL = "label"
+WEIGHT = "sample_weight"  # serving.metadata.feedback_examples.DEFAULT_WEIGHT_FEATURE
 _BATCH_SIZE = 16
 
 
 def _dataset(file_patterns: list[str]) -> tf.data.Dataset:
     spec = {name: tf.io.FixedLenFeature([1], tf.float32) for name in FEATURES}
     spec[LABEL] = tf.io.FixedLenFeature([1], tf.int64)
+    spec[WEIGHT] = tf.io.FixedLenFeature([1], tf.float32, default_value=[1.0])
     files = tf.data.Dataset.list_files(file_patterns, shuffle=False)
 
-    def split(record: tf.Tensor) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+    def split(record: tf.Tensor) -> tuple[dict[str, tf.Tensor], tf.Tensor, tf.Tensor]:
         parsed = tf.io.parse_example(record, spec)
         label = tf.cast(parsed.pop(LABEL), tf.float32)
-        return parsed, label
+        return parsed, label, parsed.pop(WEIGHT)
 
     return (
         tf.data.TFRecordDataset(files, compression_type="GZIP")

@@ -19,16 +19,24 @@ SERVING_SUITE=(
   tests/metadata/test_feedback.py
   tests/metadata/test_metadata_routes.py
   tests/metadata/test_worker_python.py
+  # The object stores as the server and the model_store CLI (rollback/retention on serving
+  # hosts, in the image too) use them; the bucket pipeline tests need TFX: TFX stack only.
+  tests/storage/test_object_store.py
+  tests/storage/test_bucket_source.py
+  tests/storage/test_bucket_serving.py
+  tests/storage/test_bucket_store.py
 )
 read -r -a stacks <<<"${TEST_STACKS:-tfx serving}"
 
 scripts/bootstrap.sh tfx serving
-# The metadata tests start a private MariaDB server; install its Debian package when we can
-# (root). Without it those tests skip with instructions.
+# The metadata tests start a private MariaDB server and a private PostgreSQL cluster; install
+# their Debian packages when we can (root). Without them those tests skip with instructions
+# (and fail under CI).
 # Likewise podman (and its base images) for the container image tests; without a working
 # container engine they skip with instructions (and fail under CI).
 if [[ "$(id -u)" == 0 ]]; then
   scripts/ensure_mariadb.sh
+  scripts/ensure_postgres.sh
   # A failure here (e.g. no Debian mirror) must not stop the other tests; the container tests
   # report it themselves.
   scripts/ensure_podman.sh || echo "test.sh: scripts/ensure_podman.sh failed" >&2

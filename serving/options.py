@@ -12,6 +12,11 @@ import os
 from dataclasses import dataclass, fields
 
 from serving.errors import ConfigError
+from serving.servables.op_libraries import (
+    OpLibraryError,
+    check_op_libraries,
+    parse_op_libraries,
+)
 
 _TRUE = {"true", "1", "yes", "t", "y"}
 _FALSE = {"false", "0", "no", "f", "n"}
@@ -39,9 +44,14 @@ class ServerOptions:
     model_name: str = "default"
     model_base_path: str = ""
     model_config_file: str = ""
+    model_cache_dir: str = ""
     model_config_file_poll_wait_seconds: int = 0
     allow_version_labels_for_unavailable_models: bool = False
     saved_model_tags: str = "serve"
+    prefer_tflite_model: bool = False
+    num_tflite_pools: int = 0
+    num_tflite_interpreters_per_pool: int = 1
+    custom_op_libraries: str = ""
     file_system_poll_wait_seconds: int = 1
     num_load_threads: int = 0
     max_num_load_retries: int = 5
@@ -59,6 +69,7 @@ class ServerOptions:
     num_request_iterations_for_warmup: int = 0
     enable_serialization_as_tensor_content: bool = False
     enable_grpc_healthcheck_service: bool = True
+    enable_profiler: bool = True
     max_queued_requests: int = 1024
     max_request_bytes: int = 0
     auth_token_file: str = ""
@@ -69,6 +80,7 @@ class ServerOptions:
     metadata_spool_dir: str = ""
     metadata_spool_max_reports: int = 100_000
     metadata_server_id: str = ""
+    metadata_heartbeat_seconds: float = 30.0
     prediction_log_dir: str = ""
     prediction_log_sampling: str = "0.01"
     version: bool = False
@@ -81,7 +93,10 @@ _HELP = {
     "rest_api_num_threads": "threads running model calls (default 4 x CPUs)",
     "rest_api_timeout_in_ms": "deadline for REST predict/classify/regress (HTTP 504 past it)",
     "model_name": "model name in single-model mode",
-    "model_base_path": "directory holding the model's integer version directories",
+    "model_base_path": "directory holding the model's integer version directories, or a "
+    "gs://bucket/path or s3://bucket/path URI",
+    "model_cache_dir": "local directory where versions from gs:// and s3:// stores are copied "
+    "and loaded from (default: a private temp dir removed at exit; tfx-model-server only)",
     "model_config_file": "text ModelServerConfig with one or more models",
     "file_system_poll_wait_seconds": "seconds between version polls; 0 polls once",
     "max_queued_requests": "model calls allowed to wait for a thread before HTTP 503 / "
@@ -107,11 +122,24 @@ _HELP = {
     "is unreachable; required with --metadata_connection",
     "metadata_spool_max_reports": "reports the spool holds before dropping new ones (logged)",
     "metadata_server_id": "this server's name in metadata (default <hostname>:<port>)",
+    "metadata_heartbeat_seconds": "seconds between liveness reports; a loaded version is shown "
+    "stale after 3 missed ones (tfx-model-server only)",
     "prediction_log_dir": "write sampled PredictionLog TFRecord shards here and accept "
     "POST /v1/models/<m>:feedback (tfx-model-server only)",
     "prediction_log_sampling": "share of requests logged: a default and per-model rates, "
     "e.g. 0.01,demo=1.0",
     "version": "print versions and exit",
+    "prefer_tflite_model": "serve <version>/model.tflite with TF Lite when a version has one "
+    "(then a version needs no saved_model.pb)",
+    "num_tflite_pools": "TF Lite interpreters per model version, so concurrent requests run in "
+    "parallel (0 = one per CPU)",
+    "num_tflite_interpreters_per_pool": "split one TF Lite request's rows into this many parts "
+    "run on separate interpreters at once (1 = no split)",
+    "custom_op_libraries": "comma-separated op libraries loaded before any model: .so paths "
+    "(tf.load_op_library) and/or Python modules whose import registers ops; installed "
+    "tensorflow-text is loaded anyway (tfx-model-server only)",
+    "enable_profiler": "serve tensorflow.ProfilerService on the gRPC port(s), with the same TLS "
+    "and auth, for tf.profiler.experimental.client.trace",
 }
 
 # Flags that only tune TF Serving's C++ runtime; accepted so existing command lines keep working.
@@ -119,7 +147,6 @@ IGNORED_FLAGS = (
     "rest_api_num_threads_per_core",
     "num_unload_threads",
     "flush_filesystem_caches",
-    "enable_profiler",
     "remove_unused_fields_from_bundle_metagraph",
     "skip_initialize_tpu",
     "xla_cpu_compilation_enabled",
@@ -129,7 +156,6 @@ IGNORED_FLAGS = (
 # Flags of features this server does not implement yet: using one is an error, not a no-op.
 UNSUPPORTED_FLAGS = {
     "platform_config_file": "use --model_config_file and the batching flags instead",
-    "prefer_tflite_model": "TFLite models are not supported",
     "tensorflow_session_config_file": "use --tensorflow_intra_op_parallelism, "
     "--tensorflow_inter_op_parallelism and --per_process_gpu_memory_fraction",
     "thread_pool_factory_config_file": "custom inference thread pools are not supported",
@@ -225,8 +251,18 @@ def validate(options: ServerOptions) -> None:
         raise OptionsError("--per_process_gpu_memory_fraction must be between 0 and 1")
     if options.max_request_bytes < 0:
         raise OptionsError("--max_request_bytes must be >= 0 (0 = unlimited)")
+    if options.num_tflite_pools < 0:
+        raise OptionsError("--num_tflite_pools must be >= 0 (0 = one interpreter per CPU)")
+    if options.num_tflite_interpreters_per_pool < 1:
+        raise OptionsError("--num_tflite_interpreters_per_pool must be >= 1")
     if options.rest_api_timeout_in_ms < 0:
         raise OptionsError("--rest_api_timeout_in_ms must be >= 0")
+    try:
+        check_op_libraries(parse_op_libraries(options.custom_op_libraries))
+    except OpLibraryError as exc:
+        raise OptionsError(str(exc)) from None
+    if options.metadata_heartbeat_seconds <= 0:
+        raise OptionsError("--metadata_heartbeat_seconds must be > 0")
     if options.metadata_connection and not options.metadata_spool_dir:
         raise OptionsError(
             "--metadata_connection needs --metadata_spool_dir: a persistent local directory "

@@ -43,8 +43,11 @@ from serving.security.auth import TokenAuthenticator, load_tokens
 from serving.security.ssl_config import read_ssl_config, write_pem_files
 from serving.servables.devices import configure_devices
 from serving.servables.loader import BatchingSetup, ServableLoader
+from serving.servables.op_libraries import load_op_libraries, parse_op_libraries
 from serving.servables.saved_model import LoadOptions
 from serving.servables.session_config import SessionSettings, build_session_config
+from serving.servables.tflite import TfLiteOptions
+from serving.storage.sources import StorageSources
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,8 @@ def model_config_from_flags(options: ServerOptions) -> model_server_config_pb2.M
     config = model_server_config_pb2.ModelServerConfig()
     model = config.model_config_list.config.add()
     model.name = options.model_name
-    model.base_path = os.path.abspath(options.model_base_path)
+    base = options.model_base_path
+    model.base_path = base if "://" in base else os.path.abspath(base)
     model.model_platform = "tensorflow"
     return config
 
@@ -79,8 +83,13 @@ class ModelServer:
             session_config=build_session_config(
                 SessionSettings(intra, inter, options.per_process_gpu_memory_fraction)
             ),
+            tflite=TfLiteOptions(options.num_tflite_pools, options.num_tflite_interpreters_per_pool)
+            if options.prefer_tflite_model
+            else None,
         )
         self.config = model_config_from_flags(options)
+        # Before any model loads: graphs using these libraries' ops must find them registered.
+        load_op_libraries(parse_op_libraries(options.custom_op_libraries))
         configure_devices(options.per_process_gpu_memory_fraction)
         self.metrics = self._metrics(options)
         self.batching = self._batching(options)
@@ -105,6 +114,9 @@ class ModelServer:
                 options.allow_version_labels_for_unavailable_models
             ),
             on_state_change=self._state_hooks(reporter),
+            source_factory=StorageSources(
+                options.model_cache_dir, self.metrics, accept_tflite=options.prefer_tflite_model
+            ),
         )
         self._watcher = (
             ConfigFileWatcher(

@@ -6,6 +6,15 @@ InfraValidator and warmup tools), and the classify/regress APIs, which require a
 serialized-Example input named ``inputs`` and method names TF2's ``tf.saved_model.save`` cannot
 set. This module derives those signatures from ``serving_default`` where the model's shape allows
 it, re-saves the model, and patches the method names into saved_model.pb afterwards.
+
+Classification follows what Estimator heads export and TF Serving's classifier
+(tensorflow_serving/servables/tensorflow/classifier.cc) reads: outputs ``classes`` (DT_STRING)
+and ``scores`` (DT_FLOAT), both ``[batch, num_classes]``, entry i of one matching entry i of
+the other. A binary classifier's single sigmoid probability p becomes classes ``["0", "1"]``
+with scores ``[1 - p, p]`` (Estimator's BinaryClassHead), and it keeps the ``regression``
+signature on p as that head does; softmax (and multi-label sigmoid) outputs give one class per
+column. Whether an output is a classifier's probability is read from the graph
+(:mod:`components.exporter.activations`) or set with ``classification``.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting
 
+from components.exporter.activations import SIGMOID, SOFTMAX
 from components.serving_requests import (
     CLASSIFY_METHOD,
     EXAMPLE_DTYPES,
@@ -27,6 +37,13 @@ from components.serving_requests import (
     is_serialized_example_signature,
 )
 
+CLASSIFY_AUTO = "auto"
+CLASSIFY_SIGMOID = "sigmoid"
+CLASSIFY_SOFTMAX = "softmax"
+CLASSIFY_NONE = "none"
+CLASSIFICATION_MODES = (CLASSIFY_AUTO, CLASSIFY_SIGMOID, CLASSIFY_SOFTMAX, CLASSIFY_NONE)
+CLASSES_OUTPUT = "classes"
+SCORES_OUTPUT = "scores"
 DEFAULT_SIGNATURE = "serving_default"
 EXAMPLES_SIGNATURE = "predict_examples"
 REGRESSION_SIGNATURE = "regression"
@@ -39,6 +56,24 @@ class UnservableModelError(ValueError):
     """The SavedModel has no signature a TF-Serving-compatible server could call."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Classification:
+    """How the ``classification`` signature reads the default signature's probability output."""
+
+    output: str
+    """Output key of the default signature holding the probabilities."""
+    activation: str
+    """``sigmoid`` (independent probabilities) or ``softmax`` (one distribution per row)."""
+    columns: int
+    """Columns of that output: 1 for a binary sigmoid classifier."""
+    labels: tuple[str, ...]
+    """Class label per score column (``classes``), default ``"0"`` .. ``"n-1"``."""
+
+    @property
+    def binary(self) -> bool:
+        return self.activation == CLASSIFY_SIGMOID and self.columns == 1
+
+
 @dataclasses.dataclass
 class SignaturePlan:
     """What the exported model's signatures will be, relative to the trained model."""
@@ -47,7 +82,7 @@ class SignaturePlan:
     """Existing signature exported as ``serving_default`` (itself, or an alias)."""
     add_examples: bool = False
     regression_output: str | None = None
-    classification_output: str | None = None
+    classification: Classification | None = None
     unusable: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
@@ -56,7 +91,7 @@ class SignaturePlan:
             self.default_source != DEFAULT_SIGNATURE
             or self.add_examples
             or self.regression_output is not None
-            or self.classification_output is not None
+            or self.classification is not None
         )
 
 
@@ -80,8 +115,37 @@ def _inner_dims(info: meta_graph_pb2.TensorInfo) -> list[int] | None:
     return None if any(d < 0 for d in dims) else dims
 
 
-def plan_signatures(signature_defs: dict[str, meta_graph_pb2.SignatureDef]) -> SignaturePlan:
-    """Decides which signatures to add; raises UnservableModelError with what to change."""
+def validate_classification_options(mode: str | None, labels: list[str] | None) -> None:
+    """Raises ValueError with what to write if the Exporter's classification options are bad."""
+    if mode is not None and mode not in CLASSIFICATION_MODES:
+        raise ValueError(
+            f"classification must be one of {list(CLASSIFICATION_MODES)}, got {mode!r}."
+        )
+    if labels is not None:
+        if not labels or not all(isinstance(label, str) and label for label in labels):
+            raise ValueError(
+                f"class_labels must be a non-empty list of non-empty strings, got {labels!r}."
+            )
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"class_labels has duplicates: {labels!r}.")
+        if mode == CLASSIFY_NONE:
+            raise ValueError("class_labels has no effect with classification='none'.")
+
+
+def plan_signatures(
+    signature_defs: dict[str, meta_graph_pb2.SignatureDef],
+    *,
+    classification: str = CLASSIFY_AUTO,
+    class_labels: list[str] | None = None,
+    output_ops: dict[str, str | None] | None = None,
+) -> SignaturePlan:
+    """Decides which signatures to add; raises UnservableModelError with what to change.
+
+    ``output_ops`` maps the default signature's output keys to the op computing them
+    (:func:`components.exporter.activations.computing_op`); ``classification="auto"`` adds a
+    classification signature only where that op is ``Sigmoid`` or ``Softmax``.
+    """
+    validate_classification_options(classification, class_labels)
     unusable = {name: p for name, sig in signature_defs.items() if (p := _problem(sig))}
     usable_predict = [
         name
@@ -101,8 +165,14 @@ def plan_signatures(signature_defs: dict[str, meta_graph_pb2.SignatureDef]) -> S
             "keras Model.export(), on float/int/string/bool tensors and with predict outputs."
         )
     plan = SignaturePlan(default_source=default, unusable=unusable)
+    forced = classification in (CLASSIFY_SIGMOID, CLASSIFY_SOFTMAX)
     signature = signature_defs[default]
     if signature.method_name != PREDICT_METHOD:
+        if forced:
+            raise ValueError(
+                f"classification={classification!r} needs a predict '{default}' signature; "
+                f"it is {signature.method_name!r} (the model already chose its API)."
+            )
         return plan
     serialized = is_serialized_example_signature(signature)
     parsable = serialized or all(
@@ -110,6 +180,13 @@ def plan_signatures(signature_defs: dict[str, meta_graph_pb2.SignatureDef]) -> S
         for info in signature.inputs.values()
     )
     if not parsable:
+        if forced:
+            raise ValueError(
+                f"classification={classification!r}: the inputs of {default!r} are not "
+                "tf.Example-shaped (fixed-size float/int/string tensors), and classify "
+                "requests carry tf.Examples. Export the model with such inputs or leave "
+                "classification unset."
+            )
         logging.info("Inputs of %r are not tf.Example-shaped; adding no signatures.", default)
         return plan
     plan.add_examples = not serialized and EXAMPLES_SIGNATURE not in signature_defs
@@ -118,14 +195,65 @@ def plan_signatures(signature_defs: dict[str, meta_graph_pb2.SignatureDef]) -> S
         for key, info in signature.outputs.items()
         if info.dtype in (types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE)
     }
-    if len(signature.outputs) == 1 and len(float_outputs) == 1:
-        ((key, dims),) = float_outputs.items()
-        if len(dims) == 1 or (len(dims) == 2 and dims[1] == 1):
-            if REGRESSION_SIGNATURE not in signature_defs:
-                plan.regression_output = key
-        elif len(dims) == 2 and dims[1] >= 2 and CLASSIFICATION_SIGNATURE not in signature_defs:
-            plan.classification_output = key
+    if len(signature.outputs) != 1 or len(float_outputs) != 1:
+        if forced:
+            raise ValueError(
+                f"classification={classification!r} needs one float output in {default!r} "
+                f"(the probabilities); it has {sorted(signature.outputs)}."
+            )
+        return plan
+    ((key, dims),) = float_outputs.items()
+    if (len(dims) == 1 or (len(dims) == 2 and dims[1] == 1)) and (
+        REGRESSION_SIGNATURE not in signature_defs
+    ):
+        plan.regression_output = key
+    if CLASSIFICATION_SIGNATURE not in signature_defs:
+        op = (output_ops or {}).get(key)
+        plan.classification = _plan_classification(key, dims, op, classification, class_labels)
     return plan
+
+
+def _plan_classification(
+    key: str, dims: list[int], op: str | None, mode: str, labels: list[str] | None
+) -> Classification | None:
+    if mode == CLASSIFY_NONE:
+        return None
+    if mode == CLASSIFY_AUTO:
+        activation = {SIGMOID: CLASSIFY_SIGMOID, SOFTMAX: CLASSIFY_SOFTMAX}.get(op or "")
+        if activation is None:
+            logging.info(
+                "Output %r is computed by %s, not Sigmoid/Softmax: no classification signature "
+                "(Exporter(classification='sigmoid'|'softmax') adds one).",
+                key,
+                op or "an op that could not be traced",
+            )
+            return None
+    else:
+        activation = mode
+    columns = 1 if len(dims) == 1 else (dims[1] if len(dims) == 2 else -1)
+    problem = None
+    if columns < 1:
+        problem = f"its shape {dims} is not [batch] or [batch, classes] with a known size"
+    elif activation == CLASSIFY_SOFTMAX and columns < 2:
+        problem = "a softmax over one column is always 1.0; use 'sigmoid' for one probability"
+    if problem is not None:
+        if mode == CLASSIFY_AUTO:
+            logging.info("No classification signature for output %r: %s.", key, problem)
+            return None
+        raise ValueError(f"classification={mode!r} cannot use output {key!r}: {problem}.")
+    num_classes = 2 if activation == CLASSIFY_SIGMOID and columns == 1 else columns
+    if labels is not None and len(labels) != num_classes:
+        raise ValueError(
+            f"class_labels has {len(labels)} labels but output {key!r} scores {num_classes} "
+            f"classes ({activation}, {columns} column(s)); a binary sigmoid output takes two "
+            "labels: [negative, positive]."
+        )
+    return Classification(
+        output=key,
+        activation=activation,
+        columns=columns,
+        labels=tuple(labels) if labels else tuple(str(i) for i in range(num_classes)),
+    )
 
 
 def _parser(signature: meta_graph_pb2.SignatureDef):
@@ -183,12 +311,22 @@ def write_serving_model(
 
         signatures[REGRESSION_SIGNATURE] = regression
         methods[REGRESSION_SIGNATURE] = REGRESS_METHOD
-    if plan.classification_output is not None:
-        output = plan.classification_output
+    if plan.classification is not None:
+        plan_c = plan.classification
+        label_row = tf.constant([list(plan_c.labels)], dtype=tf.string)
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
         def classification(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
-            return {"scores": default_fn(**parse(inputs))[output]}
+            # TF Serving's classifier wants DT_FLOAT scores and DT_STRING classes, both
+            # [batch, num_classes], entry i of one matching entry i of the other.
+            probabilities = default_fn(**parse(inputs))[plan_c.output]
+            probabilities = tf.reshape(tf.cast(probabilities, tf.float32), [-1, plan_c.columns])
+            if plan_c.binary:
+                scores = tf.concat([1.0 - probabilities, probabilities], axis=1)
+            else:
+                scores = probabilities
+            classes = tf.tile(label_row, [tf.shape(scores)[0], 1])
+            return {CLASSES_OUTPUT: classes, SCORES_OUTPUT: scores}
 
         signatures[CLASSIFICATION_SIGNATURE] = classification
         methods[CLASSIFICATION_SIGNATURE] = CLASSIFY_METHOD

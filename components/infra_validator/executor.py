@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import posixpath
 import signal
 import tempfile
 import threading
@@ -36,12 +37,13 @@ from tfx.types import artifact_utils
 from tfx.types import standard_component_specs as stock
 from tfx.utils import io_utils, path_utils, proto_utils
 
-from components import serving_requests
+from components import serving_requests, store_io
 from components.infra_validator.grpc_client import GrpcClient
 from components.infra_validator.rest_client import RestClient
 from components.infra_validator.runners import platforms
 from components.infra_validator.runners.base import FailureCode, ValidationFailed
 from components.manifest import build_manifest, manifest_path_for
+from components.summary import log_summary
 
 DEFAULT_MODEL_NAME = "infra-validation-model"
 _DEFAULT_NUM_TRIES = 5
@@ -141,6 +143,22 @@ class Executor(base_executor.BaseExecutor):
         output_dict: dict[str, list[types.Artifact]],
         exec_properties: dict[str, Any],
     ) -> None:
+        # Bucket pipeline roots (gs://, s3://): the model is validated from a local copy and
+        # the blessing (report, log, stamped model) uploaded (components.store_io).
+        blessing_uri = artifact_utils.get_single_instance(output_dict[stock.BLESSING_KEY]).uri
+        with store_io.staged_artifacts(
+            input_dict.get(stock.MODEL_KEY, []), output_dict[stock.BLESSING_KEY]
+        ):
+            self._validate(input_dict, output_dict, exec_properties, blessing_uri)
+
+    def _validate(
+        self,
+        input_dict: dict[str, list[types.Artifact]],
+        output_dict: dict[str, list[types.Artifact]],
+        exec_properties: dict[str, Any],
+        blessing_uri: str,
+    ) -> None:
+        """``blessing_uri``: where the blessing ends up (a bucket URI when staged locally)."""
         self._log_startup(input_dict, output_dict, exec_properties)
         model = artifact_utils.get_single_instance(input_dict[stock.MODEL_KEY])
         blessing = artifact_utils.get_single_instance(output_dict[stock.BLESSING_KEY])
@@ -227,8 +245,20 @@ class Executor(base_executor.BaseExecutor):
 
         final = attempts[-1]
         self._write_result(blessing, mode, attempts)
-        if final.ok and request_spec is not None and request_spec.make_warmup and requests:
+        stamped = final.ok and request_spec is not None and request_spec.make_warmup and requests
+        if stamped:
             self._stamp_model(blessing, model_path, requests)
+        log_summary(
+            "InfraValidator",
+            _summary(
+                attempts,
+                mode,
+                len(requests),
+                limits.canary_protocol,
+                posixpath.join(blessing_uri, SERVER_LOG_FILENAME),
+                bool(stamped),
+            ),
+        )
 
     @staticmethod
     def _build_requests(
@@ -322,7 +352,6 @@ class Executor(base_executor.BaseExecutor):
             blessing.set_float_custom_property(LATENCY_KEY, final.latency_p99_ms)
         if final.peak_memory_mib is not None:
             blessing.set_float_custom_property(MEMORY_KEY, final.peak_memory_mib)
-        logging.info("Infra validation %s: %s %s", marker, final.code, final.message)
 
     @staticmethod
     def _stamp_model(
@@ -334,6 +363,34 @@ class Executor(base_executor.BaseExecutor):
         serving_requests.write_warmup_requests(stamped, requests)
         build_manifest(stamped).write(manifest_path_for(stamped))
         blessing.set_int_custom_property(HAS_MODEL_KEY, 1)
+
+
+def _summary(
+    attempts: list[Attempt],
+    mode: str,
+    num_requests: int,
+    protocol: str,
+    server_log: str,
+    stamped: bool,
+) -> str:
+    """The verdict line: blessed or not and why, p99, peak memory, where the server log is."""
+    final = attempts[-1]
+    verdict = "BLESSED" if final.ok else f"NOT BLESSED ({final.code}: {final.message})"
+    checked = (
+        f"{num_requests} canary requests over {protocol}"
+        if mode == LOAD_AND_QUERY
+        else "load only (no examples/request_spec)"
+    )
+    if final.image:
+        checked += f" on {final.image}"
+    tries = f", attempt {final.number}" if final.number > 1 else ""
+    p99 = f"{final.latency_p99_ms:.1f} ms" if final.latency_p99_ms is not None else "-"
+    memory = f"{final.peak_memory_mib:.0f} MiB" if final.peak_memory_mib is not None else "-"
+    stamp = "; stamped model with warmup written" if stamped else ""
+    return (
+        f"{verdict}: p99 latency {p99}, peak memory {memory} ({checked}{tries}){stamp}; "
+        f"server log {server_log}"
+    )
 
 
 def _check_limits(attempt: Attempt, limits: ValidationOptions) -> None:

@@ -44,6 +44,29 @@ class PusherSpec(types.ComponentSpec):
     TYPE_ANNOTATION = Deploy
 
 
+_CLOUD_PUSHERS = {
+    "ai_platform_serving_args": "tfx.extensions.google_cloud_ai_platform.Pusher",
+    "bigquery_serving_args": "tfx.extensions.google_cloud_big_query.Pusher",
+}
+
+
+def _missing_destination_message(custom_config: dict[str, Any] | None) -> str:
+    """What to write instead; names the stock cloud Pusher when custom_config asks for one."""
+    message = executor.PUSH_DESTINATION_REQUIRED
+    cloud = sorted(_CLOUD_PUSHERS[k] for k in custom_config or {} if k in _CLOUD_PUSHERS)
+    if cloud:
+        message += (
+            f" custom_config {sorted(custom_config or {})} configures a cloud push, which "
+            f"this Pusher does not do (it publishes to a TF Serving model store): use {cloud[0]}."
+        )
+    elif custom_config:
+        message += (
+            " custom_config does not choose a destination here; it is passed to the executor "
+            "unchanged, as in stock TFX."
+        )
+    return message
+
+
 class Pusher(base_component.BaseComponent):
     """Pushes a blessed model into ``<base_directory>/<version>`` atomically.
 
@@ -66,11 +89,9 @@ class Pusher(base_component.BaseComponent):
         keep_last_versions: int | None = None,
         stale_incoming_seconds: float | None = None,
     ) -> None:
-        if push_destination is None:
-            raise ValueError(
-                "push_destination is required: pass "
-                "PushDestination(filesystem=PushDestination.Filesystem(base_directory=...))."
-            )
+        # As stock: required unless a subclass swapped in an executor that does not need it.
+        if push_destination is None and self.EXECUTOR_SPEC.executor_class is executor.Executor:
+            raise ValueError(_missing_destination_message(custom_config))
         if model is None and infra_blessing is None:
             raise ValueError(
                 "Either one of model or infra_blessing channel should be given. Pass "

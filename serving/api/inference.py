@@ -193,16 +193,19 @@ class InferenceService:
 
         ``tasks`` are (spec, method name) pairs, at least one. The first spec picks the version
         for all of them, and every task's outputs come from one session run over the shared
-        examples, so the results are consistent with each other.
+        examples, so the results are consistent with each other. As in TF Serving, the tasks'
+        signatures may read different input tensors (a TF2 SavedModel gives each signature its
+        own placeholder): every one of them is fed the same serialized examples.
         """
         with self._counted(tasks[0][0].name), self.core.handle(tasks[0][0]) as handle:
             plans = _plan_tasks(handle.servable.signatures, tasks)
-            # One synthetic signature keyed by tensor name: the tasks' output aliases (e.g. two
-            # "scores") may collide, their tensors are what the session fetches.
+            # One synthetic signature keyed by tensor name: the tasks' aliases (e.g. two
+            # "inputs" or two "scores") may collide, their tensors are what the session feeds
+            # and fetches.
             combined = SignatureDef()
-            alias = plans[0].input_alias
-            combined.inputs[alias].CopyFrom(plans[0].signature.inputs[alias])
             for plan in plans:
+                info = plan.signature.inputs[plan.input_alias]
+                combined.inputs[info.name].CopyFrom(info)
                 for output in plan.outputs:
                     info = plan.signature.outputs[output]
                     combined.outputs[info.name].CopyFrom(info)
@@ -211,7 +214,7 @@ class InferenceService:
                 handle,
                 "MultiInference",
                 combined,
-                {alias: batch},
+                dict.fromkeys(combined.inputs, batch),
                 list(combined.outputs),
                 timeout_ms,
             )
@@ -253,9 +256,8 @@ class _TaskPlan:
 def _plan_tasks(
     signatures: Mapping[str, SignatureDef], tasks: Sequence[tuple[ModelSpec, str]]
 ) -> list[_TaskPlan]:
-    """MultiInference's checks, in TF Serving's order and words."""
+    """MultiInference's checks, in TF Serving's order and words (multi_inference.cc)."""
     model = ""
-    input_tensor = ""
     plans: list[_TaskPlan] = []
     for spec, method in tasks:
         if not spec.name:
@@ -277,10 +279,6 @@ def _plan_tasks(
             alias, outputs = examples.regression_plan(signature)
         else:
             raise unimplemented(f"Unsupported signature method_name: {method}")
-        tensor = signature.inputs[alias].name
-        if input_tensor and tensor != input_tensor:
-            raise invalid_argument("Input tensor must be the same for all Signatures.")
-        input_tensor = tensor
         plans.append(_TaskPlan(key, method, signature, alias, outputs))
     return plans
 

@@ -16,10 +16,18 @@ from dataclasses import dataclass
 
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving.core.model_manager import ModelManager, RetryPolicy, VersionPin, VersionRecord
+from serving.core.model_manager import (
+    Loader,
+    ModelManager,
+    RetryPolicy,
+    State,
+    VersionPin,
+    VersionRecord,
+)
 from serving.core.traffic_split import TrafficSplit
 from serving.errors import Code, ServingError, failed_precondition, invalid_argument
-from serving.storage.source import VersionSource
+from serving.storage.bucket_source import BucketVersionSource
+from serving.storage.sources import Source, SourceFactory, StorageSources
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +75,11 @@ class PinnedServable:
 @dataclass
 class _Model:
     config: ModelConfig
-    source: VersionSource
+    source: Source
     manager: ModelManager
+
+
+StateHook = Callable[[str, VersionRecord], None]
 
 
 LoaderFactory = Callable[[ModelConfig], Callable[[str], object]]
@@ -112,7 +123,13 @@ class ServerCore:
         retry: RetryPolicy | None = None,
         on_state_change: Callable[[str, VersionRecord], None] | None = None,
         allow_labels_for_unavailable_versions: bool = False,
+        source_factory: SourceFactory | None = None,
     ) -> None:
+        """``source_factory`` makes each model's version source; the server's
+        (:class:`StorageSources`) carries the bucket cache dir, the metrics and
+        ``--prefer_tflite_model``. The default polls local directories and buckets for
+        SavedModel versions."""
+        self._source_factory = source_factory or StorageSources()
         self._allow_unavailable_labels = allow_labels_for_unavailable_versions
         self._splits: dict[str, TrafficSplit] = {}
         self._loader_factory = loader_factory
@@ -194,16 +211,22 @@ class ServerCore:
             )
 
     def _new_model(self, config: ModelConfig) -> _Model:
+        source = self._source_factory(config.name, config.base_path)
+        loader = self._loader_factory(config)
+        on_state_change = self._on_state_change
+        if isinstance(source, BucketVersionSource):
+            loader = _fetch_then_load(source, loader)
+            on_state_change = _track_cache_use(source, on_state_change)
         manager = ModelManager(
             config.name,
             config.model_version_policy,
-            self._loader_factory(config),
+            loader,
             self._closer,
             self._load_executor,
             self._retry,
-            self._on_state_change,
+            on_state_change,
         )
-        return _Model(config, VersionSource(config.name, config.base_path), manager)
+        return _Model(config, source, manager)
 
     def model_names(self) -> list[str]:
         return sorted(self._models)
@@ -311,3 +334,27 @@ class ServerCore:
         pin = self._get(spec.name, version).manager.handle(version)
         record = pin.record
         return PinnedServable(ServableHandle(spec.name, record.version, record.servable), pin)
+
+
+def _fetch_then_load(source: BucketVersionSource, loader: Loader) -> Loader:
+    """Bucket versions are copied into the local cache on the load thread, then loaded from
+    there: the request path never reads the bucket."""
+
+    def load(path: str) -> object:
+        return loader(source.fetch(path))
+
+    return load
+
+
+def _track_cache_use(source: BucketVersionSource, hook: StateHook | None) -> StateHook:
+    """Tells the source which cached copies back live versions (kept until they END)."""
+
+    def on_state_change(model: str, record: VersionRecord) -> None:
+        if record.state == State.LOADING:
+            source.on_state_change(record.path, in_use=True)
+        elif record.state == State.END:
+            source.on_state_change(record.path, in_use=False)
+        if hook is not None:
+            hook(model, record)
+
+    return on_state_change

@@ -30,6 +30,7 @@ from serving.grpc_api.auth import TokenAuthInterceptor
 from serving.grpc_api.health import ReadinessHealth
 from serving.grpc_api.model_service import ModelServicer
 from serving.grpc_api.prediction_service import PredictionServicer
+from serving.grpc_api.profiler import add_profiler_service
 from serving.options import OptionsError, ServerOptions
 from serving.security.auth import TokenAuthenticator
 from serving.security.ssl_config import TlsSettings
@@ -81,7 +82,8 @@ def build_grpc_server(
     security: GrpcSecurity | None = None,
     health: ReadinessHealth | None = None,
 ) -> grpc.aio.Server:
-    """PredictionService and ModelService (and Health) on the configured listeners, not started."""
+    """PredictionService, ModelService (and Health, ProfilerService) on the configured
+    listeners, not started."""
     security = security or GrpcSecurity()
     receive_limit = options.max_request_bytes or MAX_MESSAGE_BYTES
     channel_options: dict[str, int | str] = {
@@ -106,6 +108,8 @@ def build_grpc_server(
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(service.core), server)
     if health is not None:
         health.add_to_server(server)
+    if options.enable_profiler:  # TF Serving's --enable_profiler, default true
+        add_profiler_service(server)
     if security.tls is not None:
         credentials = server_credentials(security.tls)
         add_port = functools.partial(server.add_secure_port, server_credentials=credentials)

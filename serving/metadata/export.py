@@ -7,44 +7,45 @@ connection, registers ``X`` as the ``Examples`` output of a ``serving.FeedbackEv
 inputs are the served PushedModels and prediction-log shards. A pipeline that imports ``X``
 with ``Importer(reimport=False)`` then reuses that very artifact, so lineage runs
 serving → feedback → next Trainer. Runs offline (not in the server), reading the index the
-server writes.
+server writes. Inside a pipeline, ``FeedbackExampleGen`` does this continuously (only labels
+new since its last run, merged with base data); both use :mod:`serving.metadata.feedback_examples`.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import sys
 
-import tensorflow as tf
-
-from serving.metadata.prediction_index import INDEX_FILENAME, PredictionIndex
-
-SPLITS = ("train", "eval")
-SPLIT_NAMES = json.dumps(list(SPLITS))  # the ``split_names`` property TFX writes
-_EVAL_EVERY = 3
+from serving.metadata.feedback_examples import (
+    SPLIT_NAMES,
+    WeightPolicy,
+    build_examples,
+    write_splits,
+)
+from serving.metadata.prediction_index import PredictionIndex
 
 
 class ExportError(RuntimeError):
     pass
 
 
-def _split(request_id: str, row: int) -> str:
-    digest = hashlib.sha256(f"{request_id}/{row}".encode()).digest()
-    return "eval" if digest[0] % _EVAL_EVERY == 0 else "train"
-
-
 def write_examples(
-    log_dir: str, model: str, output_dir: str, label_key: str, versions: list[str]
+    log_dir: str,
+    model: str,
+    output_dir: str,
+    label_key: str,
+    versions: list[str],
+    weights: WeightPolicy | None = None,
 ) -> dict:
-    """Writes the splits; returns what a metadata record needs."""
-    if not os.path.exists(os.path.join(log_dir, INDEX_FILENAME)):
-        raise ExportError(
-            f"No prediction index in {log_dir}: is it the server's --prediction_log_dir?"
-        )
-    index = PredictionIndex(log_dir)
+    """Writes the splits; returns what a metadata record needs.
+
+    Trains on its own (``--feedback_examples``), so both splits must be non-empty: with the
+    hash split leaving one empty, one row moves over."""
+    try:
+        index = PredictionIndex(log_dir, create=False)
+    except FileNotFoundError as exc:
+        raise ExportError(str(exc)) from exc
     try:
         rows = index.joined(model, versions)
     finally:
@@ -54,36 +55,21 @@ def write_examples(
             f"Only {len(rows)} labelled predictions of model {model!r} in {log_dir}; send "
             "feedback for at least 2 logged requests first"
         )
-    integral = all(float(row[3]).is_integer() for row in rows)
-    by_split: dict[str, list[bytes]] = {name: [] for name in SPLITS}
-    for request_id, row, example_bytes, label, *_ in rows:
-        example = tf.train.Example.FromString(example_bytes)
-        feature = example.features.feature[label_key]
-        feature.Clear()
-        if integral:
-            feature.int64_list.value.append(int(label))
-        else:
-            feature.float_list.value.append(float(label))
-        by_split[_split(request_id, row)].append(example.SerializeToString())
+    built = build_examples(rows, label_key, weights=weights or WeightPolicy(feature=""))
+    by_split = built.records
     if not by_split["eval"]:
         by_split["eval"].append(by_split["train"].pop())
     if not by_split["train"]:
         by_split["train"].append(by_split["eval"].pop())
-    for name, records in by_split.items():
-        folder = os.path.join(output_dir, f"Split-{name}")
-        os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, "data_tfrecord-00000-of-00001.gz")
-        with tf.io.TFRecordWriter(path, options="GZIP") as writer:
-            for record in records:
-                writer.write(record)
+    write_splits(output_dir, by_split)
     return {
         "uri": os.path.abspath(output_dir),
-        "num_examples": len(rows),
+        "num_examples": built.num_examples,
         "split_names": SPLIT_NAMES,
         "model_name": model,
-        "model_version": ",".join(sorted({r[4] for r in rows})),
-        "episode_ids": sorted({r[6] for r in rows if r[6]}),
-        "shard_ids": sorted({r[5] for r in rows if r[5]}),
+        "model_version": ",".join(built.versions),
+        "episode_ids": built.episode_ids,
+        "shard_ids": built.shard_ids,
     }
 
 

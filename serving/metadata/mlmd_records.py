@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 PUSHED_MODEL_GRACE_SECONDS = 120.0
 
 
-def _quote(text: str) -> str:
+def quote(text: str) -> str:
+    """Escapes ``text`` for a string literal in an MLMD ``filter_query``."""
     return text.replace("\\", "\\\\").replace("'", "\\'")
 
 
@@ -73,7 +74,7 @@ class MlmdRecords:
         exact = self.store.get_artifacts(
             list_options=mlmd.ListOptions(
                 filter_query=f"type = '{ms.PUSHED_MODEL}' AND "
-                f"custom_properties.pushed_destination.string_value = '{_quote(path)}'"
+                f"custom_properties.pushed_destination.string_value = '{quote(path)}'"
             )
         )
         if exact:
@@ -84,7 +85,7 @@ class MlmdRecords:
             for a in self.store.get_artifacts(
                 list_options=mlmd.ListOptions(
                     filter_query=f"type = '{ms.PUSHED_MODEL}' AND "
-                    f"custom_properties.pushed_version.string_value = '{_quote(version)}'"
+                    f"custom_properties.pushed_version.string_value = '{quote(version)}'"
                 )
             )
             if a.custom_properties["pushed_destination"].string_value.endswith(suffix)
@@ -131,7 +132,7 @@ class MlmdRecords:
         stale = self.store.get_executions(
             list_options=mlmd.ListOptions(
                 filter_query=f"type = '{ms.MODEL_SERVING}' AND last_known_state = RUNNING AND "
-                f"properties.server_id.string_value = '{_quote(server_id)}' AND "
+                f"properties.server_id.string_value = '{quote(server_id)}' AND "
                 f"properties.load_time_ms.double_value < {float(payload['started_at_ms'])}"
             )
         )
@@ -141,6 +142,30 @@ class MlmdRecords:
         if stale:
             self.store.put_executions(stale)
             log.info("Marked %d episodes of %s CANCELED (server restarted)", len(stale), server_id)
+
+    def record_heartbeat(self, payload: Payload) -> None:
+        """Stamps the server context and each load it has RUNNING with the beat's time (the
+        loads carry it so one filter query finds stale ones: ``last_known_state = RUNNING AND
+        properties.heartbeat_ms.double_value < <now - 3 intervals>``)."""
+        server_id = payload["server_id"]
+        context = self.store.get_context_by_type_and_name(ms.SERVER_CONTEXT, server_id)
+        if context is None:
+            context = self._context(ms.SERVER_CONTEXT, server_id, {})
+        ms.set_properties(context, ms.SERVER_CONTEXT, payload)
+        self.store.put_contexts([context])
+        running = self.store.get_executions(
+            list_options=mlmd.ListOptions(
+                filter_query=f"type = '{ms.MODEL_SERVING}' AND last_known_state = RUNNING AND "
+                f"properties.server_id.string_value = '{quote(server_id)}'"
+            )
+        )
+        for execution in running:
+            ms.set_properties(execution, ms.MODEL_SERVING, payload)
+        if running:
+            self.store.put_executions(
+                running,
+                field_mask_paths=["properties.heartbeat_ms", "properties.heartbeat_interval_s"],
+            )
 
     def _record_episode(self, payload: Payload, state: int) -> None:
         if self._execution(payload["episode_id"]) is not None:
@@ -238,6 +263,62 @@ class MlmdRecords:
             if e.type == pb.Event.INPUT
         ]
         return list(self.store.get_artifacts_by_id(ids))
+
+    def feedback_sources(
+        self,
+        model: str,
+        versions: list[str],
+        episode_ids: list[str],
+        shard_ids: list[str],
+    ) -> list[tuple[pb.Artifact, str]]:
+        """What labelled rows came from, as (artifact, event key) for INPUT events: the
+        ``PushedModel`` each version was served from (through the serving episodes; for a
+        version whose server reported nothing, the newest pushed one of that version in the
+        model's store directory) and the prediction-log shards MLMD knows (a shard is recorded
+        when the server closes it, so the newest may not be there yet)."""
+        found: dict[int, tuple[pb.Artifact, str]] = {}
+        covered: set[str] = set()
+        for episode_id in episode_ids:
+            execution = self._execution(episode_id)
+            if execution is None:
+                continue
+            covered.add(execution.properties["model_version"].string_value)
+            for artifact in self._served_inputs(episode_id):
+                found.setdefault(artifact.id, (artifact, "served_model"))
+        for version in versions:
+            if version in covered:
+                continue
+            pushed = self.find_pushed_model(f"/{model}/{version}", version)
+            if pushed is not None:
+                found.setdefault(pushed.id, (pushed, "served_model"))
+        for shard_id in shard_ids:
+            shard = self._artifact(shard_id)
+            if shard is not None:
+                found.setdefault(shard.id, (shard, "prediction_log"))
+        return list(found.values())
+
+    def link_inputs(self, execution_id: int, sources: list[tuple[pb.Artifact, str]]) -> None:
+        """Adds INPUT events (TFX's ``[key, index]`` path) from ``sources`` to an execution
+        another client created, skipping those it has, so a retry adds nothing twice."""
+        have = {
+            e.artifact_id
+            for e in self.store.get_events_by_execution_ids([execution_id])
+            if e.type == pb.Event.INPUT
+        }
+        events = []
+        counters: dict[str, int] = {}
+        for artifact, key in sources:
+            index = counters.get(key, 0)
+            counters[key] = index + 1
+            if artifact.id in have:
+                continue
+            event = ms.event(pb.Event.INPUT, key)
+            event.path.steps[1].index = index
+            event.artifact_id = artifact.id
+            event.execution_id = execution_id
+            events.append(event)
+        if events:
+            self.store.put_events(events)
 
     def record_feedback_examples(self, payload: Payload) -> int:
         """Exported (features, label) data as TFX ``Examples``: OUTPUT of a COMPLETE

@@ -76,6 +76,8 @@ _EXECUTION_TYPES = {
             "load_time_ms": D,
             "load_latency_ms": D,
             "unload_time_ms": D,
+            "heartbeat_ms": D,
+            "heartbeat_interval_s": D,
         },
         pb.ExecutionType.DEPLOY,
     ),
@@ -91,7 +93,13 @@ _EXECUTION_TYPES = {
     ),
 }
 _CONTEXT_TYPES = {
-    SERVER_CONTEXT: {"hostname": S, "runtime_version": S, "started_at_ms": D},
+    SERVER_CONTEXT: {
+        "hostname": S,
+        "runtime_version": S,
+        "started_at_ms": D,
+        "heartbeat_ms": D,
+        "heartbeat_interval_s": D,
+    },
     DEPLOYMENT_CONTEXT: {"model_name": S, "base_dir": S},
 }
 

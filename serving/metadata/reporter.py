@@ -3,6 +3,12 @@
 ``on_state_change`` runs inside the model manager (under its lock), so it only appends a small
 row to the local spool; the worker process started here does everything MLMD. If the worker
 dies it is restarted; if MLMD is down the spool grows (bounded) and is delivered later.
+
+A heartbeat every ``heartbeat_seconds`` says "this server is alive" (one queued report at most:
+a newer beat replaces an undelivered one). Readers call a RUNNING load *stale* when metadata has
+heard nothing from its server for ``STALE_AFTER_BEATS`` intervals, so a server that died
+without restarting no longer looks live (only a restart of the same server id closes its
+records, see ``record_server_started``).
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ import asyncio
 import json
 import logging
 import os
+import platform
+import posixpath
 import socket
 import subprocess
 import sys
@@ -28,11 +36,23 @@ from serving.version import __version__
 log = logging.getLogger(__name__)
 
 QUERY_SOCKET = "lineage.sock"
+DEFAULT_HEARTBEAT_SECONDS = 30.0
 _WATCH_SECONDS = 2.0
 
 
 def _now_ms() -> float:
     return time.time() * 1000.0
+
+
+def runtime_version() -> str:
+    """This server's version and the stack it runs on (Python and TensorFlow), so lineage says
+    which of the two stacks (docs/stacks.md) served a version."""
+    import tensorflow as tf  # already loaded by the servables
+
+    return (
+        f"tfx-model-server {__version__} "
+        f"(Python {platform.python_version()}, TensorFlow {tf.__version__})"
+    )
 
 
 class MetadataReporter:
@@ -43,10 +63,14 @@ class MetadataReporter:
         server_id: str,
         device: str,
         spool_max_reports: int,
+        heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
         worker_python: str = sys.executable,
     ) -> None:
+        if heartbeat_seconds <= 0:
+            raise ValueError(f"heartbeat_seconds must be > 0, got {heartbeat_seconds}")
         self.spool = Spool(spool_dir, spool_max_reports)
         self.server_id = server_id
+        self.heartbeat_seconds = heartbeat_seconds
         self._connection = connection
         self._device = device
         self._hostname = socket.gethostname()
@@ -73,11 +97,13 @@ class MetadataReporter:
             {
                 "server_id": self.server_id,
                 "hostname": self._hostname,
-                "runtime_version": f"tfx-model-server {__version__}",
+                "runtime_version": runtime_version(),
                 "started_at_ms": started,
                 "pid": os.getpid(),
+                "heartbeat_interval_s": self.heartbeat_seconds,
             },
         )
+        self.heartbeat()
         self._spawn()
         self._watcher = threading.Thread(target=self._watch, name="metadata-watch", daemon=True)
         self._watcher.start()
@@ -101,12 +127,28 @@ class MetadataReporter:
         )
 
     def _watch(self) -> None:
-        while not self._stop.wait(_WATCH_SECONDS):
+        next_beat = time.monotonic() + self.heartbeat_seconds
+        while not self._stop.wait(min(_WATCH_SECONDS, self.heartbeat_seconds)):
             if self._worker is not None and self._worker.poll() is not None:
                 log.warning(
                     "Metadata worker exited with %s; restarting it", self._worker.returncode
                 )
                 self._spawn()
+            if time.monotonic() >= next_beat:
+                self.heartbeat()
+                next_beat = time.monotonic() + self.heartbeat_seconds
+
+    def heartbeat(self) -> None:
+        """Spools "alive now", replacing a beat the worker has not delivered yet."""
+        self.spool.replace(
+            reports.HEARTBEAT,
+            f"{self.server_id}/heartbeat",
+            {
+                "server_id": self.server_id,
+                "heartbeat_ms": _now_ms(),
+                "heartbeat_interval_s": self.heartbeat_seconds,
+            },
+        )
 
     def close(self, drain_seconds: float = 10.0) -> None:
         """Gives the worker ``drain_seconds`` to deliver the unload reports of the shutdown."""
@@ -145,13 +187,15 @@ class MetadataReporter:
             "server_id": self.server_id,
             "model_name": model,
             "model_version": str(version),
-            "path": os.path.abspath(record.path),
-            "base_path": os.path.dirname(os.path.abspath(record.path)),
+            # Bucket URIs as they are (they match the Pusher's pushed_destination).
+            "path": _as_uri(record.path),
+            "base_path": posixpath.dirname(_as_uri(record.path).rstrip("/")),
             "load_started_ms": started,
             "load_time_ms": _now_ms(),
             "load_latency_ms": latency_ms,
             "hostname": self._hostname,
             "device": self._device,
+            "heartbeat_interval_s": self.heartbeat_seconds,
         }
 
     def _loaded(self, key: tuple[str, int], record: VersionRecord) -> None:
@@ -213,3 +257,8 @@ class MetadataReporter:
                 "error": f"Metadata worker not answering ({type(exc).__name__}: {exc}); "
                 "is the metadata store reachable?",
             }
+
+
+def _as_uri(path: str) -> str:
+    """Local paths absolute, ``gs://``/``s3://`` URIs unchanged."""
+    return path if "://" in path else os.path.abspath(path)

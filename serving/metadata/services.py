@@ -97,7 +97,8 @@ def build_metadata_services(options) -> MetadataServices | None:
             server_id,
             _device(),
             options.metadata_spool_max_reports,
-            python,
+            heartbeat_seconds=options.metadata_heartbeat_seconds,
+            worker_python=python,
         )
     logger = feedback = None
     if options.prediction_log_dir:

@@ -60,6 +60,15 @@ class Spool:
 
     def append(self, kind: str, report_id: str, payload: dict[str, Any]) -> bool:
         """Queues one report; the same ``report_id`` twice is stored once. False if not stored."""
+        return self._put("INSERT OR IGNORE", kind, report_id, payload)
+
+    def replace(self, kind: str, report_id: str, payload: dict[str, Any]) -> bool:
+        """Queues a report that supersedes a still-queued one with the same id, which it
+        replaces (moving to the end of the queue): for state where only the newest value
+        matters, such as heartbeats, so an outage queues one report instead of thousands."""
+        return self._put("INSERT OR REPLACE", kind, report_id, payload)
+
+    def _put(self, verb: str, kind: str, report_id: str, payload: dict[str, Any]) -> bool:
         try:
             with self._lock, self._db:
                 (count,) = self._db.execute("SELECT COUNT(*) FROM reports").fetchone()
@@ -76,8 +85,7 @@ class Spool:
                     )
                     return False
                 self._db.execute(
-                    "INSERT OR IGNORE INTO reports (report_id, kind, payload, created) "
-                    "VALUES (?, ?, ?, ?)",
+                    f"{verb} INTO reports (report_id, kind, payload, created) VALUES (?, ?, ?, ?)",
                     (report_id, kind, json.dumps(payload, sort_keys=True), time.time()),
                 )
             return True

@@ -44,6 +44,7 @@ def _dispatch(records: MlmdRecords, report: Report) -> None:
         reports.VERSION_UNLOADED: records.record_version_unloaded,
         reports.PREDICTION_LOG: records.record_prediction_log,
         reports.LIVE_METRICS: records.record_live_metrics,
+        reports.HEARTBEAT: records.record_heartbeat,
     }[report.kind]
     handler(report.payload)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
@@ -116,6 +116,28 @@ class ServingMetrics:
             "Latency in microseconds for SavedModels that were successfully loaded.",
             ("model_path",),
         )
+        # Bucket model stores (tfx-model-server only; TF Serving has no such metrics).
+        self._store_requests = counter(
+            "/tfx_serving/storage/requests",
+            "HTTP requests sent to a gs:// or s3:// model store, by operation.",
+            ("model_name", "operation"),
+        )
+        self._store_poll_failures = counter(
+            "/tfx_serving/storage/poll_failures",
+            "Polls of a model store that failed (store unreachable); serving continues.",
+            ("model_name",),
+        )
+        self._store_polls = counter(
+            "/tfx_serving/storage/polls",
+            "Polls of a gs:// or s3:// model store.",
+            ("model_name",),
+        )
+        self._store_poll_requests = Gauge(
+            _name("/tfx_serving/storage/last_poll_requests"),
+            "HTTP requests the last poll of a model store sent (1 per 1,000 listed objects).",
+            ("model_name",),
+            registry=self.registry,
+        )
         if version_states is not None:
             self.registry.register(_VersionStateCollector(version_states))
 
@@ -160,6 +182,17 @@ class ServingMetrics:
         self._load_attempts.labels(model_path, "success" if ok else "fail").inc()
         if ok:
             self._load_latency.labels(model_path).inc(seconds * 1e6)
+
+    # ---------------------------------------------------------------- model stores
+    def record_store_request(self, model: str, operation: str) -> None:
+        self._store_requests.labels(model, operation).inc()
+
+    def record_store_poll(self, model: str, requests: int) -> None:
+        self._store_polls.labels(model).inc()
+        self._store_poll_requests.labels(model).set(requests)
+
+    def record_store_poll_failure(self, model: str) -> None:
+        self._store_poll_failures.labels(model).inc()
 
     # ---------------------------------------------------------------- exposition
     def exposition(self) -> bytes:

@@ -1,4 +1,5 @@
-"""Loading one version: SavedModel -> optional batching wrapper -> warmup, with load metrics.
+"""Loading one version: SavedModel (or TF Lite model) -> optional batching wrapper -> warmup,
+with load metrics.
 
 The steps follow TF Serving's SavedModelBundleFactory + warmup: the batching wrapper is put
 in place before warmup so warmup runs through it (and warms every allowed batch size), and
@@ -18,6 +19,7 @@ from serving.batching.scheduler import BatchScheduler
 from serving.batching.servable import BatchingServable
 from serving.monitoring.metrics import ServingMetrics
 from serving.servables.saved_model import LoadOptions, load_saved_model
+from serving.servables.tflite import has_tflite_model, load_tflite_model
 from serving.servables.warmup import warm_up
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,7 @@ class ServableLoader:
     def __call__(self, path: str):
         start = time.perf_counter()
         try:
-            servable = load_saved_model(path, self._options)
+            servable = self._load(path)
         except BaseException:
             self._record_load(path, False, start)
             raise
@@ -78,6 +80,14 @@ class ServableLoader:
             servable.close()
             raise
         return servable
+
+    def _load(self, path: str):
+        """TF Serving's choice: ``model.tflite`` when preferred and present, else the
+        SavedModel (saved_model_bundle_factory.cc)."""
+        tflite = self._options.tflite
+        if tflite is not None and has_tflite_model(path):
+            return load_tflite_model(path, tflite)
+        return load_saved_model(path, self._options)
 
     def _warm(self, servable, path: str, config: BatchingConfig | None) -> None:
         start = time.perf_counter()

@@ -22,6 +22,8 @@ from tensorflow.python.util import deprecation
 
 from serving.api.signatures import signature_info
 from serving.errors import Code, ServingError
+from serving.servables.op_libraries import missing_op_error
+from serving.servables.tflite import TfLiteOptions
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +33,12 @@ _INTERNAL_SIGNATURES = frozenset({"__saved_model_init_op"})
 
 @dataclass(frozen=True)
 class LoadOptions:
+    """``tflite``: set by ``--prefer_tflite_model``; a version with a ``model.tflite`` is then
+    served by TF Lite (``serving.servables.tflite``) instead of from its SavedModel."""
+
     tags: tuple[str, ...] = ("serve",)
     session_config: config_pb2.ConfigProto | None = None
+    tflite: TfLiteOptions | None = None
 
 
 def translate_tf_error(exc: tf.errors.OpError) -> ServingError:
@@ -114,6 +120,12 @@ def load_saved_model(path: str, options: LoadOptions) -> SavedModelServable:
     try:
         with graph.as_default(), deprecation.silence():
             meta_graph = tf.compat.v1.saved_model.load(session, list(options.tags), path)
+    except tf.errors.NotFoundError as exc:
+        session.close()
+        error = missing_op_error(exc.message)
+        if error is None:
+            raise
+        raise error from None
     except BaseException:
         session.close()
         raise

@@ -1,25 +1,30 @@
-"""The few file-system operations version discovery needs, behind one small interface.
+"""The few file-system operations local version discovery needs, behind one small interface.
 
-Discovery only lists, stats and checks existence, so an object store (gs://, s3://) can be
-added by implementing :class:`FileSystem` for its scheme and registering it; nothing else in
-the runtime touches paths directly.
+Discovery of local directories lists, stats and checks existence per version on every poll.
+That is cheap on a disk and expensive on an object store (a request per call), so ``gs://``
+and ``s3://`` base paths are not file systems here: they have their own one-listing-per-poll
+source (:mod:`serving.storage.bucket_source`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 
 @dataclass(frozen=True)
 class FileInfo:
-    """A file below a version directory; a changing (size, mtime) means it is being written."""
+    """A file below a version directory; a changing (size, mtime) means it is being written.
+
+    Object stores have no useful mtime; their objects carry ``revision`` instead (GCS
+    generation, S3 ETag), which changes on every write.
+    """
 
     relative_path: str
     size: int
     mtime_ns: int
+    revision: str = ""
 
 
 class FileSystem(Protocol):
@@ -72,20 +77,11 @@ class LocalFileSystem:
         return os.path.join(*parts)
 
 
-_FACTORIES: dict[str, Callable[[], FileSystem]] = {"": LocalFileSystem, "file": LocalFileSystem}
-
-
-def register_filesystem(scheme: str, factory: Callable[[], FileSystem]) -> None:
-    """Make ``scheme://`` base paths usable (e.g. an object-store client)."""
-    _FACTORIES[scheme] = factory
-
-
 def filesystem_for(path: str) -> FileSystem:
     scheme = path.split("://", 1)[0] if "://" in path else ""
-    try:
-        return _FACTORIES[scheme]()
-    except KeyError:
-        raise ValueError(
-            f"No file system is registered for {scheme}:// paths (base path {path!r}); "
-            f"supported: {[*sorted(s for s in _FACTORIES if s), 'plain paths']}"
-        ) from None
+    if scheme in ("", "file"):
+        return LocalFileSystem()
+    raise ValueError(
+        f"Base path {path!r}: {scheme}:// is not a local file system; supported are plain "
+        "paths, file://, gs:// and s3:// (buckets are polled by BucketVersionSource)"
+    )

@@ -5,7 +5,9 @@ flight get loaded half-written (tensorflow/serving#1086). Here a version is offe
 it is *complete* (a SavedModel file, and when ``variables/`` exists its index and every data
 shard) and *settled* (its file listing, sizes and mtimes unchanged since the previous poll).
 Copies made with ``cp -p``/``copytree`` keep old mtimes, so the comparison across polls, not
-file age, is what proves a directory stopped changing.
+file age, is what proves a directory stopped changing. With ``--prefer_tflite_model`` a
+``model.tflite`` alone also makes a version complete (TF Serving loads it instead of the
+SavedModel when present).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ log = logging.getLogger(__name__)
 _VERSION_NAME = re.compile(r"\d+")
 _INT64_MAX = 2**63 - 1
 _SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+TFLITE_MODEL_FILE = "model.tflite"
 _DATA_SHARD = re.compile(r"variables/variables\.data-(\d+)-of-(\d+)")
 
 Fingerprint = tuple[FileInfo, ...]
@@ -34,10 +37,20 @@ def parse_version(name: str) -> int | None:
     return number if number <= _INT64_MAX else None
 
 
-def incompleteness(files: Fingerprint) -> str | None:
-    """Why a version directory cannot be loaded yet, or None when it looks complete."""
+def incompleteness(files: Fingerprint, accept_tflite: bool = False) -> str | None:
+    """Why a version directory cannot be loaded yet, or None when it looks complete.
+
+    ``accept_tflite``: ``--prefer_tflite_model`` is on, so ``model.tflite`` is a model too.
+    """
     names = {f.relative_path for f in files}
+    if accept_tflite and TFLITE_MODEL_FILE in names:
+        return None
     if not any(n in names for n in _SAVED_MODEL_FILES):
+        if TFLITE_MODEL_FILE in names:
+            return (
+                "no saved_model.pb or saved_model.pbtxt yet (it has a model.tflite: start the "
+                "server with --prefer_tflite_model=true to serve it)"
+            )
         return "no saved_model.pb or saved_model.pbtxt yet"
     if not any(n.startswith("variables/") for n in names):
         return None
@@ -81,10 +94,17 @@ class Discovery:
 class VersionSource:
     """Polls one base path; remembers the previous listing to tell settled from changing."""
 
-    def __init__(self, model_name: str, base_path: str, fs: FileSystem | None = None) -> None:
+    def __init__(
+        self,
+        model_name: str,
+        base_path: str,
+        fs: FileSystem | None = None,
+        accept_tflite: bool = False,
+    ) -> None:
         self.model_name = model_name
         self.base_path = base_path
         self._fs = fs or filesystem_for(base_path)
+        self._accept_tflite = accept_tflite
         self._previous: dict[int, Fingerprint] = {}
         self._warned: set[str] = set()
         self._pending_reasons: dict[int, str] = {}
@@ -129,7 +149,7 @@ class VersionSource:
                 discovery.pending[version] = f"cannot read {path}: {exc}"
                 continue
             seen[version] = files
-            reason = incompleteness(files)
+            reason = incompleteness(files, self._accept_tflite)
             if reason is not None:
                 discovery.pending[version] = reason
             elif self._previous.get(version) != files:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import time
 
 import pytest
@@ -17,10 +19,11 @@ from tfx.utils import proto_utils
 from components.infra_validator import executor
 from components.infra_validator.runners.base import FailureCode, ValidationFailed
 from components.infra_validator.runners.local_process import LocalProcessRunner
+from components.summary import LOGGER_NAME as SUMMARY_LOGGER
 
 pytestmark = pytest.mark.integration
 
-SIGNATURES = ["serving_default", "predict_examples", "regression"]
+SIGNATURES = ["serving_default", "predict_examples", "regression", "classification"]
 
 
 def _validate(tmp_path, model, examples=None, request_spec=None, **extra):
@@ -54,15 +57,20 @@ def _request_spec(**kwargs) -> infra_validator_pb2.RequestSpec:
     )
 
 
+def _summaries(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == SUMMARY_LOGGER]
+
+
 def test_load_and_query_blesses_and_stamps_model_for_stock_pusher(
-    tmp_path, exported_model, examples
+    tmp_path, exported_model, examples, caplog
 ):
-    blessing = _validate(
-        tmp_path,
-        exported_model,
-        examples,
-        _request_spec(num_examples=2, make_warmup=True),
-    )
+    with caplog.at_level(logging.INFO, logger=SUMMARY_LOGGER):
+        blessing = _validate(
+            tmp_path,
+            exported_model,
+            examples,
+            _request_spec(num_examples=2, make_warmup=True),
+        )
 
     assert blessing.get_int_custom_property("blessed") == 1, blessing.get_string_custom_property(
         "reason_message"
@@ -75,7 +83,16 @@ def test_load_and_query_blesses_and_stamps_model_for_stock_pusher(
     report = json.loads((tmp_path / "blessing" / "validation_report.json").read_text())
     assert [a["ok"] for a in report["attempts"]] == [True]
     assert os.path.getsize(os.path.join(blessing.uri, "model_server.log")) > 0
-    # make_warmup: the validated model + its 2 x 3 canaries as PredictionLogs.
+    [line] = _summaries(caplog)
+    p99 = blessing.get_float_custom_property("latency_p99_ms")
+    memory = blessing.get_float_custom_property("peak_memory_mib")
+    assert line == (
+        f"InfraValidator: BLESSED: p99 latency {p99:.1f} ms, peak memory {memory:.0f} MiB "
+        "(8 canary requests over rest); stamped model with warmup written; server log "
+        f"{os.path.join(blessing.uri, 'model_server.log')}"
+    )
+    # make_warmup: the validated model + its 2 x 4 canaries as PredictionLogs (one signature
+    # of each kind: predict, regress and classify requests all answered by the real server).
     assert blessing.get_int_custom_property("has_model") == 1
     warmup = os.path.join(
         blessing.uri, "stamped_model", "assets.extra", "tf_serving_warmup_requests"
@@ -84,7 +101,7 @@ def test_load_and_query_blesses_and_stamps_model_for_stock_pusher(
         prediction_log_pb2.PredictionLog.FromString(r.numpy())
         for r in tf.data.TFRecordDataset(warmup)
     ]
-    assert len(logs) == 6
+    assert len(logs) == 8
 
     # A stock TFX Pusher accepts our blessing as its only input and pushes the stamped model.
     pushed = standard_artifacts.PushedModel()
@@ -131,17 +148,25 @@ def test_model_that_cannot_load_is_not_blessed_with_reason_and_log(tmp_path, exp
     assert os.path.getsize(os.path.join(blessing.uri, "model_server.log")) > 0
 
 
-def test_memory_limit_is_enforced(tmp_path, exported_model, examples):
-    blessing = _validate(
-        tmp_path,
-        exported_model,
-        examples,
-        _request_spec(),
-        custom_config=json.dumps({"max_memory_mib": 1}),
-    )
+def test_memory_limit_is_enforced(tmp_path, exported_model, examples, caplog):
+    with caplog.at_level(logging.INFO, logger=SUMMARY_LOGGER):
+        blessing = _validate(
+            tmp_path,
+            exported_model,
+            examples,
+            _request_spec(),
+            custom_config=json.dumps({"max_memory_mib": 1}),
+        )
 
     assert blessing.get_int_custom_property("blessed") == 0
     assert blessing.get_string_custom_property("reason") == "MEMORY_LIMIT_EXCEEDED"
+    [line] = _summaries(caplog)
+    assert re.fullmatch(
+        r"InfraValidator: NOT BLESSED \(MEMORY_LIMIT_EXCEEDED: peak RSS \d+ MiB > limit 1 MiB\): "
+        r"p99 latency [\d.]+ ms, peak memory \d+ MiB \(4 canary requests over rest\); "
+        r"server log .*/blessing/model_server\.log",
+        line,
+    ), line
 
 
 def test_server_that_exits_fails_fast(tmp_path):

@@ -174,9 +174,11 @@ def test_rollback_and_retain_reject_impossible_requests(tmp_path, model_dir):
         store.retain(0)
 
 
-def test_object_store_uri_is_rejected_with_guidance():
-    with pytest.raises(ValueError, match="POSIX filesystem"):
+def test_bucket_uri_is_routed_to_the_bucket_store_with_guidance():
+    with pytest.raises(ValueError, match="open_model_store"):
         ModelStore("gs://bucket/models/m")
+    with pytest.raises(ValueError, match="neither a POSIX path"):
+        ModelStore("hdfs://namenode/models/m")
 
 
 def test_cli_rollback_prints_remaining_versions(tmp_path, model_dir, capsys):

@@ -44,7 +44,18 @@ def test_infra_blessing_alone_is_enough():
     ("kwargs", "match"),
     [
         ({"push_destination": DESTINATION}, "Either one of model or infra_blessing"),
-        ({"model": _channel(standard_artifacts.Model)}, "push_destination is required"),
+        (
+            {"model": _channel(standard_artifacts.Model)},
+            r"The Pusher needs push_destination, the model store the servers poll: "
+            r"Pusher\(model=..., push_destination=tfx.proto.PushDestination\(filesystem=",
+        ),
+        (
+            {
+                "model": _channel(standard_artifacts.Model),
+                "custom_config": {"ai_platform_serving_args": {"project_id": "p"}},
+            },
+            r"configures a cloud push.*use tfx.extensions.google_cloud_ai_platform.Pusher",
+        ),
         (
             {
                 "model": _channel(standard_artifacts.Model),
@@ -58,3 +69,19 @@ def test_infra_blessing_alone_is_enough():
 def test_constructor_rejects_unusable_configurations(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Pusher(**kwargs)
+
+
+def test_subclass_with_its_own_executor_needs_no_push_destination():
+    # Stock rule: push_destination is required only while the stock executor is in use.
+    from tfx.dsl.components.base import base_executor, executor_spec
+
+    class _Elsewhere(base_executor.BaseExecutor):
+        def Do(self, input_dict, output_dict, exec_properties):
+            del input_dict, output_dict, exec_properties
+
+    class CustomPusher(Pusher):
+        EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(_Elsewhere)
+
+    pusher = CustomPusher(model=_channel(standard_artifacts.Model), custom_config={"to": "x"})
+
+    assert pusher.exec_properties["custom_config"] == '{"to": "x"}'

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 
 import pytest
 from tfx.dsl.components.base import base_executor
@@ -13,6 +15,7 @@ from tfx.utils import proto_utils
 from components import model_store
 from components.manifest import Manifest, ManifestMismatchError, build_manifest, manifest_path_for
 from components.pusher import executor
+from components.summary import LOGGER_NAME as SUMMARY_LOGGER
 
 
 def _destination(base: str, versioning: int = pusher_pb2.Versioning.AUTO) -> str:
@@ -86,11 +89,18 @@ def test_blessed_model_is_published_with_stock_and_extra_properties(env):
         lambda: {"infra_blessing": _blessing(standard_artifacts.InfraBlessing, 0)},
     ],
 )
-def test_unblessed_model_is_a_successful_not_pushed_execution(env, blessing):
-    pushed = _do(env, **blessing())
+def test_unblessed_model_is_a_successful_not_pushed_execution(env, blessing, caplog):
+    with caplog.at_level(logging.INFO, logger=SUMMARY_LOGGER):
+        pushed = _do(env, **blessing())
 
     assert pushed.get_int_custom_property("pushed") == 0
     assert not os.path.exists(env["store"])
+    [line] = _summaries(caplog)
+    assert re.fullmatch(
+        r"Pusher: NOT PUSHED: the model was not blessed by the "
+        r"(Evaluator/model validation|InfraValidator) \(.*\)",
+        line,
+    ), line
 
 
 def test_blessing_round_tripped_as_float_on_kubeflow_is_honoured(env):
@@ -140,11 +150,39 @@ def test_crash_mid_push_leaves_no_partial_version_and_next_push_succeeds(env, mo
     assert os.listdir(env["store"]) == [pushed.get_string_custom_property("pushed_version")]
 
 
-def test_retention_keeps_last_n_versions(env):
+def test_retention_keeps_last_n_versions_and_says_so(env, caplog):
     env["exec_properties"]["keep_last_versions"] = 2
-    versions = [_do(env).get_string_custom_property("pushed_version") for _ in range(3)]
+    with caplog.at_level(logging.INFO, logger=SUMMARY_LOGGER):
+        versions = [_do(env).get_string_custom_property("pushed_version") for _ in range(3)]
 
     assert sorted(os.listdir(env["store"])) == versions[1:]
+    manifest = build_manifest(os.path.join(env["model"].uri, "Format-Serving"))
+    size_mib = sum(e.size for e in manifest.files.values()) / (1 << 20)
+    first, second, third = _summaries(caplog)
+    assert first == (
+        f"Pusher: pushed version {versions[0]} to {env['store']}; store holds versions "
+        f"[{versions[0]}], removed nothing (keep_last_versions=2); manifest digest "
+        f"{manifest.digest[:12]}, {len(manifest.files)} files, {size_mib:.1f} MiB"
+    )
+    assert (
+        f"; store holds versions [{versions[0]}, {versions[1]}], removed nothing "
+        "(keep_last_versions=2);"
+    ) in second
+    assert (
+        f"; store holds versions [{versions[1]}, {versions[2]}], removed [{versions[0]}] "
+        "(keep_last_versions=2);"
+    ) in third
+
+
+def _summaries(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == SUMMARY_LOGGER]
+
+
+def test_missing_push_destination_says_what_to_write(env):
+    del env["exec_properties"]["push_destination"]
+
+    with pytest.raises(ValueError, match=r"push_destination=tfx\.proto\.PushDestination\("):
+        _do(env)
 
 
 def test_pushes_stamped_model_from_infra_blessing(env, make_saved_model, tmp_path):
@@ -166,7 +204,7 @@ def test_pushes_stamped_model_from_infra_blessing(env, make_saved_model, tmp_pat
     [
         ("{}", NotImplementedError, "is not supported"),
         (_destination("/tmp/x", versioning=7), NotImplementedError, "Invalid Versioning"),
-        (_destination("gs://bucket/m"), ValueError, "POSIX filesystem"),
+        (_destination("hdfs://namenode/m"), ValueError, "neither a POSIX path"),
     ],
 )
 def test_unsupported_destinations_fail_with_guidance(env, push_destination, error, match):

@@ -6,9 +6,11 @@ the image name, a read-only root filesystem. REST and gRPC (a real channel) must
 numbers, a version dropped into the mounted store must take over without a failed request,
 ``stop`` (SIGTERM) must end it with exit code 0, it must run as uid 10001, its HEALTHCHECK must
 pass, and tfx / apache-beam must not be importable in it. It is on the current serving stack
-(Python 3.12, tensorflow-cpu 2.21, no `tensorflow` or Keras), serves a Keras-exported model all
-the same, reports loads to MLMD through its Python 3.10 metadata worker, and its size is
-measured (printed, and held to a budget).
+(Python 3.12, tensorflow-cpu 2.21 and tensorflow-text 2.21, no `tensorflow` distribution), serves
+a Keras-exported model, a TF Text model written on the TFX stack, and versions from gs:// and
+s3:// buckets (fake-gcs-server and moto on the host's loopback, the container on the host's
+network), reports loads to MLMD through its Python 3.10 metadata worker, and its size is measured
+(printed, and held to a budget).
 
 The components image must run one of this project's executors by dotted path under TFX's
 Kubeflow Pipelines v2 entry point, exactly as a KubeflowV2DagRunner pipeline step does.
@@ -33,8 +35,14 @@ from pathlib import Path
 import pytest
 
 from serving.version import __version__
+from tests.support.emulators import apply_env, restore_env, start_emulator
 from tests.support.kfp import kfp_artifact
-from tests.support.models import write_half_plus_two, write_keras_dense, write_tf2_scale
+from tests.support.models import (
+    write_half_plus_two,
+    write_keras_dense,
+    write_tf2_scale,
+    write_tf_text_word_count,
+)
 from tests.support.server_process import REPO_ROOT, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
@@ -377,10 +385,16 @@ def test_serving_image_rest_grpc_hot_swap_and_sigterm(engine, serving_image, mod
 
 def test_serving_image_model_config_file_and_moved_rest_port(engine, serving_image, model_store):
     """--model_config_file wins over MODEL_BASE_PATH/MODEL_NAME, as in TF Serving's image, and
-    the HEALTHCHECK follows a REST port moved by a passed-through flag."""
+    the HEALTHCHECK follows a REST port moved by a passed-through flag. The second model needs a
+    TF Text kernel: written here (TF 2.16, tensorflow-text 2.16), it loads in the image through
+    tensorflow-text 2.21, as models using TF Text ops load in TF Serving's image."""
+    write_tf_text_word_count(str(model_store / "words" / "1"))
+    _world_readable(model_store)
     (model_store / "models.config").write_text(
-        'model_config_list { config { name: "cfg" base_path: "/models/hp2" '
-        'model_platform: "tensorflow" } }\n'
+        "model_config_list {\n"
+        'config { name: "cfg" base_path: "/models/hp2" model_platform: "tensorflow" }\n'
+        'config { name: "words" base_path: "/models/words" model_platform: "tensorflow" }\n'
+        "}\n"
     )
     (model_store / "models.config").chmod(0o644)
     rest_port = free_port()
@@ -391,6 +405,12 @@ def test_serving_image_model_config_file_and_moved_rest_port(engine, serving_ima
         _wait_ready(container, rest)
         status, body = _http("POST", f"{rest}/v1/models/cfg:predict", {"instances": X})
         assert (status, body) == (200, {"predictions": HP2_V1})
+        words = {"instances": ["a b c", "hello", ""]}
+        assert _http("POST", f"{rest}/v1/models/words:predict", words) == (
+            200,
+            {"predictions": [3, 1, 0]},
+        )
+        assert "Op libraries loaded: tensorflow_text" in container.logs()
         assert _http("GET", f"{rest}/v1/models/model")[0] == 404  # MODEL_NAME's default unused
         _check_healthcheck(container, engine, serving_image)
         assert container.stop(timeout=60) == 0
@@ -424,13 +444,16 @@ _DISTRIBUTIONS = (
 
 
 def test_serving_image_is_the_current_stack_without_pipeline_dependencies(engine, serving_image):
-    modules = ["tfx", "apache_beam", "kfp", "tensorflow_transform", "keras", "ml_metadata",
-               "serving", "tensorflow", "tensorflow_serving"]  # fmt: skip
-    dists = ["tensorflow", "tensorflow-cpu", "tensorflow-serving-api", "protobuf", "numpy"]
+    modules = ["tfx", "apache_beam", "kfp", "tensorflow_transform", "ml_metadata", "serving",
+               "tensorflow", "tensorflow_serving", "tensorflow_text", "keras", "boto3",
+               "google.cloud.storage"]  # fmt: skip
+    dists = ["tensorflow", "tensorflow-cpu", "tensorflow-serving-api", "tensorflow-text",
+             "protobuf", "numpy"]  # fmt: skip
     found = _image_python(engine, serving_image, "python", _DISTRIBUTIONS % (modules, dists))
     assert found["python"].startswith("3.12."), found
     assert found["dists"]["tensorflow-cpu"].startswith("2.21."), found
     assert found["dists"]["tensorflow-serving-api"].startswith("2.21."), found
+    assert found["dists"]["tensorflow-text"].startswith("2.21."), found
     # tensorflow-serving-api depends on `tensorflow`; the lock leaves it out (tensorflow-cpu
     # provides the module), so the 1.5 GB CUDA-capable build is not in the image.
     assert found["dists"]["tensorflow"] is None, found
@@ -441,11 +464,14 @@ def test_serving_image_is_the_current_stack_without_pipeline_dependencies(engine
         "apache_beam": False,
         "kfp": False,
         "tensorflow_transform": False,
-        "keras": False,  # the server loads SavedModels without Keras (see the Keras model test)
         "ml_metadata": False,  # only in the metadata worker's environment, below
         "serving": True,
         "tensorflow": True,
         "tensorflow_serving": True,
+        "tensorflow_text": True,  # TF Text's ops, as TF Serving's binary links them in
+        "keras": True,  # only because `import tensorflow_text` builds Keras layers
+        "boto3": True,  # s3:// stores
+        "google.cloud.storage": True,  # gs:// stores
     }
     assert found["tools"] == {
         "uv": None,
@@ -483,9 +509,9 @@ def test_serving_image_is_the_current_stack_without_pipeline_dependencies(engine
 def test_serving_image_serves_a_keras_model_and_reports_loads_to_mlmd(
     engine, serving_image, model_store, tmp_path
 ):
-    """A Keras 3 ``model.export`` served without Keras in the image, with the numbers TensorFlow
-    computes here; and the load recorded in MLMD (SQLite on a mounted volume) by the image's
-    Python 3.10 metadata worker, read back here with ml-metadata."""
+    """A Keras 3 ``model.export`` served (through TensorFlow's loader, not Keras) with the
+    numbers TensorFlow computes here; and the load recorded in MLMD (SQLite on a mounted volume)
+    by the image's Python 3.10 metadata worker, read back here with ml-metadata."""
     import numpy as np
     import tensorflow as tf
     from ml_metadata.metadata_store import metadata_store
@@ -545,6 +571,60 @@ def test_serving_image_serves_a_keras_model_and_reports_loads_to_mlmd(
         assert container.stop(timeout=60) == 0
     [episode] = episodes()  # the unload was delivered before the worker stopped
     assert episode.last_known_state == metadata_store_pb2.Execution.COMPLETE
+
+
+def test_serving_image_serves_from_gcs_and_s3_buckets(engine, serving_image, tmp_path):
+    """Versions pushed to gs:// and s3:// (emulators on the host's loopback) are served by the
+    image's google-cloud-storage and boto3, with the credentials and endpoints in its
+    environment as in a deployment, and the local copies in a writable ``--model_cache_dir``."""
+    from components.bucket_store import BucketModelStore
+    from components.manifest import build_manifest
+
+    emulators, saved = [], []
+    try:
+        for scheme in ("gs", "s3"):
+            emulators.append(start_emulator(scheme, tmp_path / f"{scheme}-emulator"))
+            saved.append(apply_env(emulators[-1]))  # this process pushes, as a Pusher would
+        source = write_half_plus_two(str(tmp_path / "hp2"))
+        config = tmp_path / "config"
+        config.mkdir()
+        entries = []
+        for emulator in emulators:
+            base = emulator.uri(f"image-{uuid.uuid4().hex[:8]}", "hp2")
+            assert BucketModelStore(base).publish(source, build_manifest(source)).version == 1
+            entries.append(
+                f'config {{ name: "{emulator.scheme}" base_path: "{base}" '
+                'model_platform: "tensorflow" }'
+            )
+        (config / "models.config").write_text(
+            "model_config_list {\n" + "\n".join(entries) + "\n}\n"
+        )
+        _world_readable(config)
+        rest_port, grpc_port = free_port(), free_port()
+        environment = [f"{k}={v}" for e in emulators for k, v in e.env().items()]
+        run_args = [
+            "--network", "host",  # the emulators listen on the host's loopback
+            "-v", f"{config}:/config:ro",
+            *[arg for pair in environment for arg in ("-e", pair)],
+        ]  # fmt: skip
+        args = [
+            "--model_config_file=/config/models.config",
+            f"--rest_api_port={rest_port}",
+            f"--port={grpc_port}",
+            "--model_cache_dir=/tmp/model-cache",
+        ]
+        with running_container(engine, serving_image, run_args, args) as container:
+            rest = f"http://127.0.0.1:{rest_port}"
+            _wait_ready(container, rest)
+            for scheme in ("gs", "s3"):
+                answer = _http("POST", f"{rest}/v1/models/{scheme}:predict", {"instances": X})
+                assert answer == (200, {"predictions": HP2_V1}), scheme
+            assert container.stop(timeout=60) == 0
+    finally:
+        for previous in saved:
+            restore_env(previous)
+        for emulator in emulators:
+            emulator.stop()
 
 
 def test_components_image_runs_pusher_under_kubeflow_v2_entrypoint(

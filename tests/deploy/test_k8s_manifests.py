@@ -36,7 +36,10 @@ NAMESPACE = "tfx-serving"
 # The oldest Kubernetes the manifests are meant for (the preStop `sleep` action is on by
 # default from 1.30); they are also checked against the newest schema kubernetes-validate has.
 MIN_KUBERNETES = "1.30.0"
-SERVING_OVERLAYS = ("overlays/cpu", "overlays/gpu", "overlays/metadata")
+VOLUME_OVERLAYS = ("overlays/cpu", "overlays/gpu", "overlays/metadata")
+# Models in a bucket instead of the ReadWriteMany volume (components/bucket-store).
+BUCKET_OVERLAYS = ("overlays/gcs", "overlays/s3", "overlays/minio")
+SERVING_OVERLAYS = VOLUME_OVERLAYS + BUCKET_OVERLAYS
 GRPC_PORT, REST_PORT = 8500, 8501
 METRICS_PATH = "/monitoring/prometheus/metrics"
 # Stand-ins for the Secret the metadata overlay reads; a key missing here is a typo there.
@@ -47,7 +50,13 @@ SECRETS = {
         "database": "mlmd",
         "user": "serving",
         "password": "s3cret",
-    }
+    },
+    "tfx-serving-s3": {
+        "endpoint": "minio.minio.svc:9000",
+        "use_https": "0",
+        "access_key_id": "serving",
+        "secret_access_key": "s3cret",
+    },
 }
 # Kubernetes resource quantities (k8s.io/apimachinery/pkg/api/resource); the JSON schema only
 # says "string or number".
@@ -368,7 +377,7 @@ def test_server_flags_are_real_options(overlay):
     options, ignored = parse_options(args, environ=env)
     assert not ignored
     assert (options.port, options.rest_api_port) == (GRPC_PORT, REST_PORT)
-    assert options.model_base_path == f"/models/{options.model_name}"
+    assert options.model_base_path == f"{env['MODEL_BASE_PATH']}/{options.model_name}"
     assert options.enable_batching
     assert options.model_name == env["MODEL_NAME"]
 
@@ -460,13 +469,13 @@ def test_runs_non_root_with_read_only_root(overlay):
     assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
     # With a read-only root, anything the server writes must be on a writable volume.
     options = server_options(objects)
-    for path in (options.metadata_spool_dir, options.prediction_log_dir):
+    for path in (options.metadata_spool_dir, options.prediction_log_dir, options.model_cache_dir):
         if path:
             mount = mounts.get(path)
             assert mount and not mount.get("readOnly"), f"{path} is not a writable volume"
 
 
-@pytest.mark.parametrize("overlay", SERVING_OVERLAYS)
+@pytest.mark.parametrize("overlay", VOLUME_OVERLAYS)
 def test_model_store_is_a_shared_read_only_volume(overlay):
     objects = render(K8S_ROOT / overlay)
     spec, container = pod_spec(objects), server_container(objects)
@@ -480,6 +489,39 @@ def test_model_store_is_a_shared_read_only_volume(overlay):
     pvc = one(objects, "PersistentVolumeClaim", claim["claimName"])
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
     assert pvc["spec"]["resources"]["requests"]["storage"]
+
+
+# The identity each bucket overlay gives its pods: a ServiceAccount annotation, or keys.
+_BUCKET_IDENTITY = {
+    "overlays/gcs": ("gs://", "iam.gke.io/gcp-service-account", set()),
+    "overlays/s3": ("s3://", "eks.amazonaws.com/role-arn", {"AWS_REGION"}),
+    "overlays/minio": (
+        "s3://",
+        None,
+        {"S3_ENDPOINT", "S3_USE_HTTPS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"},
+    ),
+}
+
+
+@pytest.mark.parametrize("overlay", BUCKET_OVERLAYS)
+def test_bucket_overlays_serve_from_a_bucket_with_credentials_and_a_cache(overlay):
+    objects = render(K8S_ROOT / overlay)
+    spec, container = pod_spec(objects), server_container(objects)
+    scheme, annotation, env_names = _BUCKET_IDENTITY[overlay]
+    options = server_options(objects)
+    assert options.model_base_path.startswith(scheme), options.model_base_path
+    assert not [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert "/models" not in mounts
+    cache = mounts[options.model_cache_dir]
+    volume = next(v for v in spec["volumes"] if v["name"] == cache["name"])
+    assert volume["emptyDir"]["sizeLimit"]
+    assert {v["name"] for v in spec["volumes"]} == {m["name"] for m in mounts.values()}
+    account = one(objects, "ServiceAccount", spec["serviceAccountName"])
+    assert account["automountServiceAccountToken"] is False
+    if annotation:
+        assert account["metadata"]["annotations"][annotation]
+    assert env_names <= set(_env(container))
 
 
 @pytest.mark.parametrize("overlay", SERVING_OVERLAYS)

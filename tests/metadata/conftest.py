@@ -1,4 +1,4 @@
-"""Fixtures for the metadata tests: a private real MariaDB server."""
+"""Fixtures for the metadata tests: a private real MariaDB server and PostgreSQL cluster."""
 
 from __future__ import annotations
 
@@ -6,21 +6,27 @@ import os
 
 import pytest
 
-from tests.metadata.mariadb import MariaDB, ensure_installed
+from tests.metadata.mariadb import MariaDB
+from tests.metadata.mariadb import ensure_installed as ensure_mariadb
+from tests.metadata.postgres import PostgreSQL
+from tests.metadata.postgres import ensure_installed as ensure_postgres
+
+
+def _missing(what: str, script: str, package: str) -> None:
+    message = (
+        f"{what} not installed and not root to install it: run scripts/{script} as root "
+        f"(apt-get install {package})" + ("" if os.geteuid() == 0 else f" (uid {os.geteuid()})")
+    )
+    if os.environ.get("CI"):  # CI must exercise the real database, never skip it
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
-def mariadb():
-    binary = ensure_installed()
+def mariadb_server():
+    binary = ensure_mariadb()
     if binary is None:
-        message = (
-            "MariaDB server not installed and not root to install it: run "
-            "scripts/ensure_mariadb.sh as root (apt-get install mariadb-server)"
-            + ("" if os.geteuid() == 0 else f" (uid {os.geteuid()})")
-        )
-        if os.environ.get("CI"):  # CI must exercise the real database, never skip it
-            pytest.fail(message)
-        pytest.skip(message)
+        _missing("MariaDB server", "ensure_mariadb.sh", "mariadb-server")
     server = MariaDB(binary)
     try:
         server.start()
@@ -28,3 +34,21 @@ def mariadb():
         yield server
     finally:
         server.destroy()
+
+
+@pytest.fixture(scope="session")
+def postgresql_server():
+    """The cluster; its password reaches every client (this process, servers and workers it
+    starts) through ``$TFX_SERVING_METADATA_PASSWORD`` while the session runs."""
+    bin_dir = ensure_postgres()
+    if bin_dir is None:
+        _missing("PostgreSQL", "ensure_postgres.sh", "postgresql")
+    server = PostgreSQL(bin_dir)
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in server.environment.items():
+            patch.setenv(key, value)
+        try:
+            server.start()
+            yield server
+        finally:
+            server.destroy()

@@ -56,7 +56,11 @@ class MariaDB:
 
     @property
     def connection(self) -> str:
-        return f"mysql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{DATABASE}"
+        return self.connection_for(DATABASE)
+
+    def connection_for(self, database: str) -> str:
+        """A database of its own per test (MLMD creates it on first connect)."""
+        return f"mysql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{database}"
 
     def start(self) -> None:
         command = [

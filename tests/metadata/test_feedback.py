@@ -129,3 +129,38 @@ def test_connection_and_sampling_flags():
     assert (rates.rate("demo"), rates.rate("other")) == (1.0, 0.05)
     with pytest.raises(SamplingError):
         parse_sampling("demo=2")
+
+
+def test_label_cursor_orders_labels_and_survives_old_indexes(tmp_path):
+    import sqlite3
+
+    from serving.metadata.prediction_index import INDEX_FILENAME, PredictionIndex
+
+    # An index written before label cursors existed (no seq column), labels out of id order.
+    folder = tmp_path / "old"
+    folder.mkdir()
+    db = sqlite3.connect(folder / INDEX_FILENAME)
+    db.executescript(
+        "CREATE TABLE requests (request_id TEXT PRIMARY KEY, model TEXT, version TEXT, "
+        "kind TEXT, shard TEXT, shard_id TEXT, episode_id TEXT, ts REAL);"
+        "CREATE TABLE rows (request_id TEXT, row INTEGER, example BLOB, score REAL, "
+        "PRIMARY KEY (request_id, row));"
+        "CREATE TABLE labels (request_id TEXT, row INTEGER, label REAL, received REAL, "
+        "PRIMARY KEY (request_id, row));"
+        "INSERT INTO requests VALUES ('b', 'demo', '7', 'predict', 's', 'sid', NULL, 1);"
+        "INSERT INTO requests VALUES ('a', 'demo', '7', 'predict', 's', 'sid', NULL, 2);"
+        "INSERT INTO rows VALUES ('a', 0, x'', 0.9); INSERT INTO rows VALUES ('b', 0, x'', 0.1);"
+        "INSERT INTO labels VALUES ('a', 0, 1, 20.0); INSERT INTO labels VALUES ('b', 0, 0, 10.0);"
+    )
+    db.close()
+    index = PredictionIndex(str(folder), create=False)
+    assert [(r.request_id, r.seq) for r in index.joined("demo")] == [("b", 1), ("a", 2)]
+    assert index.label_high_water() == 2
+    index.add_labels([("b", 0, 1.0)])  # re-sent: a new seq, never a reused one
+    assert [(r.request_id, r.seq) for r in index.joined("demo", after_seq=2)] == [("b", 3)]
+    assert [r.request_id for r in index.joined("demo", after_seq=0, up_to_seq=2)] == ["a"]
+    index_id = index.index_id
+    index.close()
+    assert PredictionIndex(str(folder), create=False).index_id == index_id
+    with pytest.raises(FileNotFoundError, match="--prediction_log_dir"):
+        PredictionIndex(str(tmp_path / "missing"), create=False)

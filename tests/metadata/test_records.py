@@ -174,7 +174,14 @@ def test_lineage_cli_on_known_history(history, connection, capsys, tmp_path):
         "srv-b   RUNNING   2001-09-09T01:46:40+00:00                             500\n"
     ) in out
     assert "live metrics   srv-b: accuracy=0.750 auc=0.500 labeled=4/10" in out
-    assert f"feedback data  {tmp_path / 'fb'} -> Trainer in run run-3" in out
+    assert f"feedback data  {tmp_path / 'fb'} (4 rows) -> Trainer in run run-3 -> version " in out
+    assert "1700007200" in out.split("feedback data")[1]
+
+    # The next version's view names the served version its feedback came from.
+    assert lineage.main(["--metadata_connection", connection, "version", "demo", "1700007200"]) == 0
+    out = capsys.readouterr().out
+    assert "  trained on     feedback from versions 1700000000: 4 rows (span 0)\n" in out
+    assert "pipeline run   run-3" in out
 
     assert lineage.main(["--metadata_connection", connection, "--json", "versions", "demo"]) == 0
     [served] = json.loads(capsys.readouterr().out)
@@ -192,15 +199,86 @@ def test_lineage_cli_on_known_history(history, connection, capsys, tmp_path):
     assert "No record of model 'demo' version 42" in capsys.readouterr().err
 
 
-def test_graph_degrades_to_dot_without_graphviz(history, connection, tmp_path, monkeypatch, capsys):
+def test_heartbeat_marks_a_silent_server_stale_after_three_intervals(history, capsys, connection):
     store, _ = history
-    MlmdRecords(store).record_version_loaded(_load("srv-a/demo/1", V1))
-    monkeypatch.setattr(lineage.shutil, "which", lambda _name: None)
-    target = tmp_path / "lineage.svg"
-    lineage.main(
-        ["--metadata_connection", connection, "version", "demo", V1, "--graph", str(target)]
+    records = MlmdRecords(store)
+    loaded = {**_load("srv-a/demo/1", V1), "heartbeat_interval_s": 30.0}
+    records.record_version_loaded(loaded)
+    records.record_version_loaded(_load("srv-b/demo/1", V1, server="srv-b"))  # no heartbeats
+    beat = 1.0e12 + 60_000
+    records.record_heartbeat(
+        {"server_id": "srv-a", "heartbeat_ms": beat, "heartbeat_interval_s": 30.0}
     )
-    err = capsys.readouterr().err
-    assert "Graphviz 'dot' is not installed" in err and not target.exists()
-    dot = (tmp_path / "lineage.dot").read_text()
-    assert "ModelServing" in dot and "-> " in dot
+    [episode] = [e for e in _episodes(store) if e.properties["server_id"].string_value == "srv-a"]
+    assert episode.properties["heartbeat_ms"].double_value == beat
+
+    from serving.metadata.mlmd_lineage import MlmdLineage
+
+    queries = MlmdLineage(store)
+    alive_until = beat + 3 * 30_000
+    [fresh] = queries.served_versions("demo", now_ms=alive_until)
+    assert (fresh["live_on"], fresh["stale_on"]) == (["srv-a", "srv-b"], [])
+    [silent] = queries.served_versions("demo", now_ms=alive_until + 1)
+    # srv-b never sent a heartbeat (an older server): liveness unknown, still listed live.
+    assert (silent["live_on"], silent["stale_on"]) == (["srv-b"], ["srv-a"])
+    server = queries.server_history("srv-a", now_ms=alive_until + 1)
+    assert server["stale"] and server["live"] == []
+    assert [e["version"] for e in server["stale_loads"]] == [V1]
+    assert queries.server_history("srv-a", now_ms=alive_until)["stale"] is False
+
+    # A later beat makes it live again (a server cut off from the store, then back).
+    records.record_heartbeat(
+        {"server_id": "srv-a", "heartbeat_ms": alive_until, "heartbeat_interval_s": 30.0}
+    )
+    [back] = queries.served_versions("demo", now_ms=alive_until + 1)
+    assert back["stale_on"] == []
+
+
+def test_spool_replace_keeps_one_newest_report_at_the_end(tmp_path):
+    spool = Spool(str(tmp_path))
+    spool.replace("heartbeat", "srv/heartbeat", {"at": 1})
+    spool.append("k", "load", {})
+    spool.replace("heartbeat", "srv/heartbeat", {"at": 2})
+    assert [(r.report_id, r.payload) for r in spool.peek()] == [
+        ("load", {}),
+        ("srv/heartbeat", {"at": 2}),
+    ]
+
+
+def test_feedback_sources_link_served_models_and_closed_shards_once(history):
+    store, ids = history
+    records = MlmdRecords(store)
+    records.record_version_loaded(_load("srv-a/demo/1", V1))
+    records.record_prediction_log(
+        {
+            "shard_id": "predlog:/logs/demo/1/a.tfrecord",
+            "episode_id": "srv-a/demo/1",
+            "uri": "/logs/demo/1/a.tfrecord",
+            "num_records": 3,
+            "window_start_ms": 1.0e12,
+            "window_end_ms": 1.0e12 + 6e4,
+            "model_name": "demo",
+            "model_version": V1,
+            "server_id": "srv-a",
+        }
+    )
+    [shard] = store.get_artifacts_by_uri("/logs/demo/1/a.tfrecord")
+    sources = records.feedback_sources(
+        "demo",
+        [V1, V2],
+        ["srv-a/demo/1"],  # V1 through its serving record; V2 by version in the store dir
+        ["predlog:/logs/demo/1/a.tfrecord", "predlog:/logs/demo/2/still-open.tfrecord"],
+    )
+    assert sorted((a.id, key) for a, key in sources) == sorted(
+        [(ids["pm1"], "served_model"), (ids["pm2"], "served_model"), (shard.id, "prediction_log")]
+    )
+    type_id = store.put_execution_type(pb.ExecutionType(name="x.FeedbackExampleGen"))
+    [execution_id] = store.put_executions([pb.Execution(type_id=type_id)])
+    for _ in range(2):  # a driver retry adds nothing twice
+        records.link_inputs(execution_id, sources)
+    events = store.get_events_by_execution_ids([execution_id])
+    assert sorted((e.artifact_id, e.path.steps[0].key, e.path.steps[1].index) for e in events) == [
+        (ids["pm1"], "served_model", 0),
+        (ids["pm2"], "served_model", 1),
+        (shard.id, "prediction_log", 0),
+    ]

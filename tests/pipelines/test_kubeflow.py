@@ -119,3 +119,68 @@ def test_pusher_runs_under_kfp_v2_entrypoint(tmp_path, make_model_uri, blessed, 
         assert metadata["manifest_digest"]
     else:
         assert not os.path.exists(store)
+
+
+def test_feedback_example_gen_compiles_and_refuses_to_run_without_its_driver(tmp_path):
+    """KFP v2 compiles the component (its custom driver is not part of the spec), but TFX
+    1.16's KFP launcher runs no custom drivers, so the executor stops with the reason instead of
+    re-emitting feedback it cannot know it already emitted."""
+    from tfx import v1 as tfx
+
+    from components.feedback_example_gen.component import FeedbackExampleGen
+
+    feedback = FeedbackExampleGen(model_name="demo", prediction_log_dirs=["/mnt/predictions"])
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=IMAGE),
+        output_dir=str(tmp_path),
+        output_filename="feedback.json",
+    )
+    job = runner.run(
+        tfx.dsl.Pipeline(
+            pipeline_name="feedback-only", pipeline_root="gs://b/r", components=[feedback]
+        ),
+        write_out=False,
+    )
+    spec = job["pipelineSpec"]
+    container = spec["deploymentSpec"]["executors"]["FeedbackExampleGen_executor"]["container"]
+    assert container["args"][:2] == [
+        "--executor_class_path",
+        "components.feedback_example_gen.executor.Executor",
+    ]
+    output = spec["components"]["FeedbackExampleGen"]["outputDefinitions"]["artifacts"]
+    assert output["examples"]["artifactType"]["instanceSchema"].startswith("title: tfx.Examples")
+
+    executor_input = {
+        "inputs": {
+            "parameters": {
+                "model_name": {"stringValue": "demo"},
+                "prediction_log_dirs": {"stringValue": json.dumps([str(tmp_path / "logs")])},
+            }
+        },
+        "outputs": {
+            "artifacts": {"examples": kfp_artifact(str(tmp_path / "out"), "tfx.Examples")},
+            "outputFile": str(tmp_path / "task" / "output_metadata.json"),
+        },
+    }
+    with pytest.raises(RuntimeError, match="runs no custom drivers"):
+        run_kfp_v2_executor("components.feedback_example_gen.executor.Executor", executor_input)
+
+
+def test_demo_with_feedback_merge_does_not_compile_for_kubeflow_v2(tmp_path):
+    """The Trainer reads two producers' Examples (base + feedback): TFX 1.16's KFP v2 compiler
+    accepts single-producer inputs only, as docs/metadata.md says."""
+    from tfx import v1 as tfx
+
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=IMAGE),
+        output_dir=str(tmp_path),
+        output_filename="demo.json",
+    )
+    pipeline = serving_demo.create_pipeline(
+        pipeline_root="gs://b/r",
+        data_root="gs://b/d",
+        serving_model_dir="/m",
+        feedback_log_dirs=["/mnt/predictions"],
+    )
+    with pytest.raises(TypeError, match="Only single Channel is supported"):
+        runner.run(pipeline, write_out=False)

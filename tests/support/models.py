@@ -119,3 +119,100 @@ def write_keras_dense(path: str, units: int = 2, features: int = 4, seed: int = 
     outputs = keras.layers.Dense(units, name="dense")(inputs)
     keras.Model(inputs, outputs).export(path, verbose=False)
     return path
+
+
+class _ExampleSignatures(tf.Module):
+    """Regress and classify signatures over serialized ``tf.Example``s, each with its own input
+    placeholder once saved (what TF2 exports look like; TF Serving's half_plus_two_tf2)."""
+
+    def __init__(self, a: float, b: float) -> None:
+        super().__init__()
+        self.a = tf.Variable(a)
+        self.b = tf.Variable(b)
+
+    def _y(self, serialized):
+        x = tf.io.parse_example(serialized, {"x": tf.io.FixedLenFeature([1], tf.float32)})["x"]
+        return self.a * x + self.b
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def regress(self, serialized):
+        return {"outputs": self._y(serialized)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def classify(self, serialized):
+        return {"scores": self._y(serialized)}
+
+
+def write_tf2_example_signatures(path: str, a: float = 0.5, b: float = 2.0) -> str:
+    """TF2 SavedModel with ``regress_x_to_y`` and ``classify_x_to_y`` (y = a * x + b), whose
+    inputs are two different tensors in the loaded graph."""
+    module = _ExampleSignatures(a, b)
+    tf.saved_model.save(
+        module,
+        path,
+        signatures={"regress_x_to_y": module.regress, "classify_x_to_y": module.classify},
+    )
+    return path
+
+
+class _HalfPlusTwo(tf.Module):
+    # The converter names each signature after its method.
+    @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
+    def serving_default(self, x):
+        return {"y": 0.5 * x + 2.0}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
+    def triple(self, x):
+        return {"y": 3.0 * x, "x_again": tf.identity(x)}
+
+
+def write_tflite_half_plus_two(version_path: str) -> str:
+    """``<version_path>/model.tflite``, converted by ``tf.lite.TFLiteConverter``, with the
+    signatures ``serving_default`` (y = 0.5 * x + 2) and ``triple`` (y = 3 * x, x_again = x)."""
+    module = _HalfPlusTwo()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [module.serving_default.get_concrete_function(), module.triple.get_concrete_function()],
+        module,
+    )
+    flatbuffer = converter.convert()
+    os.makedirs(version_path, exist_ok=True)
+    with open(os.path.join(version_path, "model.tflite"), "wb") as handle:
+        handle.write(flatbuffer)
+    return version_path
+
+
+class _WordCount(tf.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        import tensorflow_text
+
+        self._tokenizer = tensorflow_text.WhitespaceTokenizer()
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def serve(self, text):
+        return {"words": self._tokenizer.tokenize(text).row_lengths()}
+
+
+def write_tf_text_word_count(path: str) -> str:
+    """A SavedModel whose graph needs a TF Text kernel (its whitespace tokenizer): words per
+    input string. Requires tensorflow-text."""
+    module = _WordCount()
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    return path
+
+
+def write_unregistered_op_model(path: str, op_type: str) -> str:
+    """A TF1 SavedModel whose ``y`` node has op type ``op_type``, registered nowhere: loading
+    it fails exactly like a model that needs an op library the server has not loaded."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    write_slow_loop(path)
+    pb_path = os.path.join(path, "saved_model.pb")
+    saved_model = saved_model_pb2.SavedModel()
+    with open(pb_path, "rb") as handle:
+        saved_model.ParseFromString(handle.read())
+    (node,) = [n for n in saved_model.meta_graphs[0].graph_def.node if n.name == "total"]
+    node.op = op_type
+    with open(pb_path, "wb") as handle:
+        handle.write(saved_model.SerializeToString())
+    return path

@@ -12,9 +12,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+from serving.metadata.worker_python import WORKER_PYTHON_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,3 +64,18 @@ def stack_versions(python: str) -> dict[str, str]:
     """Python, TensorFlow, protobuf and numpy versions in ``python``'s environment."""
     out = subprocess.run([python, "-c", _VERSIONS], capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
+
+
+def runtime_version_of(python: str) -> str:
+    """The stack part of the ``runtime_version`` a server on ``python`` reports to MLMD
+    (``serving.metadata.reporter.runtime_version``)."""
+    versions = stack_versions(python)
+    return f"(Python {versions['python']}, TensorFlow {versions['tensorflow']})"
+
+
+def server_on_current_stack() -> dict:
+    """``ServerProcess`` arguments that run the server on the current stack with its MLMD worker
+    on this (TFX stack) interpreter: the serving image's configuration (docs/stacks.md)."""
+    python = current_stack_python()
+    assert stack_versions(python)["python"].startswith("3.12"), python
+    return {"python": python, "env": {WORKER_PYTHON_ENV: sys.executable}}

@@ -10,7 +10,9 @@ def test_tf_serving_defaults_and_flag_styles():
             "--rest_api_port=8501",
             "--enable_model_warmup=false",
             "--rest_api_enable_cors_support",
-            "--enable_profiler=true",
+            "--flush_filesystem_caches=true",
+            "--enable_profiler=false",
+            "--prefer_tflite_model",
         ],
         environ={},
     )
@@ -21,7 +23,10 @@ def test_tf_serving_defaults_and_flag_styles():
     assert options.rest_api_timeout_in_ms == 30000
     assert options.enable_model_warmup is False
     assert options.rest_api_enable_cors_support is True
-    assert ignored == ["enable_profiler"]
+    assert ignored == ["flush_filesystem_caches"]
+    assert options.enable_profiler is False
+    assert options.prefer_tflite_model is True
+    assert (options.num_tflite_pools, options.num_tflite_interpreters_per_pool) == (0, 1)
 
 
 def test_container_environment_fills_model_name_and_base_path():
@@ -42,7 +47,10 @@ def test_container_environment_fills_model_name_and_base_path():
         (["--model_base_path=/m", "--port=0"], "No API is enabled"),
         (["--model_base_path=/m", "--rest_api_port=8500"], "must differ"),
         (["--model_base_path=/m", "--batching_parameters_file=/b"], "requires --enable_batching"),
-        (["--model_base_path=/m", "--prefer_tflite_model=true"], "not supported"),
+        (["--model_base_path=/m", "--mixed_precision=bfloat16"], "not supported"),
+        (["--model_base_path=/m", "--num_tflite_pools=-1"], "num_tflite_pools must be >= 0"),
+        (["--model_base_path=/m", "--num_tflite_interpreters_per_pool=0"], "must be >= 1"),
+        (["--model_base_path=/m", "--custom_op_libraries=/no/_ops.so"], "no such op library"),
         (["--model_base_path=/m", "--per_process_gpu_memory_fraction=2"], "between 0 and 1"),
     ],
 )

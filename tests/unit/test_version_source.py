@@ -107,3 +107,22 @@ def test_missing_and_empty_base_path(tmp_path):
     assert not missing.base_path_exists
     empty = VersionSource("m", str(tmp_path)).poll()
     assert empty.base_path_exists and not empty.ready and not empty.pending and not empty.changing
+
+
+def test_model_tflite_completes_a_version_only_with_prefer_tflite_model():
+    lite = _files("model.tflite")
+    assert incompleteness(lite, accept_tflite=True) is None
+    assert "start the server with --prefer_tflite_model=true" in incompleteness(lite)
+    # With the flag, a half-copied SavedModel beside model.tflite does not matter: TF Lite runs.
+    assert incompleteness(_files("model.tflite", "variables/variables.index"), True) is None
+
+
+def test_tflite_version_is_discovered_with_the_flag(tmp_path):
+    base = str(tmp_path)
+    _write(os.path.join(base, "5", "model.tflite"))
+    with_flag = VersionSource("m", base, accept_tflite=True)
+    with_flag.poll()
+    assert list(with_flag.poll().ready) == [5]
+    without = VersionSource("m", base)
+    without.poll()
+    assert "model.tflite" in without.poll().pending[5]

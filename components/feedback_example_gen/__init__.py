@@ -1,0 +1,1 @@
+"""FeedbackExampleGen: served predictions + posted labels -> the pipeline's next ``Examples``."""
