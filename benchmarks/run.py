@@ -315,7 +315,10 @@ def venv_python(name: str) -> Path | None:
     return python if (WORK / f"venv-{name}" / ".installed").exists() else None
 
 
-def build_servers(model: str, base: str, bodies: dict[str, Path], wanted: set[str]) -> list[Server]:
+def build_servers(
+    model: str, base: str, bodies: dict[str, Path], wanted: set[str], python: Path = PROJECT_PY
+) -> list[Server]:
+    """``python`` runs this project's servers (ours, noop): either stack (benchmarks.stacks)."""
     version_dir = os.path.join(base, "1")
     servers: list[Server] = []
     batching_file = WORK / "batching.txt"
@@ -342,7 +345,7 @@ def build_servers(model: str, base: str, bodies: dict[str, Path], wanted: set[st
         servers.append(
             Server(
                 name,
-                [str(PROJECT_PY), "-m", "serving", *flags],
+                [str(python), "-m", "serving", *flags],
                 [
                     Endpoint(
                         "REST",
@@ -367,7 +370,7 @@ def build_servers(model: str, base: str, bodies: dict[str, Path], wanted: set[st
         servers.append(
             Server(
                 "noop-ceiling",
-                [str(PROJECT_PY), "-m", "benchmarks.servers.noop", str(rest), str(grpc_port)],
+                [str(python), "-m", "benchmarks.servers.noop", str(rest), str(grpc_port)],
                 [
                     Endpoint(
                         "REST",
@@ -518,13 +521,13 @@ def write_bodies(model: str) -> dict[str, Path]:
 
 
 # ------------------------------------------------------------------------------- main
-def ceiling(model: str, base: str, seconds: float) -> dict[str, float]:
+def ceiling(model: str, base: str, seconds: float, python: Path = PROJECT_PY) -> dict[str, float]:
     output = subprocess.run(
         [
             "taskset",
             "-c",
             SERVER_CPU,
-            str(PROJECT_PY),
+            str(python),
             "-m",
             "benchmarks.ceiling",
             os.path.join(base, "1"),

@@ -4,19 +4,23 @@
 #   scripts/build_images.sh [serving|serving-gpu|components|all]...   (default: serving)
 #
 #   serving       $IMAGE_PREFIX/serving:$TAG and :latest — tfx-model-server with TF Serving's
-#                 ports/env/args, non-root, no tfx/beam
+#                 ports/env/args, non-root, no tfx/beam, on the current stack (Python 3.12,
+#                 tensorflow-cpu 2.21) with a Python 3.10 metadata worker (docs/stacks.md)
 #   serving-gpu   $IMAGE_PREFIX/serving:$TAG-gpu and :latest-gpu — the same on a CUDA base with
 #                 tensorflow[and-cuda] (runs on an NVIDIA host; see docs/containers.md)
-#   components    $IMAGE_PREFIX/components:$TAG and :latest — tfx 1.16 + this package, for
-#                 KubeflowV2DagRunner's default_image
+#   components    $IMAGE_PREFIX/components:$TAG and :latest — tfx 1.16 + this package (Python
+#                 3.10), for KubeflowV2DagRunner's default_image
 #
 # Environment:
 #   CONTAINER_ENGINE   docker or podman (default: whichever answers, podman first)
 #   IMAGE_PREFIX       default tfx-serving-suite (e.g. registry.example.com/ml to push later)
 #   TAG                default: the package version (serving/version.py)
-#   BASE_IMAGE         default: docker.io/library/python:3.10-slim-bookworm, or the local
-#                      stand-in scripts/ensure_podman.sh builds where no registry is reachable
-#   GPU_BASE_IMAGE     default: docker.io/nvidia/cuda:12.3.2-base-ubuntu22.04
+#   BASE_IMAGE         the serving image's base, default: docker.io/library/python:3.12-slim-bookworm,
+#                      or the local stand-in scripts/ensure_podman.sh builds where no registry is
+#                      reachable
+#   TFX_BASE_IMAGE     the components image's base and the serving image's metadata-worker
+#                      Python, default: docker.io/library/python:3.10-slim-bookworm or the stand-in
+#   GPU_BASE_IMAGE     default: docker.io/nvidia/cuda:12.9.1-base-ubuntu24.04
 #   BUILD_CA_BUNDLE    podman only: CA bundle mounted into the build for pip/uv (default: $PIP_CERT,
 #                      $SSL_CERT_FILE or /etc/ssl/certs/ca-certificates.crt); "none" to skip
 #   BUILD_UV_CACHE     podman only: host uv cache mounted into the build so wheels are not
@@ -27,10 +31,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-STAND_IN_BASE="localhost/tfx-serving-suite/python:3.10-slim-bookworm"
+STAND_IN_REPOSITORY="localhost/tfx-serving-suite/python"
 IMAGE_PREFIX="${IMAGE_PREFIX:-tfx-serving-suite}"
 TAG="${TAG:-$(sed -n 's/^__version__ = "\(.*\)"/\1/p' serving/version.py)}"
-GPU_BASE_IMAGE="${GPU_BASE_IMAGE:-docker.io/nvidia/cuda:12.3.2-base-ubuntu22.04}"
+GPU_BASE_IMAGE="${GPU_BASE_IMAGE:-docker.io/nvidia/cuda:12.9.1-base-ubuntu24.04}"
 
 targets=()
 extra=()
@@ -59,12 +63,16 @@ if [[ -z "$ENGINE" ]]; then
   exit 1
 fi
 
-if [[ -z "${BASE_IMAGE:-}" ]]; then
-  BASE_IMAGE="docker.io/library/python:3.10-slim-bookworm"
-  if "$ENGINE" image inspect "$STAND_IN_BASE" >/dev/null 2>&1; then
-    BASE_IMAGE="$STAND_IN_BASE"
+python_base() {  # python_base MAJOR.MINOR: the local stand-in when it exists, else Docker Hub's
+  local stand_in="$STAND_IN_REPOSITORY:$1-slim-bookworm"
+  if "$ENGINE" image inspect "$stand_in" >/dev/null 2>&1; then
+    echo "$stand_in"
+  else
+    echo "docker.io/library/python:$1-slim-bookworm"
   fi
-fi
+}
+BASE_IMAGE="${BASE_IMAGE:-$(python_base 3.12)}"
+TFX_BASE_IMAGE="${TFX_BASE_IMAGE:-$(python_base 3.10)}"
 
 # Labels at build time rather than ARG-based LABELs: podman reuses a cached LABEL step even when
 # the ARG it expands changed.
@@ -88,7 +96,7 @@ fi
 
 build() {  # build REPOSITORY TAG-SUFFIX CONTAINERFILE BASE-IMAGE BUILD-ARGS...
   local ref="$IMAGE_PREFIX/$1:$TAG$2" latest="$IMAGE_PREFIX/$1:latest$2" file="$3" base="$4"
-  local old new started
+  local old new started size
   shift 4
   old="$("$ENGINE" image inspect --format '{{.Id}}' "$ref" 2>/dev/null || true)"
   started=$SECONDS
@@ -99,16 +107,20 @@ build() {  # build REPOSITORY TAG-SUFFIX CONTAINERFILE BASE-IMAGE BUILD-ARGS...
   if [[ -n "$old" && "$old" != "$new" ]]; then
     "$ENGINE" image rm "$old" >/dev/null 2>&1 || true  # the previous build of this tag
   fi
-  echo "build_images.sh: built $ref (also $latest) in $((SECONDS - started)) s" >&2
+  size="$("$ENGINE" image inspect --format '{{.Size}}' "$ref")"
+  echo "build_images.sh: built $ref (also $latest) in $((SECONDS - started)) s;" \
+    "$((size / 1000000)) MB uncompressed" >&2
 }
 
 for target in "${targets[@]}"; do
   case "$target" in
-    serving) build serving "" deploy/container/Containerfile.serving "$BASE_IMAGE" ;;
+    serving)
+      build serving "" deploy/container/Containerfile.serving "$BASE_IMAGE" \
+        --build-arg "TFX_BASE_IMAGE=$TFX_BASE_IMAGE" ;;
     serving-gpu)
       build serving -gpu deploy/container/Containerfile.serving "$GPU_BASE_IMAGE" \
-        --build-arg TF_EXTRAS=and-cuda ;;
-    components) build components "" deploy/container/Containerfile.components "$BASE_IMAGE" ;;
+        --build-arg "TFX_BASE_IMAGE=$TFX_BASE_IMAGE" --build-arg TF_EXTRAS=and-cuda ;;
+    components) build components "" deploy/container/Containerfile.components "$TFX_BASE_IMAGE" ;;
   esac
 done
 if [[ "${PRUNE:-0}" == 1 ]]; then

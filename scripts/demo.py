@@ -5,7 +5,8 @@
    ./demo-workdir/models/demo. The terminal shows one line per component (state, time, what
    it did); TFX's, Beam's and TensorFlow's logs go to demo-workdir/logs/pipeline.log
    (``--verbose`` streams them too), and a failing step shows its error and the log's tail.
-2. Starts tfx-model-server on that store (free loopback ports; log in logs/server.log).
+2. Starts tfx-model-server on that store (free loopback ports; log in logs/server.log) — on the
+   current serving stack when scripts/demo.sh runs it (docs/stacks.md).
 3. Sends the same rows as REST and gRPC Predict and Classify requests and prints the answers.
 4. Stops the server with SIGTERM and prints the served version's lineage from MLMD (the
    pipeline run, trainer, examples, blessings and push behind it, and the server's load),
@@ -32,6 +33,9 @@ sys.path.insert(0, str(REPO))  # this checkout's packages, whatever is installed
 from pipelines import local_run, quiet  # noqa: E402
 
 MODEL_NAME = "demo"
+# The server's interpreter: scripts/demo.sh passes the current serving stack's (.venv-serving);
+# the pipeline, the lineage CLI and the server's MLMD worker stay on this (TFX) one.
+SERVER_PYTHON = os.environ.get("TFX_SERVING_SERVER_PYTHON") or sys.executable
 ROWS = [{"x1": -0.705, "x2": -1.397}, {"x1": 0.144, "x2": -0.537}]
 SERVER_LOG_TAIL_LINES = 20
 
@@ -52,7 +56,7 @@ def start_server(store: Path, workdir: Path, rest_port: int, grpc_port: int) -> 
     """tfx-model-server on the demo's store, reporting its loads to the pipeline's MLMD
     (through a background worker, never inline). Output is read by the caller."""
     command = [
-        sys.executable,
+        SERVER_PYTHON,
         "-m",
         "serving",
         "--host=127.0.0.1",
@@ -66,6 +70,8 @@ def start_server(store: Path, workdir: Path, rest_port: int, grpc_port: int) -> 
     return subprocess.Popen(
         command,
         cwd=REPO,
+        # The MLMD worker runs on this (TFX stack) interpreter, which has ml-metadata.
+        env={**os.environ, "TFX_SERVING_METADATA_PYTHON": sys.executable},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -1,13 +1,38 @@
 #!/usr/bin/env bash
-# The project's test command: lint, then every test (unit and integration).
-# Extra arguments go to pytest, e.g. scripts/test.sh -m "not integration" -x
+# The project's test command: lint, then every test on the TFX 1.16 stack (.venv, Python 3.10),
+# then the serving test suite again on the current serving stack (.venv-serving, Python 3.12,
+# TensorFlow 2.21) — the stack the serving image ships (docs/stacks.md).
+#
+#   scripts/test.sh [pytest arguments]      e.g. scripts/test.sh -m "not integration" -x
+#
+# Pytest arguments go to both runs. TEST_STACKS picks the runs (default "tfx serving"), e.g.
+# TEST_STACKS=tfx scripts/test.sh tests/components/test_pusher_executor.py. The serving run
+# always selects SERVING_SUITE below: what imports neither tfx nor ml-metadata. Tests that need
+# TFX (components, pipelines) and the container and Kubernetes tests run once, on the TFX stack;
+# the cross-stack tests among them start servers on the current stack too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/bootstrap.sh
+
+SERVING_SUITE=(
+  tests/unit
+  tests/integration
+  tests/metadata/test_feedback.py
+  tests/metadata/test_metadata_routes.py
+  tests/metadata/test_worker_python.py
+  # The object stores as the server and the model_store CLI (rollback/retention on serving
+  # hosts, in the image too) use them; the bucket pipeline tests need TFX: TFX stack only.
+  tests/storage/test_object_store.py
+  tests/storage/test_bucket_source.py
+  tests/storage/test_bucket_serving.py
+  tests/storage/test_bucket_store.py
+)
+read -r -a stacks <<<"${TEST_STACKS:-tfx serving}"
+
+scripts/bootstrap.sh tfx serving
 # The metadata tests start a private MariaDB server and a private PostgreSQL cluster; install
 # their Debian packages when we can (root). Without them those tests skip with instructions
 # (and fail under CI).
-# Likewise podman (and its base image) for the container image tests; without a working
+# Likewise podman (and its base images) for the container image tests; without a working
 # container engine they skip with instructions (and fail under CI).
 if [[ "$(id -u)" == 0 ]]; then
   scripts/ensure_mariadb.sh
@@ -18,4 +43,39 @@ if [[ "$(id -u)" == 0 ]]; then
 fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-exec .venv/bin/python -m pytest "$@"
+
+reports="$(mktemp -d)"
+trap 'rm -rf "$reports"' EXIT
+status=0
+for stack in "${stacks[@]}"; do
+  case "$stack" in
+    tfx) command=(.venv/bin/python -m pytest "$@") ;;
+    serving) command=(.venv-serving/bin/python -m pytest "${SERVING_SUITE[@]}" "$@") ;;
+    *) echo "test.sh: unknown stack $stack in TEST_STACKS (tfx, serving)" >&2; exit 2 ;;
+  esac
+  echo "test.sh: the $stack stack: ${command[*]}" >&2
+  code=0
+  "${command[@]}" --junitxml="$reports/$stack.xml" || code=$?
+  # 5 = nothing collected: an error for the full run, expected when arguments select a subset.
+  if ((code == 5 && $# > 0)); then code=0; fi
+  if ((code != 0)); then
+    echo "test.sh: the $stack stack failed (pytest exit status $code)" >&2
+    status=1
+  fi
+done
+
+# One closing line for both runs, from pytest's own JUnit reports.
+.venv/bin/python - "$reports" <<'EOF'
+import pathlib, sys
+import xml.etree.ElementTree as ET
+
+counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+for report in sorted(pathlib.Path(sys.argv[1]).glob("*.xml")):
+    for suite in ET.parse(report).getroot().iter("testsuite"):
+        for key in counts:
+            counts[key] += int(suite.get(key, 0))
+failed = counts["failures"] + counts["errors"]
+passed = counts["tests"] - failed - counts["skipped"]
+print(f"total: {passed} passed, {failed} failed, {counts['skipped']} skipped")
+EOF
+exit "$status"

@@ -13,8 +13,8 @@ from typing import TypeVar
 
 from google.protobuf import descriptor_pb2, descriptor_pool, text_format, wrappers_pb2
 from google.protobuf.message import Message
-from google.protobuf.message_factory import MessageFactory
 
+from serving.compat import message_class
 from serving.errors import ConfigError
 
 _F = descriptor_pb2.FieldDescriptorProto
@@ -71,10 +71,8 @@ def _declare() -> dict[str, type[Message]]:
             else:
                 field.type = kind
     pool.Add(file_proto)
-    factory = MessageFactory(pool)
     return {
-        name: factory.GetPrototype(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}"))
-        for name in _MESSAGES
+        name: message_class(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}")) for name in _MESSAGES
     }
 
 

@@ -35,10 +35,11 @@ import time
 
 import grpc
 import tensorflow as tf
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
+from google.protobuf import descriptor_pb2, descriptor_pool, text_format
 from tensorflow.python.profiler.internal import _pywrap_profiler
 from tensorflow.tsl.profiler.protobuf import profiler_options_pb2, xplane_pb2
 
+from serving.compat import message_class
 from serving.grpc_api.wire import raw_handler
 from serving.request_limits import MemoryPool
 
@@ -87,7 +88,6 @@ def _message_classes() -> dict[str, type]:
     pool = descriptor_pool.DescriptorPool()
     pool.AddSerializedFile(profiler_options_pb2.DESCRIPTOR.serialized_pb)
     pool.Add(text_format.Parse(_PROTO, descriptor_pb2.FileDescriptorProto()))
-    factory = message_factory.MessageFactory(pool)
     names = (
         "ProfileRequest",
         "ProfileResponse",
@@ -96,10 +96,7 @@ def _message_classes() -> dict[str, type]:
         "MonitorRequest",
         "MonitorResponse",
     )
-    return {
-        name: factory.GetPrototype(pool.FindMessageTypeByName(f"tensorflow.{name}"))
-        for name in names
-    }
+    return {name: message_class(pool.FindMessageTypeByName(f"tensorflow.{name}")) for name in names}
 
 
 _MESSAGES = _message_classes()

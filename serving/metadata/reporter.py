@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import os
+import platform
 import posixpath
 import socket
 import subprocess
@@ -43,6 +44,17 @@ def _now_ms() -> float:
     return time.time() * 1000.0
 
 
+def runtime_version() -> str:
+    """This server's version and the stack it runs on (Python and TensorFlow), so lineage says
+    which of the two stacks (docs/stacks.md) served a version."""
+    import tensorflow as tf  # already loaded by the servables
+
+    return (
+        f"tfx-model-server {__version__} "
+        f"(Python {platform.python_version()}, TensorFlow {tf.__version__})"
+    )
+
+
 class MetadataReporter:
     def __init__(
         self,
@@ -52,6 +64,7 @@ class MetadataReporter:
         device: str,
         spool_max_reports: int,
         heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
+        worker_python: str = sys.executable,
     ) -> None:
         if heartbeat_seconds <= 0:
             raise ValueError(f"heartbeat_seconds must be > 0, got {heartbeat_seconds}")
@@ -64,6 +77,7 @@ class MetadataReporter:
         self._lock = threading.Lock()
         self._loading: dict[tuple[str, int], float] = {}
         self._episodes: dict[tuple[str, int], str] = {}
+        self._worker_python = worker_python
         self._worker: subprocess.Popen | None = None
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -83,7 +97,7 @@ class MetadataReporter:
             {
                 "server_id": self.server_id,
                 "hostname": self._hostname,
-                "runtime_version": f"tfx-model-server {__version__}",
+                "runtime_version": runtime_version(),
                 "started_at_ms": started,
                 "pid": os.getpid(),
                 "heartbeat_interval_s": self.heartbeat_seconds,
@@ -99,7 +113,7 @@ class MetadataReporter:
         if self._connection.password:
             env[PASSWORD_ENV] = self._connection.password
         command = [
-            sys.executable,
+            self._worker_python,
             "-m",
             "serving.metadata.worker",
             f"--spool_dir={os.path.dirname(self.spool.path)}",

@@ -1,13 +1,13 @@
 """Builds the serving-side metadata pieces from the server flags (all off unless a flag asks).
 
-Nothing here imports ``ml_metadata``: only the worker process does. A configured metadata
-connection is checked to be usable (``ml_metadata`` installed) before serving starts, so a
-missing package is a startup error with a fix, not silent loss of reports.
+Nothing here imports ``ml_metadata``: only the worker process does, possibly on another
+interpreter (:mod:`serving.metadata.worker_python`). A configured metadata connection is checked
+to be usable (the worker's interpreter has ``ml_metadata`` and this package) before serving
+starts, so a missing package is a startup error with a fix, not silent loss of reports.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import socket
@@ -26,6 +26,7 @@ from serving.metadata.feedback import FeedbackService
 from serving.metadata.prediction_log import PredictionLogger
 from serving.metadata.reporter import MetadataReporter
 from serving.metadata.sampling import parse_sampling
+from serving.metadata.worker_python import check_worker_python, worker_python
 
 log = logging.getLogger(__name__)
 
@@ -88,18 +89,16 @@ def build_metadata_services(options) -> MetadataServices | None:
             connection = parse_connection(options.metadata_connection)
         except MetadataConfigError as exc:
             raise MetadataSetupError(f"--metadata_connection: {exc}") from exc
-        if importlib.util.find_spec("ml_metadata") is None:
-            raise MetadataSetupError(
-                "--metadata_connection needs the ml-metadata package in this environment "
-                "(pip install 'ml-metadata>=1.16,<1.17'), or drop the flag"
-            )
+        python = worker_python()
+        check_worker_python(python)
         reporter = MetadataReporter(
             os.path.abspath(options.metadata_spool_dir),
             connection,
             server_id,
             _device(),
             options.metadata_spool_max_reports,
-            options.metadata_heartbeat_seconds,
+            heartbeat_seconds=options.metadata_heartbeat_seconds,
+            worker_python=python,
         )
     logger = feedback = None
     if options.prediction_log_dir:

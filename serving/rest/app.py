@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import orjson
-from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
 from serving import request_limits
 from serving.api import model_info
 from serving.api.inference import InferenceService, status_error
 from serving.api.signatures import signature_or_default
+from serving.compat import message_to_dict_with_defaults
 from serving.core.server_core import ModelSpec
 from serving.core.traffic_split import DEFAULT_ROUTING_HEADER
 from serving.errors import Code, ServingError, http_status, invalid_argument
@@ -71,9 +71,7 @@ class RestOptions:
 
 def _proto_json(message) -> dict:
     """Proto3 JSON the way TF Serving prints status/metadata: field names kept, defaults on."""
-    return json_format.MessageToDict(
-        message, including_default_value_fields=True, preserving_proto_field_name=True
-    )
+    return message_to_dict_with_defaults(message, preserving_proto_field_name=True)
 
 
 def _decompress(body: bytes, encoding: str, limit: int, limit_flag: str) -> bytes:

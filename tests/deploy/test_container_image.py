@@ -5,7 +5,12 @@ is run: a model store mounted read-only at ``/models``, ``MODEL_NAME`` set, extr
 the image name, a read-only root filesystem. REST and gRPC (a real channel) must give the right
 numbers, a version dropped into the mounted store must take over without a failed request,
 ``stop`` (SIGTERM) must end it with exit code 0, it must run as uid 10001, its HEALTHCHECK must
-pass, and tfx / apache-beam must not be importable in it.
+pass, and tfx / apache-beam must not be importable in it. It is on the current serving stack
+(Python 3.12, tensorflow-cpu 2.21 and tensorflow-text 2.21, no `tensorflow` distribution), serves
+a Keras-exported model, a TF Text model written on the TFX stack, and versions from gs:// and
+s3:// buckets (fake-gcs-server and moto on the host's loopback, the container on the host's
+network), reports loads to MLMD through its Python 3.10 metadata worker, and its size is measured
+(printed, and held to a budget).
 
 The components image must run one of this project's executors by dotted path under TFX's
 Kubeflow Pipelines v2 entry point, exactly as a KubeflowV2DagRunner pipeline step does.
@@ -30,18 +35,31 @@ from pathlib import Path
 import pytest
 
 from serving.version import __version__
+from tests.support.emulators import apply_env, restore_env, start_emulator
 from tests.support.kfp import kfp_artifact
-from tests.support.models import write_half_plus_two, write_tf2_scale
+from tests.support.models import (
+    write_half_plus_two,
+    write_keras_dense,
+    write_tf2_scale,
+    write_tf_text_word_count,
+)
 from tests.support.server_process import REPO_ROOT, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 
 BUILD_TIMEOUT_SECONDS = 2100
-STAND_IN_BASE = "localhost/tfx-serving-suite/python:3.10-slim-bookworm"
+STAND_IN_BASE = "localhost/tfx-serving-suite/python:3.12-slim-bookworm"
+IMAGE_PREFIX = os.environ.get("IMAGE_PREFIX", "tfx-serving-suite")  # as scripts/build_images.sh
+# The serving image's size budget (uncompressed, as `image inspect` reports it), in bytes.
+# Measured 1.42 GB on the stand-in base: TensorFlow 2.21's CPU build 760 MB after stripping,
+# tensorflow-text 145 MB, Keras (for tensorflow-text's import) 60 MB, the GCS/S3 clients 65 MB
+# (docs/containers.md, "Size"). Held here so that nothing large — the `tensorflow` (CUDA)
+# distribution, TF's headers, unstripped libraries — creeps back in unnoticed.
+SERVING_IMAGE_MAX_BYTES = 1_500_000_000
 INSTALL_HINT = (
     "Install a container engine to run them, e.g. on Debian/Ubuntu as root:\n"
     "  apt-get update && apt-get install -y --no-install-recommends podman runc debootstrap\n"
-    "  scripts/ensure_podman.sh   # containers.conf for sandboxes + a local python:3.10 base\n"
+    "  scripts/ensure_podman.sh   # containers.conf for sandboxes + local python:3.10/3.12 bases\n"
     "(or a working `docker`; CONTAINER_ENGINE=docker|podman picks one)"
 )
 HP2_V1 = [2.5, 3.0, 4.5]  # 0.5 * x + 2 for x = 1, 2, 5
@@ -72,7 +90,7 @@ def _base_image(engine: str) -> str:
         return os.environ["BASE_IMAGE"]
     if _run([engine, "image", "inspect", STAND_IN_BASE]).returncode == 0:
         return STAND_IN_BASE
-    return "docker.io/library/python:3.10-slim-bookworm"
+    return "docker.io/library/python:3.12-slim-bookworm"
 
 
 def _unavailable(reason: str):
@@ -123,7 +141,7 @@ def _build(engine: str, target: str, log_dir: Path) -> str:
     output = log_path.read_text(errors="replace")
     if result.returncode != 0:
         pytest.fail(f"building the {target} image failed:\n{output[-6000:]}")
-    ref = f"tfx-serving-suite/{target}:{__version__}"
+    ref = f"{IMAGE_PREFIX}/{target}:{__version__}"
     image_id = _run([engine, "image", "inspect", "--format", "{{.Id}}", ref]).stdout.strip()
     assert image_id, f"{ref} missing after the build:\n{output[-3000:]}"
     print(f"built {ref} ({image_id[:12]}) in {time.monotonic() - started:.0f} s")
@@ -368,10 +386,16 @@ def test_serving_image_rest_grpc_hot_swap_and_sigterm(engine, serving_image, mod
 
 def test_serving_image_model_config_file_and_moved_rest_port(engine, serving_image, model_store):
     """--model_config_file wins over MODEL_BASE_PATH/MODEL_NAME, as in TF Serving's image, and
-    the HEALTHCHECK follows a REST port moved by a passed-through flag."""
+    the HEALTHCHECK follows a REST port moved by a passed-through flag. The second model needs a
+    TF Text kernel: written here (TF 2.16, tensorflow-text 2.16), it loads in the image through
+    tensorflow-text 2.21, as models using TF Text ops load in TF Serving's image."""
+    write_tf_text_word_count(str(model_store / "words" / "1"))
+    _world_readable(model_store)
     (model_store / "models.config").write_text(
-        'model_config_list { config { name: "cfg" base_path: "/models/hp2" '
-        'model_platform: "tensorflow" } }\n'
+        "model_config_list {\n"
+        'config { name: "cfg" base_path: "/models/hp2" model_platform: "tensorflow" }\n'
+        'config { name: "words" base_path: "/models/words" model_platform: "tensorflow" }\n'
+        "}\n"
     )
     (model_store / "models.config").chmod(0o644)
     rest_port = free_port()
@@ -382,43 +406,226 @@ def test_serving_image_model_config_file_and_moved_rest_port(engine, serving_ima
         _wait_ready(container, rest)
         status, body = _http("POST", f"{rest}/v1/models/cfg:predict", {"instances": X})
         assert (status, body) == (200, {"predictions": HP2_V1})
+        words = {"instances": ["a b c", "hello", ""]}
+        assert _http("POST", f"{rest}/v1/models/words:predict", words) == (
+            200,
+            {"predictions": [3, 1, 0]},
+        )
+        assert "Op libraries loaded: tensorflow_text" in container.logs()
         assert _http("GET", f"{rest}/v1/models/model")[0] == 404  # MODEL_NAME's default unused
         _check_healthcheck(container, engine, serving_image)
         assert container.stop(timeout=60) == 0
 
 
-def test_serving_image_has_no_pipeline_dependencies_or_build_tools(engine, serving_image):
-    script = (
-        "import importlib.util, shutil, json\n"
-        "mods = ['tfx', 'apache_beam', 'kfp', 'tensorflow_transform', 'serving', 'tensorflow',\n"
-        "        'ml_metadata']\n"
-        "print(json.dumps({\n"
-        "  'modules': {m: importlib.util.find_spec(m) is not None for m in mods},\n"
-        "  'tools': {t: shutil.which(t) for t in ['uv', 'gcc', 'g++', 'tfx-model-server']},\n"
-        "}))\n"
-    )
+def _image_python(engine: str, image: str, python: str, script: str) -> dict:
+    """Runs ``script`` on ``python`` in ``image`` (no network); its last line parsed as JSON."""
     result = _run(
-        [engine, "run", "--rm", "--network", "none", "--entrypoint", "python", serving_image,
-         "-c", script],
+        [engine, "run", "--rm", "--network", "none", "--entrypoint", python, image, "-c", script],
         timeout=300,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr
-    found = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+_DISTRIBUTIONS = (
+    "import importlib.metadata as m, importlib.util as u, json, platform, shutil, sys\n"
+    "def version(name):\n"
+    "    try:\n"
+    "        return m.version(name)\n"
+    "    except m.PackageNotFoundError:\n"
+    "        return None\n"
+    "mods = sys.argv[1:] or %r\n"
+    "print(json.dumps({\n"
+    "  'python': platform.python_version(),\n"
+    "  'dists': {d: version(d) for d in %r},\n"
+    "  'modules': {mod: u.find_spec(mod) is not None for mod in mods},\n"
+    "  'tools': {t: shutil.which(t) for t in ['uv', 'gcc', 'g++', 'strip', 'tfx-model-server']},\n"
+    "}))\n"
+)
+
+
+def test_serving_image_is_the_current_stack_without_pipeline_dependencies(engine, serving_image):
+    modules = ["tfx", "apache_beam", "kfp", "tensorflow_transform", "ml_metadata", "serving",
+               "tensorflow", "tensorflow_serving", "tensorflow_text", "keras", "boto3",
+               "google.cloud.storage"]  # fmt: skip
+    dists = ["tensorflow", "tensorflow-cpu", "tensorflow-serving-api", "tensorflow-text",
+             "protobuf", "numpy"]  # fmt: skip
+    found = _image_python(engine, serving_image, "python", _DISTRIBUTIONS % (modules, dists))
+    assert found["python"].startswith("3.12."), found
+    assert found["dists"]["tensorflow-cpu"].startswith("2.21."), found
+    assert found["dists"]["tensorflow-serving-api"].startswith("2.21."), found
+    assert found["dists"]["tensorflow-text"].startswith("2.21."), found
+    # tensorflow-serving-api depends on `tensorflow`; the lock leaves it out (tensorflow-cpu
+    # provides the module), so the 1.5 GB CUDA-capable build is not in the image.
+    assert found["dists"]["tensorflow"] is None, found
+    assert int(found["dists"]["protobuf"].split(".")[0]) >= 5, found
+    assert found["dists"]["numpy"].startswith("2."), found
     assert found["modules"] == {
         "tfx": False,
         "apache_beam": False,
         "kfp": False,
         "tensorflow_transform": False,
+        "ml_metadata": False,  # only in the metadata worker's environment, below
         "serving": True,
         "tensorflow": True,
-        "ml_metadata": True,  # the optional MLMD reporting worker (--metadata_connection)
+        "tensorflow_serving": True,
+        "tensorflow_text": True,  # TF Text's ops, as TF Serving's binary links them in
+        "keras": True,  # only because `import tensorflow_text` builds Keras layers
+        "boto3": True,  # s3:// stores
+        "google.cloud.storage": True,  # gs:// stores
     }
     assert found["tools"] == {
         "uv": None,
         "gcc": None,
         "g++": None,
+        "strip": None,
         "tfx-model-server": "/opt/venv/bin/tfx-model-server",
     }
+
+    # The metadata worker's environment: Python 3.10, ml-metadata 1.16 and this package only.
+    worker = _image_python(
+        engine,
+        serving_image,
+        "/opt/metadata-venv/bin/python",
+        _DISTRIBUTIONS % (["ml_metadata", "serving", "tensorflow", "numpy"], ["ml-metadata"]),
+    )
+    assert worker["python"].startswith("3.10."), worker
+    assert worker["dists"] == {"ml-metadata": "1.16.0"}, worker
+    assert worker["modules"] == {
+        "ml_metadata": True,
+        "serving": True,
+        "tensorflow": False,
+        "numpy": False,
+    }
+    env = _run([engine, "image", "inspect", "--format", "{{json .Config.Env}}", serving_image])
+    assert "TFX_SERVING_METADATA_PYTHON=/opt/metadata-venv/bin/python" in json.loads(env.stdout)
+
+    size = int(_run([engine, "image", "inspect", "--format", "{{.Size}}", serving_image]).stdout)
+    print(f"serving image: {size / 1e6:.0f} MB uncompressed ({size} bytes)")
+    assert size <= SERVING_IMAGE_MAX_BYTES, (
+        f"{size / 1e6:.0f} MB > the {SERVING_IMAGE_MAX_BYTES} budget"
+    )
+
+
+def test_serving_image_serves_a_keras_model_and_reports_loads_to_mlmd(
+    engine, serving_image, model_store, tmp_path
+):
+    """A Keras 3 ``model.export`` served (through TensorFlow's loader, not Keras) with the
+    numbers TensorFlow computes here; and the load recorded in MLMD (SQLite on a mounted volume)
+    by the image's Python 3.10 metadata worker, read back here with ml-metadata."""
+    import numpy as np
+    import tensorflow as tf
+    from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    write_keras_dense(str(model_store / "dense" / "1"), units=2, features=4, seed=7)
+    _world_readable(model_store)
+    rows = np.random.default_rng(7).normal(size=(3, 4)).astype(np.float32)
+    serve = tf.saved_model.load(str(model_store / "dense" / "1")).signatures["serving_default"]
+    expected = next(iter(serve(tf.constant(rows)).values())).numpy()
+
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o777)  # the server runs as uid 10001
+    rest_port = free_port()
+    run_args = [
+        "-p", f"127.0.0.1:{rest_port}:8501",
+        "-v", f"{model_store}:/models:ro",
+        "-v", f"{state}:/state",
+        "-e", "MODEL_NAME=dense",
+    ]  # fmt: skip
+    args = [
+        "--metadata_connection=sqlite:///state/metadata.sqlite",
+        "--metadata_spool_dir=/state/spool",
+        "--metadata_server_id=container-1",
+    ]
+    with running_container(engine, serving_image, run_args, args) as container:
+        rest = f"http://127.0.0.1:{rest_port}"
+        _wait_ready(container, rest)
+        body = {"instances": rows.tolist()}
+        status, body = _http("POST", f"{rest}/v1/models/dense:predict", body)
+        assert status == 200, body
+        np.testing.assert_allclose(body["predictions"], expected, rtol=1e-5, atol=1e-6)
+
+        def episodes() -> list:
+            database = state / "metadata.sqlite"
+            if not database.exists():
+                return []
+            # Read-only: this process (root) must not leave files the server's uid cannot write.
+            config = metadata_store_pb2.ConnectionConfig()
+            config.sqlite.filename_uri = str(database)
+            config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+            try:
+                store = metadata_store.MetadataStore(config)
+                return store.get_executions_by_type("serving.ModelServing")
+            except Exception:  # the worker is still creating the database or the type
+                return []
+
+        deadline = time.monotonic() + 90
+        while not (found := episodes()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len(found) == 1, f"no load recorded in MLMD:\n{container.logs()}"
+        [episode] = found
+        assert episode.last_known_state == metadata_store_pb2.Execution.RUNNING
+        assert episode.properties["model_name"].string_value == "dense"
+        assert episode.properties["model_version"].string_value == "1"
+        assert container.stop(timeout=60) == 0
+    [episode] = episodes()  # the unload was delivered before the worker stopped
+    assert episode.last_known_state == metadata_store_pb2.Execution.COMPLETE
+
+
+def test_serving_image_serves_from_gcs_and_s3_buckets(engine, serving_image, tmp_path):
+    """Versions pushed to gs:// and s3:// (emulators on the host's loopback) are served by the
+    image's google-cloud-storage and boto3, with the credentials and endpoints in its
+    environment as in a deployment, and the local copies in a writable ``--model_cache_dir``."""
+    from components.bucket_store import BucketModelStore
+    from components.manifest import build_manifest
+
+    emulators, saved = [], []
+    try:
+        for scheme in ("gs", "s3"):
+            emulators.append(start_emulator(scheme, tmp_path / f"{scheme}-emulator"))
+            saved.append(apply_env(emulators[-1]))  # this process pushes, as a Pusher would
+        source = write_half_plus_two(str(tmp_path / "hp2"))
+        config = tmp_path / "config"
+        config.mkdir()
+        entries = []
+        for emulator in emulators:
+            base = emulator.uri(f"image-{uuid.uuid4().hex[:8]}", "hp2")
+            BucketModelStore(base).publish(source, build_manifest(source))
+            entries.append(
+                f'config {{ name: "{emulator.scheme}" base_path: "{base}" '
+                'model_platform: "tensorflow" }'
+            )
+        (config / "models.config").write_text(
+            "model_config_list {\n" + "\n".join(entries) + "\n}\n"
+        )
+        _world_readable(config)
+        rest_port, grpc_port = free_port(), free_port()
+        environment = [f"{k}={v}" for e in emulators for k, v in e.env().items()]
+        run_args = [
+            "--network", "host",  # the emulators listen on the host's loopback
+            "-v", f"{config}:/config:ro",
+            *[arg for pair in environment for arg in ("-e", pair)],
+        ]  # fmt: skip
+        args = [
+            "--model_config_file=/config/models.config",
+            f"--rest_api_port={rest_port}",
+            f"--port={grpc_port}",
+            "--model_cache_dir=/tmp/model-cache",
+        ]
+        with running_container(engine, serving_image, run_args, args) as container:
+            rest = f"http://127.0.0.1:{rest_port}"
+            _wait_ready(container, rest)
+            for scheme in ("gs", "s3"):
+                answer = _http("POST", f"{rest}/v1/models/{scheme}:predict", {"instances": X})
+                assert answer == (200, {"predictions": HP2_V1}), scheme
+            assert container.stop(timeout=60) == 0
+    finally:
+        for previous in saved:
+            restore_env(previous)
+        for emulator in emulators:
+            emulator.stop()
 
 
 def test_components_image_runs_pusher_under_kubeflow_v2_entrypoint(

@@ -2,7 +2,8 @@
 
 The model (TFX's Chicago-taxi testdata, a TF1 Estimator export with classify/regress/predict
 signatures over serialized tf.Examples) is used as it ships; the examples are built from the
-CSV next to it, typed by the model's own ParseExample spec.
+CSV next to it, typed by the model's own ParseExample spec. On the current stack, which has no
+tfx, the files come from the TFX stack's environment: an Estimator export served by TF 2.21.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import base64
 import csv
 import importlib.util
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +20,25 @@ import pytest
 import tensorflow as tf
 
 from tests.support.server_process import ServerProcess
+from tests.support.stacks import tfx_stack_python
 
 pytestmark = pytest.mark.integration
 
-_TFX = Path(importlib.util.find_spec("tfx").submodule_search_locations[0])
-_EXPORT = _TFX / "components/testdata/trainer/current/Format-Serving/export/chicago-taxi"
-_CSV = _TFX / "components/testdata/external/csv/data.csv"
+_TESTDATA = "components/testdata"
+_EXPORT = f"{_TESTDATA}/trainer/current/Format-Serving/export/chicago-taxi"
+_CSV = f"{_TESTDATA}/external/csv/data.csv"
+
+
+def _tfx_package() -> Path:
+    """The installed tfx package: here, or in the TFX stack's environment (found, not imported)."""
+    spec = importlib.util.find_spec("tfx")
+    if spec is not None:
+        return Path(spec.submodule_search_locations[0])
+    code = "import importlib.util as u; print(u.find_spec('tfx').submodule_search_locations[0])"
+    where = subprocess.run(
+        [tfx_stack_python(), "-c", code], capture_output=True, text=True, check=True
+    )
+    return Path(where.stdout.strip())
 
 
 def _feature_types(model_dir: Path) -> dict[str, tf.DType]:
@@ -36,8 +51,8 @@ def _feature_types(model_dir: Path) -> dict[str, tf.DType]:
         return dict(zip((k.decode() for k in keys), op.get_attr("sparse_types"), strict=True))
 
 
-def _rows(count: int) -> list[dict[str, str]]:
-    with open(_CSV, newline="") as handle:
+def _rows(csv_path: Path, count: int) -> list[dict[str, str]]:
+    with open(csv_path, newline="") as handle:
         return [row for _, row in zip(range(count), csv.DictReader(handle), strict=False)]
 
 
@@ -70,11 +85,12 @@ def _example(features: dict[str, object]) -> bytes:
 
 @pytest.fixture(scope="module")
 def estimator(tmp_path_factory):
-    (version_dir,) = list(_EXPORT.iterdir())
+    tfx_package = _tfx_package()
+    (version_dir,) = list((tfx_package / _EXPORT).iterdir())
     base = tmp_path_factory.mktemp("store") / "taxi"
     shutil.copytree(version_dir, base / version_dir.name)
     types = _feature_types(version_dir)
-    features = [_typed(row, types) for row in _rows(8)]
+    features = [_typed(row, types) for row in _rows(tfx_package / _CSV, 8)]
     loaded = tf.saved_model.load(str(version_dir))
     with ServerProcess(["--model_name=taxi", f"--model_base_path={base}"]) as server:
         yield server, loaded, features, int(version_dir.name)

@@ -10,6 +10,14 @@ takes predictions and feedback (serving and feedback go on; the reports wait in 
 arrive once). The three chains take 4.5-6 minutes together on the shared 2-core machine
 (pipeline runs of 12-62 s, depending on the load), so all three run in full.
 
+Stacks (docs/stacks.md): the pipeline and the MLMD worker — the only process that talks to the
+database — run on the TFX 1.16 stack in every chain. The server runs on the TFX stack in the
+SQLite chain and on the current stack (Python 3.12, TF 2.21, protobuf 5+, with the worker on
+the TFX stack's interpreter: the serving image's configuration) in the MariaDB and PostgreSQL
+chains, so the next run's FeedbackExampleGen reads prediction logs written by each stack. The
+server's part (spool, heartbeat, prediction log, feedback join) does not depend on the backend,
+so each stack runs full chains once rather than every chain twice.
+
 Each step's time is printed (``pytest -s``); docs/metadata.md quotes them.
 """
 
@@ -30,6 +38,7 @@ from serving.metadata.config import parse_connection
 from serving.metadata.mlmd_store import connect, connection_config
 from serving.metadata.spool import Spool
 from tests.support.server_process import ServerProcess
+from tests.support.stacks import runtime_version_of, server_on_current_stack
 
 pytestmark = pytest.mark.integration
 
@@ -66,10 +75,12 @@ class Steps:
 
 class Loop:
     """One model store, prediction log and metadata store shared by the pipeline runs and the
-    server, as in a deployment."""
+    server, as in a deployment. ``server_stack``: ``ServerProcess`` arguments choosing the
+    server's interpreter (empty: this test's, the TFX stack)."""
 
-    def __init__(self, connection: str, tmp_path) -> None:
+    def __init__(self, connection: str, tmp_path, server_stack: dict | None = None) -> None:
         self.connection = connection
+        self.server_stack = server_stack or {}
         self.workdir = tmp_path / "demo"
         self.store_dir = str(self.workdir / "models" / "demo")
         self.log_dir = str(tmp_path / "predictions")
@@ -102,7 +113,8 @@ class Loop:
                 "--prediction_log_sampling=0,demo=1.0",
                 "--metadata_server_id=srv-1",
                 "--file_system_poll_wait_seconds=1",
-            ]
+            ],
+            **self.server_stack,
         )
 
     def feedback_spans(self) -> list[pb.Artifact]:
@@ -277,12 +289,15 @@ def test_feedback_closes_the_loop_on_sqlite(tmp_path, capsys):
     assert first_load.properties["model_version"].string_value == v1
 
 
-@pytest.mark.parametrize("backend", ["mariadb", "postgresql"])
+@pytest.mark.parametrize(
+    "backend", ["mariadb", "postgresql"], ids=["mariadb-current-stack", "postgresql-current-stack"]
+)
 def test_feedback_loop_through_a_database_outage(backend, request, tmp_path, capsys):
-    """The full chain on a server database, started while that database is down."""
+    """The full chain on a server database, started while that database is down; the server on
+    the current stack, its worker on the TFX stack (the serving image's configuration)."""
     database = request.getfixturevalue(f"{backend}_server")
-    loop = Loop(database.connection_for("feedback_loop"), tmp_path)
-    steps = Steps(backend)
+    loop = Loop(database.connection_for("feedback_loop"), tmp_path, server_on_current_stack())
+    steps = Steps(f"{backend}, server on the current stack")
     server = loop.server()
     try:
         v1 = steps.run("pipeline run 1", loop.run_pipeline, lambda v: f"pushed {v}")
@@ -312,6 +327,9 @@ def test_feedback_loop_through_a_database_outage(backend, request, tmp_path, cap
         [episode] = loop.episodes()  # delivered once
         assert episode.last_known_state == pb.Execution.RUNNING
         assert episode.properties["load_time_ms"].double_value > 2**31  # DOUBLE, not INT32
+        server_record = loop.store().get_context_by_type_and_name("serving.server", "srv-1")
+        runtime = server_record.properties["runtime_version"].string_value
+        assert runtime.endswith(runtime_version_of(loop.server_stack["python"])), runtime
 
         v2 = steps.run("pipeline run 2", loop.run_pipeline)
         span2 = check_run_2(loop, labelled, v1)

@@ -2,12 +2,15 @@
 
 Two real servers report to one SQLite store with a 0.5 s heartbeat; one is killed. Its load
 stays RUNNING in MLMD (nothing closed it), and the lineage views call it stale once three
-intervals pass without a beat, while the other server stays live.
+intervals pass without a beat, while the other server stays live. The two run on different
+stacks (docs/stacks.md): the killed one on the current stack with its MLMD worker on the TFX
+stack's interpreter (the serving image's configuration), the live one on the TFX stack.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 
 import pytest
 from ml_metadata.proto import metadata_store_pb2 as pb
@@ -19,13 +22,14 @@ from serving.metadata.mlmd_store import connect
 from serving.metadata.reports import STALE_AFTER_BEATS
 from tests.support.models import version_dir, write_half_plus_two
 from tests.support.server_process import ServerProcess
+from tests.support.stacks import runtime_version_of, server_on_current_stack
 
 pytestmark = pytest.mark.integration
 
 INTERVAL = 0.5
 
 
-def _server(tmp_path, connection: str, server_id: str) -> ServerProcess:
+def _server(tmp_path, connection: str, server_id: str, **stack) -> ServerProcess:
     return ServerProcess(
         [
             "--model_name=hpt",
@@ -35,14 +39,16 @@ def _server(tmp_path, connection: str, server_id: str) -> ServerProcess:
             f"--metadata_server_id={server_id}",
             f"--metadata_heartbeat_seconds={INTERVAL}",
             "--file_system_poll_wait_seconds=1",
-        ]
+        ],
+        **stack,
     )
 
 
 def test_killed_server_turns_stale_while_the_other_stays_live(tmp_path, capsys):
     write_half_plus_two(version_dir(str(tmp_path / "models"), 1))
     connection = f"sqlite://{tmp_path / 'mlmd.sqlite'}"
-    doomed = _server(tmp_path, connection, "doomed")
+    current_stack = server_on_current_stack()
+    doomed = _server(tmp_path, connection, "doomed", **current_stack)
     alive = _server(tmp_path, connection, "alive")
 
     def versions() -> dict:
@@ -64,6 +70,10 @@ def test_killed_server_turns_stale_while_the_other_stays_live(tmp_path, capsys):
         store = connect(parse_connection(connection))
         view = MlmdLineage(store).server_history("doomed")
         assert view["stale"] and [e["version"] for e in view["stale_loads"]] == ["1"]
+        # Each server says which stack it ran on.
+        assert view["runtime_version"].endswith(runtime_version_of(current_stack["python"]))
+        live_runtime = MlmdLineage(store).server_history("alive")["runtime_version"]
+        assert live_runtime.endswith(runtime_version_of(sys.executable))
         # Stale is a reading, not a write: the record stays RUNNING until the id restarts.
         [load] = [
             e

@@ -1,8 +1,9 @@
 """The demo end to end: pipeline on LocalDagRunner + SQLite MLMD, served by the real runtime.
 
-The demo runs as a user runs it (``scripts/demo.py``, output not a terminal, so the progress is
-one line per state change) and its whole output is checked: compact, with the useful parts,
-without the noise.
+The demo runs as a user runs it (``scripts/demo.py`` as ``scripts/demo.sh`` starts it: the
+pipeline on this, the TFX stack, the server on the current stack; output not a terminal, so the
+progress is one line per state change) and its whole output is checked: compact, with the useful
+parts, without the noise.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tfx.orchestration import metadata
 
 from components.infra_validator.runners.local_process import LocalProcessRunner
 from pipelines import quiet, serving_demo
+from tests.support.stacks import current_stack_python, runtime_version_of
 
 pytestmark = pytest.mark.integration
 
@@ -29,11 +31,11 @@ NODES = ["CsvExampleGen", "Trainer", "Exporter", "InfraValidator", "Pusher"]
 ONE_SCREEN = 40
 
 
-def _run(command: list[str]) -> tuple[int, list[str]]:
+def _run(command: list[str], **env: str) -> tuple[int, list[str]]:
     result = subprocess.run(
         command,
         cwd=REPO,
-        env=dict(os.environ, PYTHONPATH=REPO),
+        env=dict(os.environ, PYTHONPATH=REPO, **env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,  # what the terminal shows, in order
         text=True,
@@ -45,6 +47,11 @@ def _run(command: list[str]) -> tuple[int, list[str]]:
 def _artifacts(metadata_path: str, type_name: str):
     store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(metadata_path))
     return sorted(store.get_artifacts_by_type(type_name), key=lambda a: a.id)
+
+
+def _contexts(metadata_path: str, type_name: str):
+    store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(metadata_path))
+    return store.get_contexts_by_type(type_name)
 
 
 def _served_versions(rest_port: int) -> dict[str, str]:
@@ -70,8 +77,10 @@ def test_demo_fits_one_screen_then_a_running_server_picks_up_the_next_push(tmp_p
     workdir = str(tmp_path / "demo")
     metadata_path = os.path.join(workdir, "metadata.sqlite")
 
+    server_python = current_stack_python()
     code, lines = _run(
-        [sys.executable, "scripts/demo.py", "--workdir", workdir, "--train_steps", "10"]
+        [sys.executable, "scripts/demo.py", "--workdir", workdir, "--train_steps", "10"],
+        TFX_SERVING_SERVER_PYTHON=server_python,
     )
 
     output = "\n".join(lines)
@@ -101,6 +110,10 @@ def test_demo_fits_one_screen_then_a_running_server_picks_up_the_next_push(tmp_p
     assert "Exporter: signatures serving_default (predict)" in log
     server_log = Path(workdir, "logs", "server.log").read_text()
     assert f"version {first} AVAILABLE" in server_log
+    # The server ran on the current stack and reported its load through the TFX stack's worker.
+    [server] = _contexts(metadata_path, "serving.server")
+    runtime = server.properties["runtime_version"].string_value
+    assert runtime.endswith(runtime_version_of(server_python)), runtime
 
     summary = serving_demo.run_summary(metadata_path)
     assert [(node, state) for node, state, _ in summary] == [(node, "COMPLETE") for node in NODES]

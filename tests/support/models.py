@@ -3,6 +3,11 @@
 ``half_plus_two`` mirrors TF Serving's own test model: a TF1 graph where ``x`` is an identity
 over parsed ``tf.Example``s (so it also accepts any fed shape), ``y = 0.5 * x + 2``, with
 predict, classify and regress signatures.
+
+The builders run on both stacks the server runs on (TF 2.16 with Keras 3.x on Python 3.10, TF
+2.21 with Keras 3.15 on Python 3.12; docs/stacks.md): TF1 graphs through ``tf.compat.v1``, TF2
+modules through ``tf.saved_model.save`` and Keras through ``Model.export``, all of which both
+TensorFlow versions keep.
 """
 
 from __future__ import annotations

@@ -34,7 +34,11 @@ class ServerProcess:
         env: dict | None = None,
         ssl_context: ssl.SSLContext | None = None,
         rest: bool = True,
+        python: str | None = None,
     ) -> None:
+        """``python``: the interpreter to run the server on (default: this test's; see
+        tests/support/stacks.py for the other stack's)."""
+        self.python = python or sys.executable
         self.ssl_context = ssl_context
         self.rest_port = free_port() if rest else 0
         self.grpc_port = free_port() if grpc else 0
@@ -56,7 +60,7 @@ class ServerProcess:
 
     def start(self, timeout: float = 90.0) -> ServerProcess:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "serving", *self.args],
+            [self.python, "-m", "serving", *self.args],
             cwd=REPO_ROOT,
             env=self._env,
             stdout=self._log,
