@@ -33,8 +33,7 @@ scripts/bootstrap.sh tfx serving
 # their Debian packages when we can (root). Without them those tests skip with instructions
 # (and fail under CI).
 # Likewise chromium for the status page test, and podman (and its base images) for the
-# container image tests; without a working
-# container engine they skip with instructions (and fail under CI).
+# container image tests; without them those tests skip with instructions (and fail under CI).
 if [[ "$(id -u)" == 0 ]]; then
   scripts/ensure_mariadb.sh
   scripts/ensure_postgres.sh

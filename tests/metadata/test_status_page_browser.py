@@ -71,26 +71,34 @@ def _browser(chromium: str, profile: Path, *args: str) -> subprocess.CompletedPr
     )
 
 
+# HTML's void elements: no end tag in the DOM dump.
+_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "wbr"}
+
+
 class _Dom(HTMLParser):
     """The rendered DOM as (tag, attributes, text inside) for every element."""
 
     def __init__(self) -> None:
         super().__init__()
         self.elements: list[tuple[str, dict[str, str], list[str]]] = []
-        self._open: list[list[str]] = []
+        self._open: list[tuple[str, list[str]]] = []
 
     def handle_starttag(self, tag, attrs):
         texts: list[str] = []
         self.elements.append((tag, dict(attrs), texts))
-        if tag not in {"meta", "br", "img", "input", "link", "path", "rect"}:
-            self._open.append(texts)
+        if tag not in _VOID:
+            self._open.append((tag, texts))
+
+    def handle_startendtag(self, tag, attrs):
+        self.elements.append((tag, dict(attrs), []))
 
     def handle_endtag(self, tag):
-        if self._open:
-            self._open.pop()
+        while self._open:  # close up to the matching element (the DOM dump is well formed)
+            if self._open.pop()[0] == tag:
+                break
 
     def handle_data(self, data):
-        for texts in self._open:
+        for _, texts in self._open:
             texts.append(data)
 
     def find(self, tag: str, **attrs: str) -> list[tuple[dict[str, str], str]]:
