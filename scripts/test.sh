@@ -32,11 +32,13 @@ scripts/bootstrap.sh tfx serving
 # The metadata tests start a private MariaDB server and a private PostgreSQL cluster; install
 # their Debian packages when we can (root). Without them those tests skip with instructions
 # (and fail under CI).
-# Likewise podman (and its base images) for the container image tests; without a working
-# container engine they skip with instructions (and fail under CI).
+# Likewise chromium for the status page test, and podman (and its base images) for the
+# container image tests; without them those tests skip with instructions (and fail under CI).
 if [[ "$(id -u)" == 0 ]]; then
   scripts/ensure_mariadb.sh
   scripts/ensure_postgres.sh
+  # The status page test drives /status in a headless browser.
+  scripts/ensure_chromium.sh
   # A failure here (e.g. no Debian mirror) must not stop the other tests; the container tests
   # report it themselves.
   scripts/ensure_podman.sh || echo "test.sh: scripts/ensure_podman.sh failed" >&2

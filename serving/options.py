@@ -70,6 +70,7 @@ class ServerOptions:
     per_process_gpu_memory_fraction: float = 0.0
     ssl_config_file: str = ""
     monitoring_config_file: str = ""
+    status_page: bool = True
     enable_model_warmup: bool = True
     num_request_iterations_for_warmup: int = 0
     enable_serialization_as_tensor_content: bool = False
@@ -156,6 +157,9 @@ _HELP = {
     "POST /v1/models/<m>:feedback (tfx-model-server only)",
     "prediction_log_sampling": "share of requests logged: a default and per-model rates, "
     "e.g. 0.01,demo=1.0",
+    "status_page": "serve a self-refreshing status page at /status on the REST port (same TLS "
+    "and auth): versions, labels, split, request rate and latency, live feedback, lineage "
+    "(tfx-model-server only; see docs/status-page.md)",
     "version": "print versions and exit",
     "prefer_tflite_model": "serve <version>/model.tflite with TF Lite when a version has one "
     "(then a version needs no saved_model.pb)",

@@ -37,7 +37,7 @@ from serving.event_loop import run_event_loop
 from serving.grpc_api.health import ReadinessHealth
 from serving.grpc_api.server import GrpcSecurity, build_grpc_server
 from serving.memory import MemoryReturner
-from serving.metadata.services import build_metadata_services
+from serving.metadata.services import build_metadata_services, default_server_id
 from serving.monitoring.config import read_monitoring_config
 from serving.monitoring.metrics import ServingMetrics
 from serving.options import OptionsError, ServerOptions
@@ -53,6 +53,8 @@ from serving.servables.op_libraries import load_op_libraries, parse_op_libraries
 from serving.servables.saved_model import LoadOptions
 from serving.servables.session_config import SessionSettings, build_session_config
 from serving.servables.tflite import TfLiteOptions
+from serving.status.page import StatusPage
+from serving.status.snapshot import StatusSnapshot
 from serving.storage.sources import StorageSources
 
 log = logging.getLogger(__name__)
@@ -207,14 +209,32 @@ class ModelServer:
         return on_state_change
 
     def _metrics(self, options: ServerOptions) -> ServingMetrics | None:
-        if not options.monitoring_config_file:
-            return None
-        settings = read_monitoring_config(options.monitoring_config_file)
-        if not settings.enable:
-            return None
-        if not options.rest_api_port:
-            log.warning("Prometheus metrics are served on the REST port; set --rest_api_port")
-        return ServingMetrics(self._version_states, settings.path)
+        """The metrics registry: exported when the monitoring config enables it, and kept
+        unexported for the status page's request figures when only the page is on."""
+        settings = (
+            read_monitoring_config(options.monitoring_config_file)
+            if options.monitoring_config_file
+            else None
+        )
+        if settings is not None and settings.enable:
+            if not options.rest_api_port:
+                log.warning("Prometheus metrics are served on the REST port; set --rest_api_port")
+            return ServingMetrics(self._version_states, settings.path)
+        if options.status_page and options.rest_api_port:
+            return ServingMetrics(self._version_states, path=None)
+        return None
+
+    def _extra_routes(self) -> tuple:
+        """Routes other parts of the server add to the REST port."""
+        if not self.options.status_page:
+            return ()
+        snapshot = StatusSnapshot(
+            self.core,
+            self.metrics,
+            self.metadata,
+            self.options.metadata_server_id or default_server_id(self.options),
+        )
+        return StatusPage(snapshot).routes()
 
     def _version_states(self):
         for name in self.core.model_names():
@@ -322,6 +342,7 @@ class ModelServer:
                     ).encode(),
                     metadata=self.metadata,
                     memory=self.memory,
+                    extra_routes=self._extra_routes(),
                 ),
             )
             rest = _Uvicorn(

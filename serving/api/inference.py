@@ -109,7 +109,9 @@ class InferenceService:
         else:
             outputs = await self._run(servable.run, signature, inputs, aliases, timeout_ms)
         if self.metrics is not None:
-            self.metrics.record_runtime(handle.model_name, api, time.perf_counter() - start)
+            self.metrics.record_runtime(
+                handle.model_name, handle.version, api, time.perf_counter() - start
+            )
         return outputs
 
     def _counted(self, model: str) -> _RequestCounter | contextlib.nullcontext:

@@ -57,6 +57,7 @@ class VersionRecord:
     error: ServingError | None = None
     servable: object | None = None
     load_seconds: float | None = None
+    loaded_at: float | None = None  # wall-clock time it became AVAILABLE (status page)
     inflight: int = 0
     closing: bool = False
     cond: threading.Condition = field(default_factory=threading.Condition, repr=False)
@@ -164,6 +165,14 @@ class ModelManager:
             latest[row[0]] = row
         return [latest[v] for v in sorted(latest)]
 
+    def records(self) -> list[VersionRecord]:
+        """Every version's record (as ``statuses``, a live one over an ended one), for views
+        that need more than the state: load time and duration (the status page)."""
+        with self._lock:
+            latest = {r.version: r for r in self._ended}
+            latest.update((r.version, r) for r in self._records.values())
+        return [latest[v] for v in sorted(latest)]
+
     def wait_settled(self, timeout: float | None) -> bool:
         """Blocks until the first poll's loads have finished (successfully or not)."""
         return self._settled.wait(timeout)
@@ -238,6 +247,7 @@ class ModelManager:
             self._load_failed(record, exc, time.perf_counter() - started)
             return
         record.load_seconds = time.perf_counter() - started
+        record.loaded_at = time.time()
         with self._lock:
             if self._removed or self._records.get(record.version) is not record:
                 self._closer(servable)

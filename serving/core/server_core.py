@@ -187,6 +187,9 @@ class ServerCore:
                     )
             self._splits = dict(splits)
 
+    def traffic_split(self, name: str) -> TrafficSplit | None:
+        return self._splits.get(name)
+
     def _check_label_moves(self, current: _Model, new: ModelConfig) -> None:
         """TF Serving's label rules for a model that stays in the config.
 

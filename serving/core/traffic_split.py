@@ -51,6 +51,14 @@ class TrafficSplit:
             raise TrafficSplitError(f"Traffic split for model {model}: all weights are zero")
         return cls(tuple(labels), tuple(cumulative))
 
+    def weights(self) -> dict[str, int]:
+        """The split as configured (zero-weight labels dropped), e.g. for the status page."""
+        previous = (0, *self.cumulative[:-1])
+        return {
+            label: total - before
+            for label, total, before in zip(self.labels, self.cumulative, previous, strict=True)
+        }
+
     def choose(self, routing_key: str | None) -> str:
         total = self.cumulative[-1]
         sticky = zlib.crc32(routing_key.encode()) if routing_key else random.randrange(total)

@@ -14,6 +14,7 @@ Metrics exist only when ``--monitoring_config_file`` enables them; otherwise the
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -26,6 +27,16 @@ _LATENCY_US = tuple(round(10 * 1.8**i, 3) for i in range(33))  # request/runtime
 _QUEUING_US = tuple(round(100 * 1.2**i, 3) for i in range(52))  # batching_session queuing latency
 _BATCH_SIZES = tuple(2**i for i in range(14))  # 1 .. 8192 rows
 
+
+@dataclass
+class LatencyTotals:
+    """One histogram child read back: count, sum (µs) and cumulative (upper bound, count)."""
+
+    count: int = 0
+    sum_us: float = 0.0
+    buckets: list[tuple[float, int]] = field(default_factory=list)
+
+
 VersionStates = Callable[[], Iterable[tuple[str, int, str]]]
 
 
@@ -35,9 +46,11 @@ def _name(tf_name: str) -> str:
 
 class ServingMetrics:
     def __init__(
-        self, version_states: VersionStates | None = None, path: str = DEFAULT_PATH
+        self, version_states: VersionStates | None = None, path: str | None = DEFAULT_PATH
     ) -> None:
-        self.path = path  # where the REST front end serves ``exposition()``
+        # Where the REST front end serves ``exposition()``; None when the metrics are kept
+        # only for the status page (no --monitoring_config_file), so nothing is exported.
+        self.path = path
         self.registry = CollectorRegistry(auto_describe=False)
         self._version_states = version_states
         self._children: dict[tuple[int, tuple[str, ...]], Counter | Histogram] = {}
@@ -132,6 +145,14 @@ class ServingMetrics:
             "Polls of a gs:// or s3:// model store.",
             ("model_name",),
         )
+        # Per version (tfx-model-server only; TF Serving's latencies are per model): what the
+        # status page shows as each version's request rate and latency.
+        self._version_runtime = histogram(
+            "/tfx_serving/version_runtime_latency",
+            "Distribution of wall time (in microseconds) of model calls, by model version.",
+            ("model_name", "version"),
+            _LATENCY_US,
+        )
         self._store_poll_requests = Gauge(
             _name("/tfx_serving/storage/last_poll_requests"),
             "HTTP requests the last poll of a model store sent (1 per 1,000 listed objects).",
@@ -157,8 +178,26 @@ class ServingMetrics:
     def record_request_latency(self, model: str, api: str, entrypoint: str, seconds: float) -> None:
         self._child(self._request_latency, model, api, entrypoint).observe(seconds * 1e6)
 
-    def record_runtime(self, model: str, api: str, seconds: float) -> None:
-        self._child(self._runtime_latency, model, api, "TF1").observe(seconds * 1e6)
+    def record_runtime(self, model: str, version: int, api: str, seconds: float) -> None:
+        micros = seconds * 1e6
+        self._child(self._runtime_latency, model, api, "TF1").observe(micros)
+        self._child(self._version_runtime, model, str(version)).observe(micros)
+
+    def version_runtimes(self) -> dict[tuple[str, str], LatencyTotals]:
+        """Per (model, version): calls so far, their summed time and cumulative bucket counts
+        (the status page turns two of these into a rate and a latency)."""
+        totals: dict[tuple[str, str], LatencyTotals] = {}
+        for metric in self._version_runtime.collect():
+            for sample in metric.samples:
+                key = (sample.labels["model_name"], sample.labels["version"])
+                entry = totals.setdefault(key, LatencyTotals())
+                if sample.name.endswith("_count"):
+                    entry.count = int(sample.value)
+                elif sample.name.endswith("_sum"):
+                    entry.sum_us = sample.value
+                elif sample.name.endswith("_bucket"):
+                    entry.buckets.append((float(sample.labels["le"]), int(sample.value)))
+        return totals
 
     # ---------------------------------------------------------------- batching (BatchMetrics)
     def record_input(self, pool: str, rows: int) -> None:

@@ -55,6 +55,28 @@ _PROMETHEUS_HEADERS = [(b"content-type", b"text/plain; version=0.0.4; charset=ut
 _INFERENCE_KINDS = frozenset({"predict", "classify", "regress"})
 
 
+# (path) -> (HTTP status, body, content type)
+ExtraHandler = Callable[[str], Awaitable[tuple[int, bytes, bytes]]]
+
+
+@dataclass(frozen=True)
+class ExtraRoute:
+    """A route another part of the server adds to the REST port (e.g. ``serving.status``).
+
+    ``path`` matches exactly, or every path under it when it ends in ``/``. It is answered
+    behind the same TLS and auth as the API, before TF Serving's URL grammar is consulted.
+    """
+
+    method: str
+    path: str
+    handler: ExtraHandler
+
+    def matches(self, method: str, path: str) -> bool:
+        if method != self.method:
+            return False
+        return path.startswith(self.path) if self.path.endswith("/") else path == self.path
+
+
 @dataclass(frozen=True)
 class RestOptions:
     timeout_ms: int = 30000
@@ -67,6 +89,7 @@ class RestOptions:
     metadata: MetadataServices | None = None  # feedback + lineage (serving.metadata)
     # Shared with the gRPC front end: one account of request memory for the process.
     memory: MemoryPool = field(default_factory=lambda: MemoryPool(MemoryLimits()))
+    extra_routes: tuple[ExtraRoute, ...] = ()
 
 
 def _proto_json(message) -> dict:
@@ -138,6 +161,10 @@ class RestApi:
         if metrics is not None and method == "GET" and raw_path == metrics.path:
             await self._send(send, 200, metrics.exposition(), _PROMETHEUS_HEADERS, False)
             return
+        extra = next((r for r in self._options.extra_routes if r.matches(method, raw_path)), None)
+        if extra is not None:
+            await self._extra(extra, raw_path, send, extra_headers)
+            return
         if not API_PREFIX.match(raw_path):
             await self._send(send, 404, json_body.encode_error(f"Not found: {raw_path}"), [])
             return
@@ -175,6 +202,18 @@ class RestApi:
             latency = time.perf_counter() - start
             metrics.record_request_latency(route.model, route.kind, "REST", latency)
         await self._send(send, status, payload, extra_headers)
+
+    async def _extra(self, route: ExtraRoute, path: str, send: Send, headers: list) -> None:
+        try:
+            status, body, content_type = await route.handler(path)
+        except Exception as exc:  # an error answer, never a dropped connection
+            error = status_error(exc)
+            if not isinstance(exc, ServingError):
+                log.exception("Unexpected error serving GET %s", path)
+            status, body = http_status(error.code), json_body.encode_error(error.message)
+            content_type = b"application/json"
+        headers = [(b"content-type", content_type), *headers]
+        await self._send(send, status, body, headers, content_type=False)
 
     def _model_list(self) -> list[dict]:
         """Every configured model with its version states (TF Serving lacks this: #795)."""

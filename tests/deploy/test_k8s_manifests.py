@@ -587,6 +587,7 @@ def test_gpu_overlay():
 def test_metadata_overlay_reads_the_connection_from_the_secret():
     objects = render(K8S_ROOT / "overlays/metadata")
     container = server_container(objects)
+    assert container["image"] == f"{SERVING_IMAGE}:latest-full"  # the image with the worker
     password = next(v for v in container["env"] if v["name"] == PASSWORD_ENV)
     assert password["valueFrom"]["secretKeyRef"] == {"name": "tfx-serving-mlmd", "key": "password"}
     args, env = server_command_line(objects)

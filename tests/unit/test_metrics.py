@@ -32,7 +32,7 @@ def test_exposition_uses_tf_serving_names_without_client_suffixes():
     metrics.record_request("m", "OK")
     metrics.record_request("m", "INVALID_ARGUMENT")
     metrics.record_request_latency("m", "predict", "REST", 0.002)
-    metrics.record_runtime("m", "Predict", 0.001)
+    metrics.record_runtime("m", 2, "Predict", 0.001)
     metrics.record_input("batch_threads", 3)
     metrics.record_batch("batch_threads", 3, 4, [0.0001, 0.0002])
     metrics.record_warmup("/models/m/2", True, 5, 0.5)
@@ -61,6 +61,19 @@ def test_exposition_uses_tf_serving_names_without_client_suffixes():
     state = 'model_name="m",version="2",state="AVAILABLE"'
     assert values[f"{tf_serving}model_version_state{{{state}}}"] == 1
     assert "_total" not in text and "_created" not in text and "# HELP" not in text
+    assert values[':tfx_serving:version_runtime_latency_count{model_name="m",version="2"}'] == 1
+
+
+def test_version_runtimes_read_back_per_version():
+    metrics = ServingMetrics()
+    metrics.record_runtime("m", 1, "Predict", 0.001)
+    metrics.record_runtime("m", 1, "Classify", 0.003)
+    metrics.record_runtime("m", 2, "Predict", 0.010)
+    totals = metrics.version_runtimes()
+    assert set(totals) == {("m", "1"), ("m", "2")}
+    assert totals[("m", "1")].count == 2
+    assert totals[("m", "1")].sum_us == pytest.approx(4000.0)
+    assert totals[("m", "2")].buckets[-1] == (float("inf"), 1)
 
 
 def test_cpu_host_runs_models_on_cpu():

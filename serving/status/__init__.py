@@ -1,0 +1,1 @@
+"""The status page ``tfx-model-server`` serves on its REST port (``/status``)."""
