@@ -53,6 +53,12 @@ max_enqueued_batches { value: 128 }
 num_batch_threads { value: 1 }
 allowed_batch_sizes: [1, 2, 4, 8, 16, 32, 64, 128]
 """
+# The peers' batching delay (PyTriton's queue delay, MLServer's max_batch_time): gRPC calls
+# reach Python one at a time (grpc.aio accepts one call per completion-queue round trip), so
+# with timeout 0 an idle batch thread runs each alone; see benchmarks/README.md.
+BATCHING_PARAMETERS_1MS = BATCHING_PARAMETERS.replace(
+    "batch_timeout_micros { value: 0 }", "batch_timeout_micros { value: 1000 }"
+)
 TF_PREDICT = "/tensorflow.serving.PredictionService/Predict"
 V2_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
@@ -321,14 +327,19 @@ def build_servers(
     """``python`` runs this project's servers (ours, noop): either stack (benchmarks.stacks)."""
     version_dir = os.path.join(base, "1")
     servers: list[Server] = []
-    batching_file = WORK / "batching.txt"
-    batching_file.write_text(BATCHING_PARAMETERS)
+    batching_files = {
+        "ours-batching": WORK / "batching.txt",
+        "ours-batching-1ms": WORK / "batching-1ms.txt",
+    }
+    batching_files["ours-batching"].write_text(BATCHING_PARAMETERS)
+    batching_files["ours-batching-1ms"].write_text(BATCHING_PARAMETERS_1MS)
     monitoring_file = WORK / "monitoring.txt"
     monitoring_file.write_text("prometheus_config { enable: true }\n")
-    for batching in (True, False):
-        name = "ours-batching" if batching else "ours-no-batching"
+    for name in ("ours-batching", "ours-batching-1ms", "ours-no-batching"):
         if name not in wanted:
             continue
+        batching_file = batching_files.get(name)
+        batching = batching_file is not None
         rest, grpc_port = free_port(), free_port()
         flags = [
             f"--port={grpc_port}",
@@ -358,7 +369,7 @@ def build_servers(
                 ],
                 batch_probe=ours_probe(rest) if batching else None,
                 settings=(
-                    "batching: " + " ".join(BATCHING_PARAMETERS.split())
+                    "batching: " + " ".join(batching_file.read_text().split())
                     if batching
                     else f"no batching; {os.cpu_count() * 4} model threads"
                 )
