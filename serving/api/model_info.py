@@ -19,7 +19,9 @@ def model_status(core: ServerCore, spec: ModelSpec) -> get_model_status_pb2.GetM
         manager = core.manager(spec.name)
     except ServingError:
         raise not_found(f"Could not find any versions of model {spec.name}") from None
-    version = core.resolve_version(spec)
+    # A traffic split picks a version for inference only: without a version or label, status
+    # lists every version, as TF Serving's GetModelStatus does.
+    version = core.resolve_version(spec) if spec.version is not None or spec.label else None
     rows = manager.statuses()
     if version is not None:
         rows = [row for row in rows if row[0] == version]

@@ -93,6 +93,10 @@ def test_labels_split_and_reload(store, tmp_path):
             assert len(seen) == 1
             # gRPC: the same key in metadata picks the same version (reported in model_spec).
             assert _grpc_version(server, key) == seen.pop()
+        # Status is not routed: an unversioned status lists both versions every time (with the
+        # split applied, 30 calls would all name one version with probability 0.8^30 + 0.2^30).
+        for _ in range(30):
+            assert server.available_versions("ab") == [1, 2]
 
         # Reload: add a model while "ab" is under load; nothing may fail.
         failures: list = []
