@@ -26,6 +26,7 @@ from serving.core.model_manager import (
 )
 from serving.core.traffic_split import TrafficSplit
 from serving.errors import Code, ServingError, failed_precondition, invalid_argument
+from serving.servables.servable import Servable
 from serving.storage.bucket_source import BucketVersionSource
 from serving.storage.sources import Source, SourceFactory, StorageSources
 
@@ -53,7 +54,7 @@ class ModelSpec:
 class ServableHandle:
     model_name: str
     version: int
-    servable: object
+    servable: Servable
 
 
 class PinnedServable:

@@ -24,7 +24,6 @@ from tensorflow_serving.apis import (
 from serving import tensor_codec
 from serving.api import model_info
 from serving.api.inference import InferenceService
-from serving.api.signatures import SignatureDef, check_inputs
 from serving.core.traffic_split import DEFAULT_ROUTING_HEADER
 from serving.grpc_api import (
     metadata_value,
@@ -34,6 +33,7 @@ from serving.grpc_api import (
     set_model_spec,
     timeout_ms,
 )
+from serving.servables.signatures import SignatureDef, check_inputs
 
 Context = grpc.aio.ServicerContext
 

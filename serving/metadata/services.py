@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from serving.core.model_manager import VersionRecord
 from serving.errors import (
     ConfigError,
     failed_precondition,
@@ -25,8 +27,10 @@ from serving.metadata.config import MetadataConfigError, parse_connection
 from serving.metadata.feedback import FeedbackService
 from serving.metadata.prediction_log import PredictionLogger
 from serving.metadata.reporter import MetadataReporter
+from serving.metadata.rest_routes import feedback_route, lineage_route
 from serving.metadata.sampling import parse_sampling
 from serving.metadata.worker_python import check_worker_python, worker_python
+from serving.rest.app import ExtraRoute
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,24 @@ class MetadataServices:
             self.logger.close()
         if self.reporter is not None:
             self.reporter.close()
+
+    def rest_routes(self) -> tuple[ExtraRoute, ...]:
+        """What this plug-in adds to the REST port: feedback with ``--prediction_log_dir``,
+        lineage with ``--metadata_connection``."""
+        routes = []
+        if self.feedback is not None:
+            routes.append(feedback_route(self.feedback))
+        if self.reporter is not None:
+            routes.append(lineage_route(self.lineage))
+        return tuple(routes)
+
+    def inference_observers(self) -> tuple[PredictionLogger, ...]:
+        """Told of every successful inference (``serving.api.inference.InferenceObserver``)."""
+        return (self.logger,) if self.logger is not None else ()
+
+    def state_observers(self) -> tuple[Callable[[str, VersionRecord], None], ...]:
+        """Told of every version state change (``ServerCore``'s ``on_state_change``)."""
+        return (self.reporter.on_state_change,) if self.reporter is not None else ()
 
     async def lineage(self, request: dict[str, Any]) -> Any:
         if self.reporter is None:

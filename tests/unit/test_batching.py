@@ -62,9 +62,16 @@ def _servable(model: FakeModel, **config) -> tuple[BatchingServable, BatchSchedu
     return BatchingServable(model, scheduler, BatchingConfig(**config)), scheduler
 
 
+async def _no_offload(fn, *args):
+    """The batching wrapper waits for its batch without the caller's thread pool."""
+    raise AssertionError("a batched call must not be offloaded to the caller's threads")
+
+
 async def _predict(servable: BatchingServable, x, timeout_ms: int = 0):
     signature = servable.signatures["serving_default"]
-    return await servable.run_async(signature, {"x": np.asarray(x)}, ["y", "n"], timeout_ms)
+    return await servable.run_async(
+        signature, {"x": np.asarray(x)}, ["y", "n"], timeout_ms, _no_offload
+    )
 
 
 async def _after_first_batch_started(model: FakeModel, servable, first, *others):
@@ -302,7 +309,7 @@ def test_close_removes_queues_and_closes_the_model():
 
 
 def test_per_model_parameters_come_from_the_version_directory(tmp_path):
-    from serving.servables.loader import BatchingSetup
+    from serving.batching.servable import BatchingSetup
 
     scheduler = BatchScheduler(num_threads=1)
     setup = BatchingSetup(scheduler, BatchingConfig(max_batch_size=64), per_model=True)
@@ -330,7 +337,9 @@ def test_a_full_batch_wakes_the_batch_thread_without_waiting_for_the_event_loop(
         model.started.clear()
         signature = servable.signatures["serving_default"]
         futures = [
-            asyncio.ensure_future(servable.run_async(signature, {"x": np.asarray([x])}, ["y"]))
+            asyncio.ensure_future(
+                servable.run_async(signature, {"x": np.asarray([x])}, ["y"], 0, _no_offload)
+            )
             for x in (1.0, 2.0)
         ]
         await asyncio.sleep(0)  # both scheduled: the batch of two is full
