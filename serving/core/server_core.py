@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -306,6 +307,42 @@ class ServerCore:
 
     def manager(self, name: str) -> ModelManager:
         return self._get(name, None).manager
+
+    def wait_until_available(self, names: Sequence[str], deadline: float) -> None:
+        """Blocks until each model settles or ``deadline`` (``time.monotonic()``) passes; then
+        UNKNOWN, as TF Serving's ServerCore::WaitUntilModelsAvailable, listing the models left
+        without an AVAILABLE version and why. A model removed meanwhile is not waited for."""
+        problems = [problem for name in names if (problem := self._unavailable(name, deadline))]
+        if problems:
+            raise ServingError(
+                Code.UNKNOWN,
+                f"{len(problems)} model(s) did not become available: {{{', '.join(problems)}}}",
+            )
+
+    def _unavailable(self, name: str, deadline: float) -> str | None:
+        """Why ``name`` has no AVAILABLE version once settled (or at the deadline), else None."""
+        with self._lock:
+            model = self._models.get(name)
+        if model is None:
+            return None  # removed again by a newer config
+        manager = model.manager
+        settled = manager.wait_settled(max(0.0, deadline - time.monotonic()))
+        if manager.latest_version() is not None:
+            return None
+        rows = manager.statuses()
+        errors = [
+            f"{{name: {name} version: {version}}} due to error: {error.code.name}: {error.message}"
+            for version, _, error in rows
+            if error is not None
+        ]
+        if errors:
+            return "{" + "; ".join(errors) + "}"
+        if rows:
+            states = ", ".join(f"version {version} {state.name}" for version, state, _ in rows)
+            return f"{{name: {name}: {states}}}"
+        if settled:
+            return f"{{name: {name}: no versions found under {model.config.base_path}}}"
+        return f"{{name: {name}: no version discovered before the deadline}}"
 
     def resolve_version(self, spec: ModelSpec) -> int | None:
         """The version number a spec names (a label resolved), or None for "latest"."""

@@ -46,6 +46,9 @@ def grpc_status(error: ServingError) -> tuple[grpc.StatusCode, str]:
 def rpc(method: Handler) -> Handler:
     """Wraps a servicer method so every failure ends the call with a status, never a crash.
 
+    It starts the call's :class:`~serving.api.request_context.RequestContext` (request id,
+    latency), reading ``metrics`` from the servicer when it has them.
+
     A ``ServingError`` keeps its code and message; anything else is a server bug, logged with
     its traceback and reported as INTERNAL. Cancellation (``asyncio.CancelledError``) passes.
     """
@@ -53,8 +56,9 @@ def rpc(method: Handler) -> Handler:
     @functools.wraps(method)
     async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Response:
         # The caller's x-request-id (or a new one) joins prediction logs and feedback.
-        rid = request_context.bind(metadata_value(context, request_context.HEADER))
-        context.set_trailing_metadata(((request_context.HEADER, rid),))
+        client_id = metadata_value(context, request_context.HEADER)
+        call = request_context.begin("GRPC", client_id, getattr(self, "metrics", None))
+        context.set_trailing_metadata(((request_context.HEADER, call.request_id),))
         try:
             return await method(self, request, context)
         except ServingError as exc:

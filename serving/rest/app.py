@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -147,7 +146,7 @@ class RestApi:
         headers = dict(scope["headers"])
         extra_headers = list(_CORS_HEADERS) if self._options.enable_cors else []
         authenticator = self._options.authenticator
-        if authenticator.enabled and method != "OPTIONS" and not authenticator.exempt(raw_path):
+        if method != "OPTIONS" and request_context.needs_token(authenticator, raw_path):
             reason = authenticator.check(headers.get(b"authorization"))
             if reason is not None:
                 challenge = [(b"www-authenticate", b"Bearer")]
@@ -170,9 +169,9 @@ class RestApi:
             ok = origin.startswith((b"http://", b"https://"))
             await self._send(send, 200 if ok else 400, b"", extra_headers, content_type=False)
             return
-        rid = request_context.bind(headers.get(request_context.HEADER_BYTES, b"").decode("latin-1"))
-        extra_headers.append((request_context.HEADER_BYTES, rid.encode()))
-        start = time.perf_counter()
+        client_id = headers.get(request_context.HEADER_BYTES, b"").decode("latin-1")
+        call = request_context.begin("REST", client_id, metrics)
+        extra_headers.append((request_context.HEADER_BYTES, call.request_id.encode()))
         route = None
         json_reply = True
         with self._options.memory.request():
@@ -206,15 +205,8 @@ class RestApi:
                 if not json_reply:
                     extra_headers.pop()
                     json_reply = True
-        # Successful calls only, as TF Serving records request_latency.
-        if (
-            metrics is not None
-            and status == 200
-            and route is not None
-            and route.kind in _INFERENCE_KINDS
-        ):
-            latency = time.perf_counter() - start
-            metrics.record_request_latency(route.model, route.kind, "REST", latency)
+        if status == 200 and route is not None and route.kind in _INFERENCE_KINDS:
+            call.succeeded(route.model, route.kind)  # successful calls only, as TF Serving
         await self._send(send, status, payload, extra_headers, json_reply)
 
     def _extra_route(self, method: str, raw_path: str) -> tuple[ExtraRoute, re.Match] | None:
