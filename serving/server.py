@@ -153,8 +153,7 @@ class ModelServer:
             self.metrics,
         )
         self.core = ServerCore(
-            loader_factory=lambda _model_config: loader,
-            closer=lambda servable: servable.close(),
+            loader=loader,
             poll_wait_seconds=options.file_system_poll_wait_seconds,
             num_load_threads=options.num_load_threads,
             retry=RetryPolicy(

@@ -84,9 +84,6 @@ class _Model:
 StateHook = Callable[[str, VersionRecord], None]
 
 
-LoaderFactory = Callable[[ModelConfig], Callable[[str], object]]
-
-
 def validate_config(config: ModelServerConfig) -> None:
     """TF Serving's config checks, with its messages."""
     if config.WhichOneof("config") != "model_config_list":
@@ -118,8 +115,7 @@ def validate_config(config: ModelServerConfig) -> None:
 class ServerCore:
     def __init__(
         self,
-        loader_factory: LoaderFactory,
-        closer: Callable[[object], None],
+        loader: Loader,
         poll_wait_seconds: float = 1.0,
         num_load_threads: int = 0,
         retry: RetryPolicy | None = None,
@@ -127,15 +123,16 @@ class ServerCore:
         allow_labels_for_unavailable_versions: bool = False,
         source_factory: SourceFactory | None = None,
     ) -> None:
-        """``source_factory`` makes each model's version source; the server's
+        """``loader`` turns a version's path into its :class:`Servable` (the server's is
+        :class:`serving.servables.loader.ServableLoader`); ``source_factory`` makes each
+        model's version source; the server's
         (:class:`StorageSources`) carries the bucket cache dir, the metrics and
         ``--prefer_tflite_model``. The default polls local directories and buckets for
         SavedModel versions."""
         self._source_factory = source_factory or StorageSources()
         self._allow_unavailable_labels = allow_labels_for_unavailable_versions
         self._splits: dict[str, TrafficSplit] = {}
-        self._loader_factory = loader_factory
-        self._closer = closer
+        self._loader = loader
         self._poll_wait = poll_wait_seconds
         self._retry = retry or RetryPolicy()
         self._on_state_change = on_state_change
@@ -214,7 +211,7 @@ class ServerCore:
 
     def _new_model(self, config: ModelConfig) -> _Model:
         source = self._source_factory(config.name, config.base_path)
-        loader = self._loader_factory(config)
+        loader = self._loader
         on_state_change = self._on_state_change
         if isinstance(source, BucketVersionSource):
             loader = _fetch_then_load(source, loader)
@@ -223,7 +220,7 @@ class ServerCore:
             config.name,
             config.model_version_policy,
             loader,
-            self._closer,
+            _close,
             self._load_executor,
             self._retry,
             on_state_change,
@@ -372,6 +369,10 @@ class ServerCore:
         pin = self._get(spec.name, version).manager.handle(version)
         record = pin.record
         return PinnedServable(ServableHandle(spec.name, record.version, record.servable), pin)
+
+
+def _close(servable: Servable) -> None:
+    servable.close()
 
 
 def _fetch_then_load(source: BucketVersionSource, loader: Loader) -> Loader:
