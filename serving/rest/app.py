@@ -35,7 +35,8 @@ Scope = dict
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
-_JSON_HEADERS = [(b"content-type", b"application/json")]
+_JSON_TYPE = b"application/json"
+_JSON_HEADERS = [(b"content-type", _JSON_TYPE)]
 _CORS_HEADERS = [
     (b"access-control-allow-origin", b"*"),
     (b"access-control-allow-methods", b"POST, GET"),
@@ -63,7 +64,7 @@ class ExtraRoute:
     method: str
     pattern: re.Pattern[str]
     handler: Callable[[re.Match[str], bytes], Awaitable[bytes]]
-    content_type: bytes = b"application/json"
+    content_type: bytes = _JSON_TYPE
 
 
 # Route kinds of this server's URL grammar that only a plug-in answers, and what turns it on.
@@ -173,7 +174,7 @@ class RestApi:
         call = request_context.begin("REST", client_id, metrics)
         extra_headers.append((request_context.HEADER_BYTES, call.request_id.encode()))
         route = None
-        json_reply = True
+        reply_type = _JSON_TYPE
         with self._options.memory.request():
             try:
                 body = await self._read_body(receive, headers) if method == "POST" else b""
@@ -182,9 +183,7 @@ class RestApi:
                     extra_route, match = extra
                     inflated = _decompress(body, encoding, *self._inflate_limit())
                     payload, version = await extra_route.handler(match, inflated), None
-                    if extra_route.content_type != _JSON_HEADERS[0][1]:
-                        json_reply = False
-                        extra_headers.append((b"content-type", extra_route.content_type))
+                    reply_type = extra_route.content_type
                 else:
                     route = parse_route(method, raw_path)
                     routing_key = headers.get(self._options.routing_header)
@@ -202,12 +201,12 @@ class RestApi:
                     log.exception("Unexpected error serving %s %s", method, raw_path)
                 status = 413 if isinstance(error, RequestTooLarge) else http_status(error.code)
                 payload = json_body.encode_error(error.message)
-                if not json_reply:
-                    extra_headers.pop()
-                    json_reply = True
+                reply_type = _JSON_TYPE
         if status == 200 and route is not None and route.kind in _INFERENCE_KINDS:
             call.succeeded(route.model, route.kind)  # successful calls only, as TF Serving
-        await self._send(send, status, payload, extra_headers, json_reply)
+        if reply_type != _JSON_TYPE:
+            extra_headers.append((b"content-type", reply_type))
+        await self._send(send, status, payload, extra_headers, reply_type == _JSON_TYPE)
 
     def _extra_route(self, method: str, raw_path: str) -> tuple[ExtraRoute, re.Match] | None:
         for route in self._options.extra_routes:
