@@ -60,9 +60,9 @@ from serving.storage.object_store import (
     ObjectStore,
     PreconditionFailed,
     StoreLocation,
-    open_store,
     parse_location,
 )
+from serving.storage.stores import open_store
 
 _MAX_CLAIM_ATTEMPTS = 100
 MARKER_FORMAT_VERSION = 1

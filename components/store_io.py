@@ -27,9 +27,9 @@ from serving.storage.object_store import (
     StoreLocation,
     StoreObject,
     is_bucket_uri,
-    open_store,
     parse_location,
 )
+from serving.storage.stores import open_store
 
 __all__ = ["is_bucket_uri"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 from dataclasses import dataclass, fields
 
 from serving.errors import ConfigError
@@ -96,6 +97,13 @@ class ServerOptions:
     prediction_log_dir: str = ""
     prediction_log_sampling: str = "0.01"
     version: bool = False
+
+    def server_id(self) -> str:
+        """The name this server reports under (MLMD, the status page): ``--metadata_server_id``,
+        else host and port, which stays stable across restarts of the same deployment."""
+        if self.metadata_server_id:
+            return self.metadata_server_id
+        return f"{socket.gethostname()}:{self.rest_api_port or self.port}"
 
 
 _HELP = {

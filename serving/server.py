@@ -17,7 +17,7 @@ import ssl
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 
 import grpc
@@ -28,6 +28,7 @@ from serving import heap
 from serving.api.inference import InferenceService
 from serving.batching.params import BatchingConfig, read_batching_parameters
 from serving.batching.scheduler import BatchScheduler
+from serving.batching.servable import BatchingSetup
 from serving.config_file import ConfigFileWatcher, read_model_config
 from serving.core.model_manager import RetryPolicy, VersionRecord
 from serving.core.server_core import ServerCore
@@ -37,24 +38,21 @@ from serving.event_loop import run_event_loop
 from serving.grpc_api.health import ReadinessHealth
 from serving.grpc_api.server import GrpcSecurity, build_grpc_server
 from serving.memory import MemoryReturner
-from serving.metadata.services import build_metadata_services, default_server_id
 from serving.monitoring.config import read_monitoring_config
 from serving.monitoring.metrics import ServingMetrics
 from serving.options import OptionsError, ServerOptions
 from serving.request_limits import MemoryLimits, MemoryPool
-from serving.rest.app import RestApi, RestOptions
+from serving.rest.app import ExtraRoute, RestApi, RestOptions
 from serving.rest.connection import ConnectionLimits, protocol_factory
 from serving.rest.listener import RestListener, bind_sockets, connection_limit
 from serving.security.auth import TokenAuthenticator, load_tokens
 from serving.security.ssl_config import read_ssl_config, write_pem_files
 from serving.servables.devices import configure_devices
-from serving.servables.loader import BatchingSetup, ServableLoader
+from serving.servables.loader import ServableLoader
 from serving.servables.op_libraries import load_op_libraries, parse_op_libraries
 from serving.servables.saved_model import LoadOptions
 from serving.servables.session_config import SessionSettings, build_session_config
 from serving.servables.tflite import TfLiteOptions
-from serving.status.page import StatusPage
-from serving.status.snapshot import StatusSnapshot
 from serving.storage.sources import StorageSources
 
 log = logging.getLogger(__name__)
@@ -71,6 +69,17 @@ def model_config_from_flags(options: ServerOptions) -> model_server_config_pb2.M
     model.base_path = base if "://" in base else os.path.abspath(base)
     model.model_platform = "tensorflow"
     return config
+
+
+def _metadata_plugin(options: ServerOptions):
+    """``serving.metadata`` (MLMD reports, prediction logs, feedback, lineage) is a plug-in:
+    imported only when a flag asks for it, and wired in through the seams the core and the
+    front ends expose (state and inference observers, extra REST routes)."""
+    if not options.metadata_connection and not options.prediction_log_dir:
+        return None
+    from serving.metadata.services import build_metadata_services
+
+    return build_metadata_services(options)
 
 
 class _Uvicorn(uvicorn.Server):
@@ -135,8 +144,7 @@ class ModelServer:
         configure_devices(options.per_process_gpu_memory_fraction)
         self.metrics = self._metrics(options)
         self.batching = self._batching(options)
-        self.metadata = build_metadata_services(options)
-        reporter = self.metadata.reporter if self.metadata else None
+        self.metadata = _metadata_plugin(options)
         loader = ServableLoader(
             load_options,
             self.batching,
@@ -145,8 +153,7 @@ class ModelServer:
             self.metrics,
         )
         self.core = ServerCore(
-            loader_factory=lambda _model_config: loader,
-            closer=lambda servable: servable.close(),
+            loader=loader,
             poll_wait_seconds=options.file_system_poll_wait_seconds,
             num_load_threads=options.num_load_threads,
             retry=RetryPolicy(
@@ -155,7 +162,9 @@ class ModelServer:
             allow_labels_for_unavailable_versions=(
                 options.allow_version_labels_for_unavailable_models
             ),
-            on_state_change=self._state_hooks(reporter),
+            on_state_change=self._state_hooks(
+                self.metadata.state_observers() if self.metadata else ()
+            ),
             source_factory=StorageSources(
                 options.model_cache_dir, self.metrics, accept_tflite=options.prefer_tflite_model
             ),
@@ -181,10 +190,12 @@ class ModelServer:
         )
         threads = options.rest_api_num_threads or 4 * (os.cpu_count() or 1)
         self.service = InferenceService(
-            self.core, threads, options.max_queued_requests, self.metrics
+            self.core,
+            threads,
+            options.max_queued_requests,
+            self.metrics,
+            observers=self.metadata.inference_observers() if self.metadata else (),
         )
-        if self.metadata is not None:
-            self.service.prediction_log = self.metadata.logger
         # One account of request memory for both front ends (serving.request_limits); a
         # request that held much of it hands the freed memory back to the OS (serving.memory).
         self.memory_returner = MemoryReturner()
@@ -195,12 +206,13 @@ class ModelServer:
         self._stopping: asyncio.Event | None = None
         self._stop_requested = threading.Event()
 
-    def _state_hooks(self, reporter) -> Callable[[str, VersionRecord], None]:
-        """Version state changes go to the heap settler and, when on, the MLMD reporter."""
+    def _state_hooks(
+        self, observers: Sequence[Callable[[str, VersionRecord], None]]
+    ) -> Callable[[str, VersionRecord], None]:
+        """Version state changes go to the heap settler and the plug-ins' observers (the MLMD
+        reporter, when on)."""
         self._heap = heap.HeapSettler()
-        hooks = [self._heap.on_state_change]
-        if reporter is not None:
-            hooks.append(reporter.on_state_change)
+        hooks = [self._heap.on_state_change, *observers]
 
         def on_state_change(model: str, record: VersionRecord) -> None:
             for hook in hooks:
@@ -224,17 +236,17 @@ class ModelServer:
             return ServingMetrics(self._version_states, path=None)
         return None
 
-    def _extra_routes(self) -> tuple:
-        """Routes other parts of the server add to the REST port."""
+    def _extra_routes(self) -> tuple[ExtraRoute, ...]:
+        """What the plug-ins add to the REST port: the metadata plug-in's feedback and lineage
+        routes, and the status page (``--status_page``, on by default)."""
+        routes = self.metadata.rest_routes() if self.metadata else ()
         if not self.options.status_page:
-            return ()
-        snapshot = StatusSnapshot(
-            self.core,
-            self.metrics,
-            self.metadata,
-            self.options.metadata_server_id or default_server_id(self.options),
-        )
-        return StatusPage(snapshot).routes()
+            return routes
+        from serving.status.page import StatusPage  # plug-in: imported when the flag asks
+        from serving.status.snapshot import StatusSnapshot
+
+        snapshot = StatusSnapshot(self.core, self.metrics, self.metadata, self.options.server_id())
+        return (*routes, *StatusPage(snapshot).routes())
 
     def _version_states(self):
         for name in self.core.model_names():
@@ -340,9 +352,8 @@ class ModelServer:
                     routing_header=(
                         self.traffic.routing_header if self.traffic else DEFAULT_ROUTING_HEADER
                     ).encode(),
-                    metadata=self.metadata,
-                    memory=self.memory,
                     extra_routes=self._extra_routes(),
+                    memory=self.memory,
                 ),
             )
             rest = _Uvicorn(

@@ -14,12 +14,13 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.types.system_executions import Process
 
 from components.exporter import executor, signatures
-
-EXPORTED_MODEL_KEY = "exported_model"
-NUM_WARMUP_EXAMPLES_KEY = "num_warmup_examples"
-WARMUP_SPLIT_KEY = "warmup_split"
-CLASSIFICATION_KEY = executor.CLASSIFICATION_KEY
-CLASS_LABELS_KEY = executor.CLASS_LABELS_KEY
+from components.exporter.keys import (
+    CLASS_LABELS_KEY,
+    CLASSIFICATION_KEY,
+    EXPORTED_MODEL_KEY,
+    NUM_WARMUP_EXAMPLES_KEY,
+    WARMUP_SPLIT_KEY,
+)
 
 
 class ExporterSpec(types.ComponentSpec):

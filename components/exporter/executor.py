@@ -17,17 +17,21 @@ from tfx.utils import io_utils, path_utils
 
 from components import serving_requests, store_io
 from components.exporter import activations, signatures, transform
+from components.exporter.keys import (
+    CLASS_LABELS_KEY,
+    CLASSIFICATION_KEY,
+    EXPORTED_MODEL_KEY,
+    MANIFEST_DIGEST_KEY,
+    NUM_WARMUP_EXAMPLES_KEY,
+    SIGNATURE_NAMES_KEY,
+    SIGNATURES_KEY,
+    TRANSFORM_EMBEDDED_KEY,
+    WARMUP_REQUESTS_KEY,
+    WARMUP_SPLIT_KEY,
+)
 from components.manifest import build_manifest, manifest_path_for
 from components.summary import log_summary
 
-EXPORTED_MODEL_KEY = "exported_model"
-SIGNATURE_NAMES_KEY = "signature_names"
-SIGNATURES_KEY = "signatures"
-WARMUP_REQUESTS_KEY = "warmup_requests"
-MANIFEST_DIGEST_KEY = "manifest_digest"
-TRANSFORM_EMBEDDED_KEY = "transform_embedded"
-CLASSIFICATION_KEY = "classification"
-CLASS_LABELS_KEY = "class_labels"
 _DEFAULT_NUM_WARMUP_EXAMPLES = 1
 
 
@@ -87,13 +91,13 @@ class Executor(base_executor.BaseExecutor):
         target_defs = serving_requests.load_signature_defs(target)
         servable = sorted(n for n in target_defs if n not in plan.unusable)
 
-        num_warmup = exec_properties.get("num_warmup_examples")
+        num_warmup = exec_properties.get(NUM_WARMUP_EXAMPLES_KEY)
         num_warmup = _DEFAULT_NUM_WARMUP_EXAMPLES if num_warmup is None else int(num_warmup)
         warmup_count = 0
         if input_dict.get(stock.EXAMPLES_KEY) and num_warmup > 0:
             examples = serving_requests.read_examples(
                 artifact_utils.get_single_instance(input_dict[stock.EXAMPLES_KEY]),
-                exec_properties.get("warmup_split"),
+                exec_properties.get(WARMUP_SPLIT_KEY),
                 num_warmup,
             )
             try:

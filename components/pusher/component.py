@@ -15,9 +15,7 @@ from tfx.types.system_executions import Deploy
 from tfx.utils import json_utils
 
 from components.pusher import executor
-
-KEEP_LAST_VERSIONS_KEY = "keep_last_versions"
-STALE_INCOMING_SECONDS_KEY = "stale_incoming_seconds"
+from components.pusher.keys import KEEP_LAST_VERSIONS_KEY, STALE_INCOMING_SECONDS_KEY
 
 
 class PusherSpec(types.ComponentSpec):

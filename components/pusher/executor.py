@@ -29,15 +29,13 @@ from tfx.utils import path_utils, proto_utils
 from components import store_io
 from components.manifest import MANIFEST_FILENAME, Manifest, build_manifest, manifest_path_for
 from components.model_store import DEFAULT_STALE_INCOMING_SECONDS, open_model_store
+from components.pusher.keys import (
+    KEEP_LAST_VERSIONS_KEY,
+    MANIFEST_DIGEST_KEY,
+    PUSHED_AT_KEY,
+    STALE_INCOMING_SECONDS_KEY,
+)
 from components.summary import log_summary
-
-PUSHED_KEY = "pushed"
-PUSHED_DESTINATION_KEY = "pushed_destination"
-PUSHED_VERSION_KEY = "pushed_version"
-PUSHED_AT_KEY = "pushed_at"
-MANIFEST_DIGEST_KEY = "manifest_digest"
-_KEEP_LAST_VERSIONS_KEY = "keep_last_versions"
-_STALE_INCOMING_SECONDS_KEY = "stale_incoming_seconds"
 
 _Versioning = pusher_pb2.Versioning
 PUSH_DESTINATION_REQUIRED = (
@@ -69,7 +67,7 @@ class Executor(stock_executor.Executor):
         # Written before publishing so nothing can fail between "version visible" and
         # "execution succeeded": a live version always has a complete PushedModel record.
         manifest.write(posixpath.join(pushed_model.uri, MANIFEST_FILENAME))
-        stale = exec_properties.get(_STALE_INCOMING_SECONDS_KEY)
+        stale = exec_properties.get(STALE_INCOMING_SECONDS_KEY)
         published = store.publish(
             model_path,
             manifest,
@@ -82,7 +80,7 @@ class Executor(stock_executor.Executor):
         )
         pushed_model.set_int_custom_property(PUSHED_AT_KEY, int(time.time()))
         pushed_model.set_string_custom_property(MANIFEST_DIGEST_KEY, published.manifest_digest)
-        keep_last = exec_properties.get(_KEEP_LAST_VERSIONS_KEY)
+        keep_last = exec_properties.get(KEEP_LAST_VERSIONS_KEY)
         removed = store.retain(int(keep_last)) if keep_last else []
         kept = store.versions()
         policy = f"keep_last_versions={keep_last}" if keep_last else "no keep_last_versions"

@@ -3,8 +3,9 @@
 Model calls run in a thread pool (TF releases the GIL while it computes), so the asyncio event
 loop that serves HTTP and gRPC keeps accepting requests. The number of calls waiting for a
 thread is bounded: past the bound a request fails fast with UNAVAILABLE (HTTP 503) instead of
-queueing without limit and timing out everyone. A version loaded with batching is awaited
-instead (``BatchingServable.run_async``): its batch scheduler has its own threads and bound.
+queueing without limit and timing out everyone. The core hands that pool to the servable
+(``Servable.run_async``'s ``offload``) and never asks what the servable is: a batched version
+waits for its batch without using it, as its scheduler has its own threads and bound.
 """
 
 from __future__ import annotations
@@ -16,26 +17,22 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
 
-from serving.api import examples
-from serving.api.signatures import (
+from serving.core.server_core import ModelSpec, ServableHandle, ServerCore
+from serving.errors import Code, ServingError, invalid_argument, unavailable, unimplemented
+from serving.monitoring.metrics import ServingMetrics
+from serving.servables import examples
+from serving.servables.signatures import (
     SignatureDef,
     check_inputs,
     find_signature,
     output_aliases,
     signature_or_default,
 )
-from serving.batching.servable import BatchingServable
-from serving.core.server_core import ModelSpec, ServableHandle, ServerCore
-from serving.errors import Code, ServingError, invalid_argument, unavailable, unimplemented
-from serving.monitoring.metrics import ServingMetrics
-
-if TYPE_CHECKING:
-    from serving.metadata.prediction_log import PredictionLogger
 
 
 @dataclass(frozen=True)
@@ -59,19 +56,31 @@ ResultProto = TypeVar(
 InputDecoder = Callable[[SignatureDef], Mapping[str, np.ndarray]]
 
 
-class InferenceService:
-    # Set by the server when --prediction_log_dir is given (serving.metadata.prediction_log).
-    prediction_log: PredictionLogger | None = None
+class InferenceObserver(Protocol):
+    """Told of every successful Predict / Classify / Regress, on the request path (so it must
+    stay cheap: the prediction logger only enqueues). The seam plug-ins such as
+    ``serving.metadata`` use instead of the core knowing them."""
 
+    def on_inference(
+        self, kind: str, spec: ResolvedSpec, request: object, response: object
+    ) -> None:
+        """``kind``: predict/classify/regress; ``request``: the decoded inputs (a dict of
+        arrays) or the ``Input`` proto; ``response``: the outputs or the result proto."""
+        ...
+
+
+class InferenceService:
     def __init__(
         self,
         core: ServerCore,
         num_threads: int,
         max_queued: int,
         metrics: ServingMetrics | None = None,
+        observers: Sequence[InferenceObserver] = (),
     ) -> None:
         self.core = core
         self.metrics = metrics
+        self._observers = tuple(observers)
         self._pool = ThreadPoolExecutor(max_workers=num_threads, thread_name_prefix="infer")
         self._num_threads = num_threads
         self._max_queued = max_queued
@@ -101,13 +110,9 @@ class InferenceService:
         aliases: Sequence[str],
         timeout_ms: int,
     ) -> dict[str, np.ndarray]:
-        """The model call both front ends share: through the batcher when the version has one."""
-        servable = handle.servable
+        """The model call both front ends share, timed as TF Serving's runtime_latency."""
         start = time.perf_counter()
-        if isinstance(servable, BatchingServable):
-            outputs = await servable.run_async(signature, inputs, aliases, timeout_ms)
-        else:
-            outputs = await self._run(servable.run, signature, inputs, aliases, timeout_ms)
+        outputs = await handle.servable.run_async(signature, inputs, aliases, timeout_ms, self._run)
         if self.metrics is not None:
             self.metrics.record_runtime(
                 handle.model_name, handle.version, api, time.perf_counter() - start
@@ -139,8 +144,8 @@ class InferenceService:
                 handle, "Predict", signature, inputs, aliases, timeout_ms
             )
             resolved = self._resolved(handle, spec)
-            if self.prediction_log is not None:
-                self.prediction_log.record("predict", resolved, inputs, outputs)
+            for observer in self._observers:
+                observer.on_inference("predict", resolved, inputs, outputs)
             return PredictResult(resolved, outputs)
 
     # ------------------------------------------------------------------ classify / regress
@@ -183,8 +188,8 @@ class InferenceService:
                 handle, api, signature, {alias: batch}, fetch, timeout_ms
             )
             resolved, answer = self._resolved(handle, spec), result(outputs, len(batch))
-            if self.prediction_log is not None:
-                self.prediction_log.record(api.lower(), resolved, inp, answer)
+            for observer in self._observers:
+                observer.on_inference(api.lower(), resolved, inp, answer)
             return resolved, answer
 
     # ------------------------------------------------------------------ multi-inference

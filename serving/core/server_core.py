@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ from serving.core.model_manager import (
 )
 from serving.core.traffic_split import TrafficSplit
 from serving.errors import Code, ServingError, failed_precondition, invalid_argument
+from serving.servables.servable import Servable
 from serving.storage.bucket_source import BucketVersionSource
 from serving.storage.sources import Source, SourceFactory, StorageSources
 
@@ -53,7 +55,7 @@ class ModelSpec:
 class ServableHandle:
     model_name: str
     version: int
-    servable: object
+    servable: Servable
 
 
 class PinnedServable:
@@ -80,9 +82,6 @@ class _Model:
 
 
 StateHook = Callable[[str, VersionRecord], None]
-
-
-LoaderFactory = Callable[[ModelConfig], Callable[[str], object]]
 
 
 def validate_config(config: ModelServerConfig) -> None:
@@ -116,8 +115,7 @@ def validate_config(config: ModelServerConfig) -> None:
 class ServerCore:
     def __init__(
         self,
-        loader_factory: LoaderFactory,
-        closer: Callable[[object], None],
+        loader: Loader,
         poll_wait_seconds: float = 1.0,
         num_load_threads: int = 0,
         retry: RetryPolicy | None = None,
@@ -125,15 +123,16 @@ class ServerCore:
         allow_labels_for_unavailable_versions: bool = False,
         source_factory: SourceFactory | None = None,
     ) -> None:
-        """``source_factory`` makes each model's version source; the server's
+        """``loader`` turns a version's path into its :class:`Servable` (the server's is
+        :class:`serving.servables.loader.ServableLoader`); ``source_factory`` makes each
+        model's version source; the server's
         (:class:`StorageSources`) carries the bucket cache dir, the metrics and
         ``--prefer_tflite_model``. The default polls local directories and buckets for
         SavedModel versions."""
         self._source_factory = source_factory or StorageSources()
         self._allow_unavailable_labels = allow_labels_for_unavailable_versions
         self._splits: dict[str, TrafficSplit] = {}
-        self._loader_factory = loader_factory
-        self._closer = closer
+        self._loader = loader
         self._poll_wait = poll_wait_seconds
         self._retry = retry or RetryPolicy()
         self._on_state_change = on_state_change
@@ -215,7 +214,7 @@ class ServerCore:
 
     def _new_model(self, config: ModelConfig) -> _Model:
         source = self._source_factory(config.name, config.base_path)
-        loader = self._loader_factory(config)
+        loader = self._loader
         on_state_change = self._on_state_change
         if isinstance(source, BucketVersionSource):
             loader = _fetch_then_load(source, loader)
@@ -224,7 +223,7 @@ class ServerCore:
             config.name,
             config.model_version_policy,
             loader,
-            self._closer,
+            _close,
             self._load_executor,
             self._retry,
             on_state_change,
@@ -309,6 +308,42 @@ class ServerCore:
     def manager(self, name: str) -> ModelManager:
         return self._get(name, None).manager
 
+    def wait_until_available(self, names: Sequence[str], deadline: float) -> None:
+        """Blocks until each model settles or ``deadline`` (``time.monotonic()``) passes; then
+        UNKNOWN, as TF Serving's ServerCore::WaitUntilModelsAvailable, listing the models left
+        without an AVAILABLE version and why. A model removed meanwhile is not waited for."""
+        problems = [problem for name in names if (problem := self._unavailable(name, deadline))]
+        if problems:
+            raise ServingError(
+                Code.UNKNOWN,
+                f"{len(problems)} model(s) did not become available: {{{', '.join(problems)}}}",
+            )
+
+    def _unavailable(self, name: str, deadline: float) -> str | None:
+        """Why ``name`` has no AVAILABLE version once settled (or at the deadline), else None."""
+        with self._lock:
+            model = self._models.get(name)
+        if model is None:
+            return None  # removed again by a newer config
+        manager = model.manager
+        settled = manager.wait_settled(max(0.0, deadline - time.monotonic()))
+        if manager.latest_version() is not None:
+            return None
+        rows = manager.statuses()
+        errors = [
+            f"{{name: {name} version: {version}}} due to error: {error.code.name}: {error.message}"
+            for version, _, error in rows
+            if error is not None
+        ]
+        if errors:
+            return "{" + "; ".join(errors) + "}"
+        if rows:
+            states = ", ".join(f"version {version} {state.name}" for version, state, _ in rows)
+            return f"{{name: {name}: {states}}}"
+        if settled:
+            return f"{{name: {name}: no versions found under {model.config.base_path}}}"
+        return f"{{name: {name}: no version discovered before the deadline}}"
+
     def resolve_version(self, spec: ModelSpec) -> int | None:
         """The version number a spec names (a label resolved), or None for "latest"."""
         if spec.version is not None and spec.label:
@@ -337,6 +372,10 @@ class ServerCore:
         pin = self._get(spec.name, version).manager.handle(version)
         record = pin.record
         return PinnedServable(ServableHandle(spec.name, record.version, record.servable), pin)
+
+
+def _close(servable: Servable) -> None:
+    servable.close()
 
 
 def _fetch_then_load(source: BucketVersionSource, loader: Loader) -> Loader:

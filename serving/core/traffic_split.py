@@ -8,6 +8,9 @@ random. The split is read from a small JSON file:
 
     {"routing_header": "x-routing-key",
      "models": {"taxi": {"stable": 90, "canary": 10}}}
+
+An optional ``"seed"`` (an integer) makes the keyless picks reproducible run to run (for
+experiments and tests); without it they are seeded from the OS.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import bisect
 import json
 import random
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from serving.errors import ConfigError
 
@@ -31,9 +34,13 @@ class TrafficSplitError(ConfigError):
 class TrafficSplit:
     labels: tuple[str, ...]
     cumulative: tuple[int, ...]
+    # Keyless picks: one generator per split, so a seed reproduces one model's sequence.
+    rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     @classmethod
-    def from_weights(cls, model: str, weights: dict[str, int]) -> TrafficSplit:
+    def from_weights(
+        cls, model: str, weights: dict[str, int], seed: int | None = None
+    ) -> TrafficSplit:
         if not weights:
             raise TrafficSplitError(f"Traffic split for model {model} lists no labels")
         labels, cumulative, total = [], [], 0
@@ -49,7 +56,7 @@ class TrafficSplit:
                 cumulative.append(total)
         if not total:
             raise TrafficSplitError(f"Traffic split for model {model}: all weights are zero")
-        return cls(tuple(labels), tuple(cumulative))
+        return cls(tuple(labels), tuple(cumulative), random.Random(seed))
 
     def weights(self) -> dict[str, int]:
         """The split as configured (zero-weight labels dropped), e.g. for the status page."""
@@ -61,7 +68,7 @@ class TrafficSplit:
 
     def choose(self, routing_key: str | None) -> str:
         total = self.cumulative[-1]
-        sticky = zlib.crc32(routing_key.encode()) if routing_key else random.randrange(total)
+        sticky = zlib.crc32(routing_key.encode()) if routing_key else self.rng.randrange(total)
         point = sticky % total
         return self.labels[bisect.bisect_right(self.cumulative, point)]
 
@@ -85,9 +92,12 @@ def read_traffic_split(path: str) -> TrafficSplitConfig:
     header = document.get("routing_header", DEFAULT_ROUTING_HEADER)
     if not isinstance(header, str) or not header:
         raise TrafficSplitError(f"{path}: routing_header must be a non-empty string")
+    seed = document.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise TrafficSplitError(f"{path}: seed must be an integer, got {seed!r}")
     splits = {}
     for model, weights in document["models"].items():
         if not isinstance(weights, dict):
             raise TrafficSplitError(f"{path}: weights of model {model} must be an object")
-        splits[model] = TrafficSplit.from_weights(model, weights)
+        splits[model] = TrafficSplit.from_weights(model, weights, seed)
     return TrafficSplitConfig(header.lower(), splits)

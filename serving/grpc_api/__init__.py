@@ -17,10 +17,10 @@ from typing import Any, TypeVar
 import grpc
 from tensorflow_serving.apis import model_pb2
 
+from serving.api import request_context
 from serving.api.inference import ResolvedSpec, status_error
 from serving.core.server_core import ModelSpec
 from serving.errors import Code, ServingError, invalid_argument
-from serving.metadata import request_id
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,9 @@ def grpc_status(error: ServingError) -> tuple[grpc.StatusCode, str]:
 def rpc(method: Handler) -> Handler:
     """Wraps a servicer method so every failure ends the call with a status, never a crash.
 
+    It starts the call's :class:`~serving.api.request_context.RequestContext` (request id,
+    latency), reading ``metrics`` from the servicer when it has them.
+
     A ``ServingError`` keeps its code and message; anything else is a server bug, logged with
     its traceback and reported as INTERNAL. Cancellation (``asyncio.CancelledError``) passes.
     """
@@ -53,8 +56,9 @@ def rpc(method: Handler) -> Handler:
     @functools.wraps(method)
     async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Response:
         # The caller's x-request-id (or a new one) joins prediction logs and feedback.
-        rid = request_id.bind(metadata_value(context, request_id.HEADER))
-        context.set_trailing_metadata(((request_id.HEADER, rid),))
+        client_id = metadata_value(context, request_context.HEADER)
+        call = request_context.begin("GRPC", client_id, getattr(self, "metrics", None))
+        context.set_trailing_metadata(((request_context.HEADER, call.request_id),))
         try:
             return await method(self, request, context)
         except ServingError as exc:
@@ -108,16 +112,11 @@ def set_model_spec(proto: model_pb2.ModelSpec, spec: ResolvedSpec) -> None:
 
 
 def timeout_ms(context: grpc.aio.ServicerContext) -> int:
-    """The client's remaining deadline as ``RunOptions.timeout_in_ms`` (0: no deadline).
-
-    Rounded *up* to a step of 2^(1/4) (at most 19% later than the client's deadline, which the
-    client enforces on its own anyway): the servable builds and caches one session callable
-    per distinct timeout, and a raw remaining time differs on every call.
-    """
+    """The client's remaining deadline as ``RunOptions.timeout_in_ms`` (0: no deadline), passed
+    on as it is: how finely to honour it is the servable's business (``Servable.run_async``)."""
     remaining = context.time_remaining()
     if remaining is None:
         return 0
     if remaining <= 0:
         raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline Exceeded")
-    millis = max(1.0, remaining * 1000.0)
-    return math.ceil(2 ** (math.ceil(math.log2(millis) * 4) / 4))
+    return max(1, math.ceil(remaining * 1000.0))

@@ -6,9 +6,8 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 
+from serving.api import request_context
 from serving.security.auth import TokenAuthenticator
-
-_HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
 
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
@@ -22,10 +21,7 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        exempt = details.method.startswith(_HEALTH_PREFIX) and not (
-            self._authenticator.protect_probes
-        )
-        if not exempt:
+        if request_context.needs_token(self._authenticator, details.method):
             metadata = dict(details.invocation_metadata or ())
             value = metadata.get("authorization")
             reason = self._authenticator.check(

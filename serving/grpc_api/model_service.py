@@ -24,7 +24,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from serving.api import model_info
 from serving.core.server_core import ServerCore
-from serving.errors import Code, ServingError, invalid_argument
+from serving.errors import invalid_argument
 from serving.grpc_api import request_spec, rpc
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,9 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             added = self._added_models(config)
             # Off the event loop: applying takes the core's lock and unloads removed models.
             await asyncio.to_thread(self._core.apply_config, config)
-            await asyncio.to_thread(self._wait_available, added, time.monotonic() + budget)
+            await asyncio.to_thread(
+                self._core.wait_until_available, added, time.monotonic() + budget
+            )
         response = model_management_pb2.ReloadConfigResponse()
         response.status.SetInParent()  # error_code OK, as TF Serving's ToStatusProto(OK)
         return response
@@ -86,38 +88,3 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             if model.name not in current
             or self._core.model_config(model.name).base_path != model.base_path
         ]
-
-    def _wait_available(self, names: list[str], deadline: float) -> None:
-        """Blocks until each model settles or the deadline; UNKNOWN error (as TF Serving's
-        WaitUntilModelsAvailable) listing the models left without an AVAILABLE version."""
-        problems = [problem for name in names if (problem := self._unavailable(name, deadline))]
-        if problems:
-            raise ServingError(
-                Code.UNKNOWN,
-                f"{len(problems)} model(s) did not become available: {{{', '.join(problems)}}}",
-            )
-
-    def _unavailable(self, name: str, deadline: float) -> str | None:
-        """Why ``name`` has no AVAILABLE version once settled (or at the deadline), else None."""
-        try:
-            manager = self._core.manager(name)
-        except ServingError:
-            return None  # removed again by a newer config
-        settled = manager.wait_settled(max(0.0, deadline - time.monotonic()))
-        if manager.latest_version() is not None:
-            return None
-        rows = manager.statuses()
-        errors = [
-            f"{{name: {name} version: {version}}} due to error: {error.code.name}: {error.message}"
-            for version, _, error in rows
-            if error is not None
-        ]
-        if errors:
-            return "{" + "; ".join(errors) + "}"
-        if rows:
-            states = ", ".join(f"version {version} {state.name}" for version, state, _ in rows)
-            return f"{{name: {name}: {states}}}"
-        if settled:
-            base_path = self._core.model_config(name).base_path
-            return f"{{name: {name}: no versions found under {base_path}}}"
-        return f"{{name: {name}: no version discovered before the deadline}}"

@@ -6,7 +6,6 @@ the core's (``serving.api``), shared with REST. Tensors cross with ``serving.ten
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 
 import grpc
@@ -22,9 +21,8 @@ from tensorflow_serving.apis import (
 )
 
 from serving import tensor_codec
-from serving.api import model_info
+from serving.api import model_info, request_context
 from serving.api.inference import InferenceService
-from serving.api.signatures import SignatureDef, check_inputs
 from serving.core.traffic_split import DEFAULT_ROUTING_HEADER
 from serving.grpc_api import (
     metadata_value,
@@ -34,6 +32,8 @@ from serving.grpc_api import (
     set_model_spec,
     timeout_ms,
 )
+from serving.monitoring.metrics import ServingMetrics
+from serving.servables.signatures import SignatureDef, check_inputs
 
 Context = grpc.aio.ServicerContext
 
@@ -54,17 +54,15 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def _spec(self, request, context: Context):
         return request_spec(request, routing_key=metadata_value(context, self._routing_header))
 
-    def _record_latency(self, model: str, api: str, start: float) -> None:
-        """TF Serving's request_latency{entrypoint="GRPC"}: successful calls only, as upstream."""
-        metrics = self._service.metrics
-        if metrics is not None:
-            metrics.record_request_latency(model, api, "GRPC", time.perf_counter() - start)
+    @property
+    def metrics(self) -> ServingMetrics | None:
+        """For the call's request context (``rpc``): request_latency{entrypoint="GRPC"}."""
+        return self._service.metrics
 
     @rpc
     async def Predict(
         self, request: predict_pb2.PredictRequest, context: Context
     ) -> predict_pb2.PredictResponse:
-        start = time.perf_counter()
         spec = self._spec(request, context)
         inputs = request.inputs
 
@@ -80,33 +78,31 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         set_model_spec(response.model_spec, result.spec)
         for alias, value in result.outputs.items():
             tensor_codec.encode(value, self._tensor_content, response.outputs[alias])
-        self._record_latency(spec.name, "Predict", start)
+        request_context.call().succeeded(spec.name, "Predict")
         return response
 
     @rpc
     async def Classify(
         self, request: classification_pb2.ClassificationRequest, context: Context
     ) -> classification_pb2.ClassificationResponse:
-        start = time.perf_counter()
         resolved, result = await self._service.classify(
             self._spec(request, context), request.input, timeout_ms(context)
         )
         response = classification_pb2.ClassificationResponse(result=result)
         set_model_spec(response.model_spec, resolved)
-        self._record_latency(resolved.name, "Classify", start)
+        request_context.call().succeeded(resolved.name, "Classify")
         return response
 
     @rpc
     async def Regress(
         self, request: regression_pb2.RegressionRequest, context: Context
     ) -> regression_pb2.RegressionResponse:
-        start = time.perf_counter()
         resolved, result = await self._service.regress(
             self._spec(request, context), request.input, timeout_ms(context)
         )
         response = regression_pb2.RegressionResponse(result=result)
         set_model_spec(response.model_spec, resolved)
-        self._record_latency(resolved.name, "Regress", start)
+        request_context.call().succeeded(resolved.name, "Regress")
         return response
 
     @rpc

@@ -31,8 +31,9 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from serving.api import request_context
 from serving.api.inference import ResolvedSpec
-from serving.metadata import reports, request_id
+from serving.metadata import reports
 from serving.metadata.prediction_index import PredictionIndex
 from serving.metadata.sampling import SamplingRates
 from serving.metadata.spool import Spool
@@ -92,12 +93,13 @@ class PredictionLogger:
         self._thread.start()
 
     # ------------------------------------------------------------------ request path
-    def record(self, kind: str, spec: ResolvedSpec, request, response) -> None:
-        """Called after a successful inference with the spec that answered; must stay cheap."""
+    def on_inference(self, kind: str, spec: ResolvedSpec, request, response) -> None:
+        """An :class:`~serving.api.inference.InferenceObserver`: called after a successful
+        inference with the spec that answered; must stay cheap (it only enqueues)."""
         rate = self._rates.rate(spec.name)
         if rate <= 0.0 or (rate < 1.0 and random.random() >= rate):
             return
-        rid = request_id.current.get() or request_id.accept(None)
+        rid = request_context.current.get() or request_context.accept(None)
         entry = _Entry(
             kind, spec.name, spec.version, spec.signature_name, rid, time.time(), request, response
         )
@@ -109,10 +111,12 @@ class PredictionLogger:
                 log.warning("Prediction log queue full: %d records dropped so far", self.dropped)
 
     def wait_idle(self, timeout: float) -> None:
-        """Lets a feedback call see predictions made just before it."""
-        deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.005)
+        """Lets a feedback call see predictions made just before it: waits (at most
+        ``timeout``) on the queue's own condition, notified when the writer finishes its last
+        pending entry (what ``Queue.join`` waits on, with a bound)."""
+        done = self._queue.all_tasks_done
+        with done:
+            done.wait_for(lambda: not self._queue.unfinished_tasks, timeout)
 
     # ------------------------------------------------------------------ writer thread
     def _run(self) -> None:

@@ -18,16 +18,6 @@ LIVE_METRICS = "live_metrics"  # server_id, model_name, model_version, episode_i
 # num_predictions, num_labeled, accuracy, auc, mae, rmse, updated_ms
 HEARTBEAT = "heartbeat"  # server_id, heartbeat_ms, heartbeat_interval_s (spooled with replace)
 
-KINDS = (
-    SERVER_STARTED,
-    VERSION_LOADED,
-    VERSION_LOAD_FAILED,
-    VERSION_UNLOADED,
-    PREDICTION_LOG,
-    LIVE_METRICS,
-    HEARTBEAT,
-)
-
 # A RUNNING load is *stale* when its server has not been heard from for this many heartbeat
 # intervals: it died without restarting (or cannot reach the metadata store). Three intervals
 # ride out a slow delivery or one lost beat without calling a live server dead.

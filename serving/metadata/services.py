@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from serving.core.model_manager import VersionRecord
 from serving.errors import (
     ConfigError,
     failed_precondition,
@@ -23,10 +24,14 @@ from serving.errors import (
 )
 from serving.metadata.config import MetadataConfigError, parse_connection
 from serving.metadata.feedback import FeedbackService
+from serving.metadata.lineage_svg import render_svg
+from serving.metadata.prediction_index import PredictionIndex
 from serving.metadata.prediction_log import PredictionLogger
 from serving.metadata.reporter import MetadataReporter
+from serving.metadata.rest_routes import feedback_route, lineage_route
 from serving.metadata.sampling import parse_sampling
 from serving.metadata.worker_python import check_worker_python, worker_python
+from serving.rest.app import ExtraRoute
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,34 @@ class MetadataServices:
         if self.reporter is not None:
             self.reporter.close()
 
+    def rest_routes(self) -> tuple[ExtraRoute, ...]:
+        """What this plug-in adds to the REST port: feedback with ``--prediction_log_dir``,
+        lineage with ``--metadata_connection``."""
+        routes = []
+        if self.feedback is not None:
+            routes.append(feedback_route(self.feedback))
+        if self.reporter is not None:
+            routes.append(lineage_route(self.lineage))
+        return tuple(routes)
+
+    def inference_observers(self) -> tuple[PredictionLogger, ...]:
+        """Told of every successful inference (``serving.api.inference.InferenceObserver``)."""
+        return (self.logger,) if self.logger is not None else ()
+
+    def state_observers(self) -> tuple[Callable[[str, VersionRecord], None], ...]:
+        """Told of every version state change (``ServerCore``'s ``on_state_change``)."""
+        return (self.reporter.on_state_change,) if self.reporter is not None else ()
+
+    # What the status page reads (serving.status.snapshot.StatusMetadata).
+    def feedback_index(self) -> PredictionIndex | None:
+        return self.logger.index if self.logger is not None else None
+
+    def has_lineage(self) -> bool:
+        return self.reporter is not None
+
+    def lineage_svg(self, view: dict[str, Any]) -> str:
+        return render_svg(view)
+
     async def lineage(self, request: dict[str, Any]) -> Any:
         if self.reporter is None:
             raise failed_precondition("Lineage queries need --metadata_connection on this server")
@@ -66,12 +99,6 @@ class MetadataServices:
         raise unavailable(answer["error"])
 
 
-def default_server_id(options) -> str:
-    """Stable across restarts of the same deployment: host and the ports it serves."""
-    port = options.rest_api_port or options.port
-    return f"{socket.gethostname()}:{port}"
-
-
 def _device() -> str:
     import tensorflow as tf  # already loaded by the servables; asked once at startup
 
@@ -83,7 +110,7 @@ def build_metadata_services(options) -> MetadataServices | None:
     if not options.metadata_connection and not options.prediction_log_dir:
         return None
     reporter = None
-    server_id = options.metadata_server_id or default_server_id(options)
+    server_id = options.server_id()
     if options.metadata_connection:
         try:
             connection = parse_connection(options.metadata_connection)

@@ -7,33 +7,27 @@ throughput on the hot path.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
+import re
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import orjson
 from tensorflow_serving.apis import get_model_metadata_pb2
 
 from serving import request_limits
-from serving.api import model_info
+from serving.api import model_info, request_context
 from serving.api.inference import InferenceService, status_error
-from serving.api.signatures import signature_or_default
 from serving.compat import message_to_dict_with_defaults
 from serving.core.server_core import ModelSpec
 from serving.core.traffic_split import DEFAULT_ROUTING_HEADER
 from serving.errors import Code, ServingError, http_status, invalid_argument
-from serving.metadata import request_id
 from serving.request_limits import MemoryLimits, MemoryPool, RequestTooLarge
 from serving.rest import json_body, json_examples, json_tensors
 from serving.rest.routes import API_PREFIX, Route, parse_route
 from serving.security.auth import TokenAuthenticator
-
-if TYPE_CHECKING:
-    from serving.metadata.services import MetadataServices
+from serving.servables.signatures import signature_or_default
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +35,8 @@ Scope = dict
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
-_JSON_HEADERS = [(b"content-type", b"application/json")]
+_JSON_TYPE = b"application/json"
+_JSON_HEADERS = [(b"content-type", _JSON_TYPE)]
 _CORS_HEADERS = [
     (b"access-control-allow-origin", b"*"),
     (b"access-control-allow-methods", b"POST, GET"),
@@ -55,26 +50,31 @@ _PROMETHEUS_HEADERS = [(b"content-type", b"text/plain; version=0.0.4; charset=ut
 _INFERENCE_KINDS = frozenset({"predict", "classify", "regress"})
 
 
-# (path) -> (HTTP status, body, content type)
-ExtraHandler = Callable[[str], Awaitable[tuple[int, bytes, bytes]]]
-
-
 @dataclass(frozen=True)
 class ExtraRoute:
-    """A route another part of the server adds to the REST port (e.g. ``serving.status``).
+    """A route a plug-in adds to the REST port, tried before the API's own routes.
 
-    ``path`` matches exactly, or every path under it when it ends in ``/``. It is answered
-    behind the same TLS and auth as the API, before TF Serving's URL grammar is consulted.
+    A request whose method is ``method`` and whose raw path (no query) fully matches
+    ``pattern`` is answered by ``await handler(match, body)``, where ``body`` is the request
+    body (decompressed). Extra routes get what every API call gets: token auth, a request id,
+    the request memory account, and a ``ServingError`` raised by the handler answered as the
+    JSON error with its HTTP status. The response carries ``content_type``.
     """
 
     method: str
-    path: str
-    handler: ExtraHandler
+    pattern: re.Pattern[str]
+    handler: Callable[[re.Match[str], bytes], Awaitable[bytes]]
+    content_type: bytes = _JSON_TYPE
 
-    def matches(self, method: str, path: str) -> bool:
-        if method != self.method:
-            return False
-        return path.startswith(self.path) if self.path.endswith("/") else path == self.path
+
+# Route kinds of this server's URL grammar that only a plug-in answers, and what turns it on.
+_PLUGIN_KINDS = {
+    "feedback": "Feedback needs --prediction_log_dir on this server",
+    "lineage_version": "Lineage queries need --metadata_connection on this server",
+    "lineage_versions": "Lineage queries need --metadata_connection on this server",
+    "lineage_diff": "Lineage queries need --metadata_connection on this server",
+    "lineage_server": "Lineage queries need --metadata_connection on this server",
+}
 
 
 @dataclass(frozen=True)
@@ -86,10 +86,10 @@ class RestOptions:
         default_factory=lambda: TokenAuthenticator(frozenset())
     )
     routing_header: bytes = DEFAULT_ROUTING_HEADER.encode()
-    metadata: MetadataServices | None = None  # feedback + lineage (serving.metadata)
+    # Routes plug-ins add (serving.metadata's feedback and lineage, a status page).
+    extra_routes: tuple[ExtraRoute, ...] = ()
     # Shared with the gRPC front end: one account of request memory for the process.
     memory: MemoryPool = field(default_factory=lambda: MemoryPool(MemoryLimits()))
-    extra_routes: tuple[ExtraRoute, ...] = ()
 
 
 def _proto_json(message) -> dict:
@@ -147,7 +147,7 @@ class RestApi:
         headers = dict(scope["headers"])
         extra_headers = list(_CORS_HEADERS) if self._options.enable_cors else []
         authenticator = self._options.authenticator
-        if authenticator.enabled and method != "OPTIONS" and not authenticator.exempt(raw_path):
+        if method != "OPTIONS" and request_context.needs_token(authenticator, raw_path):
             reason = authenticator.check(headers.get(b"authorization"))
             if reason is not None:
                 challenge = [(b"www-authenticate", b"Bearer")]
@@ -161,11 +161,8 @@ class RestApi:
         if metrics is not None and method == "GET" and raw_path == metrics.path:
             await self._send(send, 200, metrics.exposition(), _PROMETHEUS_HEADERS, False)
             return
-        extra = next((r for r in self._options.extra_routes if r.matches(method, raw_path)), None)
-        if extra is not None:
-            await self._extra(extra, raw_path, send, extra_headers)
-            return
-        if not API_PREFIX.match(raw_path):
+        extra = self._extra_route(method, raw_path)
+        if extra is None and not API_PREFIX.match(raw_path):
             await self._send(send, 404, json_body.encode_error(f"Not found: {raw_path}"), [])
             return
         if method == "OPTIONS":
@@ -173,21 +170,28 @@ class RestApi:
             ok = origin.startswith((b"http://", b"https://"))
             await self._send(send, 200 if ok else 400, b"", extra_headers, content_type=False)
             return
-        rid = request_id.bind(headers.get(request_id.HEADER_BYTES, b"").decode("latin-1"))
-        extra_headers.append((request_id.HEADER_BYTES, rid.encode()))
-        start = time.perf_counter()
+        client_id = headers.get(request_context.HEADER_BYTES, b"").decode("latin-1")
+        call = request_context.begin("REST", client_id, metrics)
+        extra_headers.append((request_context.HEADER_BYTES, call.request_id.encode()))
         route = None
+        reply_type = _JSON_TYPE
         with self._options.memory.request():
             try:
                 body = await self._read_body(receive, headers) if method == "POST" else b""
                 encoding = headers.get(b"content-encoding", b"").decode("latin-1").strip().lower()
-                route = parse_route(method, raw_path)
-                routing_key = headers.get(self._options.routing_header)
-                payload, version = await self._dispatch(
-                    route,
-                    _decompress(body, encoding, *self._inflate_limit()),
-                    routing_key.decode("latin-1") if routing_key else None,
-                )
+                if extra is not None:
+                    extra_route, match = extra
+                    inflated = _decompress(body, encoding, *self._inflate_limit())
+                    payload, version = await extra_route.handler(match, inflated), None
+                    reply_type = extra_route.content_type
+                else:
+                    route = parse_route(method, raw_path)
+                    routing_key = headers.get(self._options.routing_header)
+                    payload, version = await self._dispatch(
+                        route,
+                        _decompress(body, encoding, *self._inflate_limit()),
+                        routing_key.decode("latin-1") if routing_key else None,
+                    )
                 if version is not None:
                     extra_headers.append((b"x-model-version", str(version).encode()))
                 status = 200
@@ -197,23 +201,20 @@ class RestApi:
                     log.exception("Unexpected error serving %s %s", method, raw_path)
                 status = 413 if isinstance(error, RequestTooLarge) else http_status(error.code)
                 payload = json_body.encode_error(error.message)
-        # Successful calls only, as TF Serving records request_latency.
-        if metrics is not None and status == 200 and route.kind in _INFERENCE_KINDS:
-            latency = time.perf_counter() - start
-            metrics.record_request_latency(route.model, route.kind, "REST", latency)
-        await self._send(send, status, payload, extra_headers)
+                reply_type = _JSON_TYPE
+        if status == 200 and route is not None and route.kind in _INFERENCE_KINDS:
+            call.succeeded(route.model, route.kind)  # successful calls only, as TF Serving
+        if reply_type != _JSON_TYPE:
+            extra_headers.append((b"content-type", reply_type))
+        await self._send(send, status, payload, extra_headers, reply_type == _JSON_TYPE)
 
-    async def _extra(self, route: ExtraRoute, path: str, send: Send, headers: list) -> None:
-        try:
-            status, body, content_type = await route.handler(path)
-        except Exception as exc:  # an error answer, never a dropped connection
-            error = status_error(exc)
-            if not isinstance(exc, ServingError):
-                log.exception("Unexpected error serving GET %s", path)
-            status, body = http_status(error.code), json_body.encode_error(error.message)
-            content_type = b"application/json"
-        headers = [(b"content-type", content_type), *headers]
-        await self._send(send, status, body, headers, content_type=False)
+    def _extra_route(self, method: str, raw_path: str) -> tuple[ExtraRoute, re.Match] | None:
+        for route in self._options.extra_routes:
+            if route.method == method:
+                match = route.pattern.fullmatch(raw_path)
+                if match is not None:
+                    return route, match
+        return None
 
     def _model_list(self) -> list[dict]:
         """Every configured model with its version states (TF Serving lacks this: #795)."""
@@ -257,8 +258,8 @@ class RestApi:
             }
             document = {"model_spec": _proto_json(response.model_spec), "metadata": metadata}
             return orjson.dumps(document), None
-        if route.kind.startswith("lineage_") or route.kind == "feedback":
-            return await self._metadata(route, body), None
+        if route.kind in _PLUGIN_KINDS:  # no plug-in on this server claimed the route
+            raise ServingError(Code.FAILED_PRECONDITION, _PLUGIN_KINDS[route.kind])
         doc = json_body.parse_json(body)
         spec = ModelSpec(
             route.model,
@@ -287,37 +288,6 @@ class RestApi:
             return json_examples.encode_classification(classification), resolved.version
         resolved, regression = await self._service.regress(spec, inp, timeout)
         return json_examples.encode_regression(regression), resolved.version
-
-    async def _metadata(self, route: Route, body: bytes) -> bytes:
-        """Feedback (local join on a worker thread) and lineage (forwarded to the worker)."""
-        services = self._options.metadata
-        if route.kind == "feedback":
-            if services is None or services.feedback is None:
-                raise ServingError(
-                    Code.FAILED_PRECONDITION, "Feedback needs --prediction_log_dir on this server"
-                )
-            if route.label is not None:
-                raise invalid_argument("Send feedback to /versions/<v>:feedback or the model")
-            doc = json_body.parse_json(body)
-            loop = asyncio.get_running_loop()
-            answer = await loop.run_in_executor(
-                None, services.feedback.submit, route.model, route.version, doc
-            )
-            return orjson.dumps(answer)
-        if services is None:
-            raise ServingError(
-                Code.FAILED_PRECONDITION, "Lineage queries need --metadata_connection"
-            )
-        if route.kind == "lineage_version":
-            query = {"op": "version", "model": route.model, "version": route.version}
-        elif route.kind == "lineage_versions":
-            query = {"op": "versions", "model": route.model}
-        elif route.kind == "lineage_diff":
-            first, second = route.extra
-            query = {"op": "diff", "model": route.model, "first": first, "second": second}
-        else:
-            query = {"op": "server", "server_id": route.extra[0]}
-        return orjson.dumps(await services.lineage(query))
 
     async def _read_body(self, receive: Receive, headers: dict[bytes, bytes]) -> bytes:
         """The body as it arrives, each chunk charged to the request's memory (so a body

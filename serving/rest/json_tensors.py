@@ -32,11 +32,11 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from serving import request_limits
-from serving.api.signatures import signature_info
 from serving.errors import ServingError, invalid_argument, unimplemented
 from serving.rest import float_format
 from serving.rest.json_b64 import b64_decode, b64_object, is_b64
 from serving.rest.json_body import debug_text, json_type, signature_name_of, value_error
+from serving.servables.signatures import signature_info
 from serving.tensor_types import dtype_name, numpy_dtype, tf_dtype
 
 # ------------------------------------------------------------------------ predict request

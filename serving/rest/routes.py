@@ -24,11 +24,13 @@ _INFO = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
     re.IGNORECASE,
 )
-# Lineage (beyond TF Serving): answered from the metadata store by the metadata worker.
-_LINEAGE = re.compile(
+# Beyond TF Serving, answered by the metadata plug-in (serving.metadata.rest_routes) when the
+# server runs it: lineage from the metadata store, and feedback on logged predictions.
+LINEAGE_PATH = re.compile(
     r"/v1/lineage/(?:models/([^/:]+)(?:/versions/(\d+)|/diff/(\d+)/(\d+))?|servers/([^/]+))",
     re.IGNORECASE,
 )
+FEEDBACK_PATH = re.compile(r"(?i:/v1/models/[^/:]+(?:/versions/\d+|/labels/[^/:]+)?):feedback")
 API_PREFIX = re.compile(r"/v1/", re.IGNORECASE)
 
 INFERENCE_VERBS = ("classify", "regress", "predict", "feedback")
@@ -71,7 +73,7 @@ def parse_route(method: str, raw_path: str) -> Route:
             raise _malformed(method, raw_path)
         name, version, label, verb = match.groups()
         return Route(verb, unquote(name), _version(version), unquote(label) if label else None)
-    if method == "GET" and (lineage := _LINEAGE.fullmatch(raw_path)):
+    if method == "GET" and (lineage := LINEAGE_PATH.fullmatch(raw_path)):
         return _lineage_route(*lineage.groups())
     if method == "GET":
         match = _INFO.fullmatch(raw_path)

@@ -2,7 +2,8 @@
 
 Tokens come from a file (one per line, ``#`` comments) and/or an environment variable
 (comma-separated), so they can be mounted from a Kubernetes Secret. Comparison is constant
-time. Health probes are exempt by default so kubelet needs no token.
+time. Which calls need a token (health probes are exempt by default, so kubelet needs none) is
+one rule for both front ends: :func:`serving.api.request_context.needs_token`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import os
 from serving.errors import ConfigError
 
 AUTH_ENV = "TFX_MODEL_SERVER_AUTH_TOKENS"
-PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 class AuthConfigError(ConfigError):
@@ -48,9 +48,6 @@ class TokenAuthenticator:
     @property
     def enabled(self) -> bool:
         return bool(self._tokens)
-
-    def exempt(self, path: str) -> bool:
-        return not self.protect_probes and path in PROBE_PATHS
 
     def check(self, authorization: bytes | None) -> str | None:
         """None when allowed, else the reason (the message the client gets)."""

@@ -10,59 +10,44 @@ loaded and propagates, so the model manager's retry and status reporting apply u
 from __future__ import annotations
 
 import logging
-import os
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from typing import Protocol
 
-from serving.batching.params import PER_MODEL_FILE, BatchingConfig, read_batching_parameters
-from serving.batching.scheduler import BatchScheduler
-from serving.batching.servable import BatchingServable
 from serving.monitoring.metrics import ServingMetrics
 from serving.servables.saved_model import LoadOptions, load_saved_model
+from serving.servables.servable import Servable
 from serving.servables.tflite import has_tflite_model, load_tflite_model
 from serving.servables.warmup import warm_up
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class BatchingSetup:
-    """``config`` applies to every model, unless ``per_model``: then each version's own
-    ``batching_params.pbtxt`` does, and versions without one run unbatched. The thread pool
-    (``num_batch_threads``) is always the global file's, as in TF Serving."""
+class ServableWrapper(Protocol):
+    """What the loader puts around a freshly loaded servable before warmup: batching
+    (:class:`serving.batching.servable.BatchingSetup`), which lives above this layer."""
 
-    scheduler: BatchScheduler
-    config: BatchingConfig
-    per_model: bool = False
-
-    def config_for(self, version_path: str) -> BatchingConfig | None:
-        if not self.per_model:
-            return self.config
-        path = os.path.join(version_path, PER_MODEL_FILE)
-        if not os.path.exists(path):
-            log.info(
-                "No %s in %s: this version runs without batching", PER_MODEL_FILE, version_path
-            )
-            return None
-        return read_batching_parameters(path)
+    def wrap(self, servable: Servable, version_path: str) -> tuple[Servable, Sequence[int]]:
+        """The servable to serve and the batch sizes warmup should exercise (may be empty)."""
+        ...
 
 
 class ServableLoader:
     def __init__(
         self,
         options: LoadOptions,
-        batching: BatchingSetup | None = None,
+        wrapper: ServableWrapper | None = None,
         warmup: bool = True,
         warmup_iterations: int = 1,
         metrics: ServingMetrics | None = None,
     ) -> None:
         self._options = options
-        self._batching = batching
+        self._wrapper = wrapper
         self._warmup = warmup
         self._warmup_iterations = warmup_iterations
         self._metrics = metrics
 
-    def __call__(self, path: str):
+    def __call__(self, path: str) -> Servable:
         start = time.perf_counter()
         try:
             servable = self._load(path)
@@ -71,17 +56,17 @@ class ServableLoader:
             raise
         self._record_load(path, True, start)
         try:
-            config = self._batching.config_for(path) if self._batching else None
-            if config is not None:
-                servable = BatchingServable(servable, self._batching.scheduler, config)
+            sizes: Sequence[int] = ()
+            if self._wrapper is not None:
+                servable, sizes = self._wrapper.wrap(servable, path)
             if self._warmup:
-                self._warm(servable, path, config)
+                self._warm(servable, path, sizes)
         except BaseException:
             servable.close()
             raise
         return servable
 
-    def _load(self, path: str):
+    def _load(self, path: str) -> Servable:
         """TF Serving's choice: ``model.tflite`` when preferred and present, else the
         SavedModel (saved_model_bundle_factory.cc)."""
         tflite = self._options.tflite
@@ -89,9 +74,8 @@ class ServableLoader:
             return load_tflite_model(path, tflite)
         return load_saved_model(path, self._options)
 
-    def _warm(self, servable, path: str, config: BatchingConfig | None) -> None:
+    def _warm(self, servable: Servable, path: str, sizes: Sequence[int]) -> None:
         start = time.perf_counter()
-        sizes = config.allowed_batch_sizes if config is not None else ()
         try:
             records = warm_up(servable, self._warmup_iterations, sizes)
         except BaseException:

@@ -11,6 +11,7 @@ an input declared ``[-1, 1]`` reaches the graph and only real incompatibilities 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,9 +21,10 @@ import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 from tensorflow.python.util import deprecation
 
-from serving.api.signatures import signature_info
 from serving.errors import Code, ServingError
 from serving.servables.op_libraries import missing_op_error
+from serving.servables.servable import BlockingServable
+from serving.servables.signatures import signature_info
 from serving.servables.tflite import TfLiteOptions
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,7 @@ def translate_tf_error(exc: tf.errors.OpError) -> ServingError:
     return ServingError(code, exc.message)
 
 
-class SavedModelServable:
+class SavedModelServable(BlockingServable):
     """One loaded model version. Thread-safe: concurrent ``run`` calls share the session."""
 
     def __init__(
@@ -79,7 +81,7 @@ class SavedModelServable:
         feed_aliases = tuple(sorted(inputs))
         feeds = tuple(info.input_names[a] for a in feed_aliases)
         fetches = tuple(info.output_names[a] for a in output_aliases)
-        fn = self._callable(feeds, fetches, timeout_ms)
+        fn = self._callable(feeds, fetches, _timeout_step(timeout_ms))
         try:
             values = fn(*(inputs[a] for a in feed_aliases))
         except tf.errors.OpError as exc:
@@ -111,6 +113,15 @@ class SavedModelServable:
     def close(self) -> None:
         self._callables.clear()
         self._session.close()
+
+
+def _timeout_step(timeout_ms: int) -> int:
+    """The deadline rounded *up* to a step of 2^(1/4) (at most 19% later than asked; the
+    client enforces its own deadline anyway): one session callable is built and cached per
+    distinct ``RunOptions.timeout_in_ms``, and a raw remaining time differs on every call."""
+    if timeout_ms <= 0:
+        return 0
+    return math.ceil(2 ** (math.ceil(math.log2(timeout_ms) * 4) / 4))
 
 
 def load_saved_model(path: str, options: LoadOptions) -> SavedModelServable:

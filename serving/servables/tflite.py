@@ -40,8 +40,9 @@ from tensorflow.core.framework import tensor_shape_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.lite.python import schema_py_generated as tflite_schema
 
-from serving.api.signatures import DEFAULT_SIGNATURE, SignatureDef
 from serving.errors import Code, ServingError, invalid_argument
+from serving.servables.servable import BlockingServable
+from serving.servables.signatures import DEFAULT_SIGNATURE, SignatureDef
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +240,7 @@ def _native_signatures(
 
 
 # --------------------------------------------------------------------------- the servable
-class TfLiteServable:
+class TfLiteServable(BlockingServable):
     """The servable interface (``path``, ``signatures``, ``meta_graph``, ``run``, ``close``)
     over a pool of interpreters; thread-safe."""
 

@@ -23,9 +23,9 @@ from tensorflow.python.util import deprecation
 from tensorflow_serving.apis import prediction_log_pb2
 
 from serving import tensor_codec
-from serving.api import examples
-from serving.api.signatures import SignatureDef, check_inputs, find_signature, output_aliases
 from serving.errors import Code, ServingError, invalid_argument, unimplemented
+from serving.servables import examples
+from serving.servables.signatures import SignatureDef, check_inputs, find_signature, output_aliases
 
 log = logging.getLogger(__name__)
 

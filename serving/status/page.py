@@ -10,12 +10,12 @@ works offline and behind the same TLS and auth as the API (it is served by the s
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 
 import orjson
 
 from serving.errors import failed_precondition, invalid_argument, not_found
-from serving.metadata.lineage_svg import render_svg
 from serving.rest.app import ExtraRoute
 from serving.status.snapshot import StatusSnapshot
 
@@ -35,26 +35,28 @@ class StatusPage:
 
     def routes(self) -> tuple[ExtraRoute, ...]:
         return (
-            ExtraRoute("GET", PAGE_PATH, self._page),
-            ExtraRoute("GET", SNAPSHOT_PATH, self._document),
-            ExtraRoute("GET", LINEAGE_PREFIX, self._lineage),
+            ExtraRoute("GET", re.compile(re.escape(PAGE_PATH)), self._page, _HTML),
+            ExtraRoute("GET", re.compile(re.escape(SNAPSHOT_PATH)), self._document, _JSON),
+            ExtraRoute("GET", re.compile(re.escape(LINEAGE_PREFIX) + "(.*)"), self._lineage, _SVG),
         )
 
-    async def _page(self, _path: str) -> tuple[int, bytes, bytes]:
-        return 200, self._html, _HTML
+    async def _page(self, _match: re.Match[str], _body: bytes) -> bytes:
+        return self._html
 
-    async def _document(self, _path: str) -> tuple[int, bytes, bytes]:
-        return 200, orjson.dumps(await self._snapshot.build()), _JSON
+    async def _document(self, _match: re.Match[str], _body: bytes) -> bytes:
+        return orjson.dumps(await self._snapshot.build())
 
-    async def _lineage(self, path: str) -> tuple[int, bytes, bytes]:
+    async def _lineage(self, match: re.Match[str], _body: bytes) -> bytes:
         """The picture of a version the snapshot has fetched lineage for (its cache)."""
         cache = self._snapshot.lineage
         if cache is None:
             raise failed_precondition("Lineage pictures need --metadata_connection")
-        model, _, version = path[len(LINEAGE_PREFIX) :].removesuffix(".svg").rpartition("/")
+        model, _, version = match.group(1).removesuffix(".svg").rpartition("/")
         if not model or not version.isdigit():
-            raise invalid_argument(f"Expected {LINEAGE_PREFIX}<model>/<version>.svg, got {path}")
-        view = cache.view(model, int(version))
-        if view is None:
+            raise invalid_argument(
+                f"Expected {LINEAGE_PREFIX}<model>/<version>.svg, got {match.group(0)}"
+            )
+        svg = cache.svg(model, int(version))
+        if svg is None:
             raise not_found(f"No lineage fetched for model {model} version {version} (yet)")
-        return 200, render_svg(view).encode(), _SVG
+        return svg.encode()

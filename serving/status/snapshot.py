@@ -1,11 +1,12 @@
 """The status page's data: one JSON document describing everything the server serves.
 
 Built from what the server already keeps — the core's version records, labels and traffic
-splits, the per-version runtime histogram of :mod:`serving.monitoring.metrics`, the feedback
-index of :mod:`serving.metadata.prediction_index`, and the lineage the metadata worker answers —
-so the page shows the same numbers as ``/v1/models/<m>``, the Prometheus endpoint, feedback
-answers and ``tfx-serving-lineage``. Nothing here imports ``ml_metadata``; every
-metadata-dependent part is left out (``null``) when the server runs without it.
+splits, the per-version runtime histogram of :mod:`serving.monitoring.metrics`, and the feedback
+index and lineage the metadata plug-in answers (:class:`StatusMetadata`) — so the page shows
+the same numbers as ``/v1/models/<m>``, the Prometheus endpoint, feedback answers and
+``tfx-serving-lineage``. Nothing here imports the metadata plug-in (``serving.metadata``) or
+``ml_metadata``; every metadata-dependent part is left out (``null``) when the server runs
+without it.
 
 TF Serving has no such page (neither do MLServer, KServe or Triton); its closest parts are the
 model status API and the monitoring endpoint this document is made from.
@@ -20,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from serving.core.model_manager import State, VersionRecord
 from serving.monitoring.metrics import LatencyTotals, ServingMetrics
@@ -28,12 +29,29 @@ from serving.version import __version__
 
 if TYPE_CHECKING:
     from serving.core.server_core import ServerCore
-    from serving.metadata.services import MetadataServices
 
 RATE_WINDOW_SECONDS = 60.0
 LINEAGE_TTL_SECONDS = 30.0  # a served version's lineage changes rarely (a new load, feedback)
 LINEAGE_RETRY_SECONDS = 5.0  # not recorded yet (the worker reports loads asynchronously)
 _MAX_SAMPLES = 1024
+
+
+class FeedbackIndex(Protocol):
+    def metrics(self, model: str, version: str) -> dict[str, Any]: ...
+
+
+class StatusMetadata(Protocol):
+    """What the page reads from the metadata plug-in (``serving.metadata``'s services provide
+    it when ``--metadata_connection`` or ``--prediction_log_dir`` is set). A protocol, not an
+    import: plug-ins are peers, and the page must run without the metadata one."""
+
+    def feedback_index(self) -> FeedbackIndex | None: ...
+
+    def has_lineage(self) -> bool: ...
+
+    async def lineage(self, request: dict[str, Any]) -> Any: ...
+
+    def lineage_svg(self, view: dict[str, Any]) -> str: ...
 
 
 def percentile(buckets: list[tuple[float, int]], count: int, q: float) -> float | None:
@@ -136,7 +154,7 @@ class LineageCache:
     browsers does not turn into a stream of MLMD queries."""
 
     def __init__(
-        self, services: MetadataServices, clock: Callable[[], float] = time.monotonic
+        self, services: StatusMetadata, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._services = services
         self._clock = clock
@@ -160,6 +178,11 @@ class LineageCache:
     def view(self, model: str, version: int) -> dict[str, Any] | None:
         cached = self._views.get((model, version))
         return cached.view if cached else None
+
+    def svg(self, model: str, version: int) -> str | None:
+        """The picture of a fetched view (the plug-in draws it), None if none was fetched."""
+        view = self.view(model, version)
+        return None if view is None else self._services.lineage_svg(view)
 
 
 def lineage_summary(view: dict[str, Any]) -> dict[str, Any]:
@@ -186,18 +209,17 @@ class StatusSnapshot:
         self,
         core: ServerCore,
         metrics: ServingMetrics | None,
-        metadata: MetadataServices | None,
+        metadata: StatusMetadata | None,
         server_id: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._core = core
         self._metrics = metrics
-        self._metadata = metadata
         self._server_id = server_id or socket.gethostname()
         self._started = time.time()
         self._rates = RequestRates(clock=clock)
-        self._feedback = metadata.logger.index if metadata and metadata.logger else None
-        has_lineage = metadata is not None and metadata.reporter is not None
+        self._feedback = metadata.feedback_index() if metadata else None
+        has_lineage = metadata is not None and metadata.has_lineage()
         self.lineage = LineageCache(metadata, clock) if has_lineage else None
 
     async def build(self) -> dict[str, Any]:

@@ -39,10 +39,10 @@ from serving.storage.object_store import (
     ObjectStore,
     StoreError,
     StoreSettings,
-    open_store,
     parse_location,
 )
 from serving.storage.source import Discovery, Fingerprint, VersionCandidate, incompleteness
+from serving.storage.stores import open_store
 from serving.storage.version_cache import VersionCache
 
 log = logging.getLogger(__name__)

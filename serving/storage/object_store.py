@@ -10,20 +10,17 @@ The cloud SDKs (google-cloud-storage, boto3) are imported only when a ``gs://`` 
 is opened, so a server on local paths never loads them (``pip install
 tfx-serving-suite[buckets]`` adds them). Credentials, endpoints and retries follow each
 ecosystem's own conventions; see :mod:`serving.storage.gcs` and :mod:`serving.storage.s3`.
+:func:`serving.storage.stores.open_store` picks the implementation for a location.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 BUCKET_SCHEMES = ("gs", "s3")
-# The store modules, imported on first use of their scheme (keeps cloud SDKs off the import path).
-_IMPLEMENTATIONS = {"gs": "serving.storage.gcs", "s3": "serving.storage.s3"}
 
 
 class StoreError(OSError):
@@ -141,22 +138,3 @@ class StoreSettings:
 
 POLLING = StoreSettings(retry_deadline_seconds=5.0, request_timeout_seconds=10.0)
 PUBLISHING = StoreSettings()
-
-_lock = threading.Lock()
-
-
-def open_store(location: StoreLocation, settings: StoreSettings = PUBLISHING) -> ObjectStore:
-    """A client for the location's bucket (or the local root for local paths)."""
-    if not location.scheme:
-        from serving.storage.local_store import LocalStore
-
-        return LocalStore(settings.on_request)
-    with _lock:  # SDK imports are not thread-safe in every version
-        try:
-            module = importlib.import_module(_IMPLEMENTATIONS[location.scheme])
-        except ImportError as exc:
-            raise StoreError(
-                f"{location.scheme}:// stores need the cloud SDKs: pip install "
-                f"'tfx-serving-suite[buckets]' ({exc})"
-            ) from exc
-    return module.open_bucket(location.bucket, settings)

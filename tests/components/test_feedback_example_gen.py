@@ -19,8 +19,8 @@ from tfx.types import standard_artifacts
 from tfx.types.channel_utils import union
 
 from components.feedback_example_gen.component import FeedbackExampleGen
+from serving.api import request_context
 from serving.api.inference import ResolvedSpec
-from serving.metadata import request_id
 from serving.metadata.config import parse_connection
 from serving.metadata.feedback import FeedbackService
 from serving.metadata.mlmd_store import connect
@@ -66,8 +66,8 @@ def _pipeline(root, log_dir, record, window_spans: int) -> tfx.dsl.Pipeline:
 
 
 def _predict(logger, version: int, rid: str, xs: list[float], scores: list[float]) -> None:
-    request_id.current.set(rid)
-    logger.record(
+    request_context.current.set(rid)
+    logger.on_inference(
         "predict",
         ResolvedSpec("demo", version, "serving_default"),
         {"x1": np.array([[x] for x in xs], np.float32)},

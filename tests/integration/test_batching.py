@@ -18,6 +18,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving.servables.warmup import write_warmup_file
+from tests.support.gate import OPEN, Gate, write_gated_double
 from tests.support.models import write_half_plus_two
 from tests.support.server_process import ServerProcess
 
@@ -62,11 +63,13 @@ def server(tmp_path_factory):
         broken,
         [prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=bad))],
     )
+    write_gated_double(str(root / "gated" / "1"))
     config = root / "models.config"
     config.write_text(
         "model_config_list {\n"
         f'config {{ name: "half" base_path: "{root / "half"}" model_platform: "tensorflow" }}\n'
         f'config {{ name: "broken" base_path: "{root / "broken"}" model_platform: "tensorflow" }}\n'
+        f'config {{ name: "gated" base_path: "{root / "gated"}" model_platform: "tensorflow" }}\n'
         "}\n"
     )
     batching = root / "batching.txt"
@@ -83,6 +86,7 @@ def server(tmp_path_factory):
     ]
     with ServerProcess(args, grpc=True) as process:
         process.wait_for(lambda: process.available_versions("half") == [1])
+        process.wait_for(lambda: process.available_versions("gated") == [1])
         yield process
 
 
@@ -109,7 +113,60 @@ def _grpc_predict(stub, rows: list[list[float]]) -> np.ndarray:
     return tf.make_ndarray(response.outputs["y"])
 
 
-def test_concurrent_rest_and_grpc_requests_share_batches_and_get_their_own_rows(server):
+_POOL = 'thread_pool_name="batch_threads"'
+_RUNS = ":tensorflow:serving:batching_session:wrapped_run_count"
+_INPUTS = f":tensorflow:serving:batching:input_batch_size_count{{{_POOL}}}"
+_BATCH_SIZE_SUM = f":tensorflow:serving:batching:processed_batch_size_sum{{{_POOL}}}"
+
+
+def _delta(before: dict[str, float], after: dict[str, float], series: str) -> float:
+    return after.get(series, 0.0) - before.get(series, 0.0)
+
+
+def test_rest_and_grpc_requests_queued_together_run_as_one_batch(server, tmp_path):
+    """Forced sharing: a full batch of 8 holds the only batch thread on a closed gate; three
+    REST and three gRPC requests of one row queue behind it (counted on the metrics page, no
+    sleeping); then the gate opens. Exactly two model runs follow: the 8 rows, then the six
+    queued rows together, padded to the allowed size 8."""
+    gate = Gate(str(tmp_path))
+    before = _metrics(server)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+    def rest(values: list[float], gate_path: str) -> list:
+        rows = [{"x": [v], "gate": gate_path} for v in values]
+        status, body = server.json("POST", "/v1/models/gated:predict", {"instances": rows})
+        assert status == 200, body
+        return body["predictions"]
+
+    def grpc_call(value: float) -> list:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "gated"
+        request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.asarray([[value]], np.float32)))
+        request.inputs["gate"].CopyFrom(tf.make_tensor_proto([OPEN.encode()]))
+        response = stub.Predict(request, timeout=60)
+        return tf.make_ndarray(response.outputs["y"]).tolist()
+
+    with ThreadPoolExecutor(7) as pool:
+        blocker = pool.submit(rest, [float(i) for i in range(8)], gate.path)
+        server.wait_for(lambda: _delta(before, _metrics(server), _INPUTS) == 1, interval=0.05)
+        queued = [pool.submit(rest, [10.0 + i], OPEN) for i in range(3)]
+        queued += [pool.submit(grpc_call, 20.0 + i) for i in range(3)]
+        server.wait_for(lambda: _delta(before, _metrics(server), _INPUTS) == 7, interval=0.05)
+        assert not blocker.done() and not any(f.done() for f in queued)
+        gate.open()
+        assert blocker.result(60) == [[2.0 * i] for i in range(8)]
+        answers = [f.result(60) for f in queued]
+    channel.close()
+    assert answers == [[[20.0]], [[22.0]], [[24.0]], [[40.0]], [[42.0]], [[44.0]]]
+    after = _metrics(server)
+    assert _delta(before, after, _RUNS) == 2
+    assert _delta(before, after, _BATCH_SIZE_SUM) == 16  # 8, and 6 rows padded to 8
+    padding = f':tensorflow:serving:batching:padding_size_sum{{{_POOL},execution_batch_size="8"}}'
+    assert _delta(before, after, padding) == 2
+
+
+def test_concurrent_rest_and_grpc_requests_get_their_own_rows(server):
     channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     before = _metrics(server)
@@ -151,6 +208,8 @@ def test_request_larger_than_max_batch_size_is_rejected(server):
 
 
 def test_classify_and_regress_are_batched_too(server):
+    """Regress goes through the batcher: one input counted, one batched run of 2 rows."""
+    before = _metrics(server)
     examples = [{"x": 1.0}, {"x": 3.0}]
     status, body = server.json(
         "POST",
@@ -159,6 +218,10 @@ def test_classify_and_regress_are_batched_too(server):
     )
     assert status == 200, body
     assert body["results"] == [2.5, 3.5]
+    after = _metrics(server)
+    assert _delta(before, after, _INPUTS) == 1
+    assert _delta(before, after, _RUNS) == 1
+    assert _delta(before, after, _BATCH_SIZE_SUM) == 2
 
 
 def test_warmup_ran_before_available_and_a_failing_warmup_fails_the_load(server):

@@ -68,7 +68,7 @@ def test_labels_split_and_reload(store, tmp_path):
     labels = {"stable": 1, "canary": 2}
     _write_config(config, _model("ab", store / "ab", all_versions, labels))
     split = tmp_path / "split.json"
-    split.write_text(json.dumps({"models": {"ab": {"stable": 80, "canary": 20}}}))
+    split.write_text(json.dumps({"seed": 13, "models": {"ab": {"stable": 80, "canary": 20}}}))
     args = [
         f"--model_config_file={config}",
         "--model_config_file_poll_wait_seconds=1",

@@ -75,10 +75,17 @@ def test_swap_under_concurrent_load_drops_nothing(models):
         threads = [threading.Thread(target=client) for _ in range(4)]
         for thread in threads:
             thread.start()
-        time.sleep(0.5)
+
+        def answered(count: int) -> bool:
+            with lock:
+                return len(results) >= count
+
+        server.wait_for(lambda: answered(25), interval=0.02)  # traffic before the swap
         _publish(built[10.0], str(base), 2)
         server.wait_for(lambda: _states(server) == {1: "END", 2: "AVAILABLE"}, timeout=60)
-        time.sleep(0.5)
+        with lock:
+            swapped_at = len(results)
+        server.wait_for(lambda: answered(swapped_at + 25), interval=0.02)  # and after it
         stop.set()
         for thread in threads:
             thread.join()
@@ -101,11 +108,9 @@ def test_half_written_failed_and_rolled_back_versions(models, tmp_path):
         # Version 2 arrives without its variable data: it must never be loaded.
         partial = base / "2"
         shutil.copytree(built[10.0], partial, ignore=shutil.ignore_patterns("variables.data-*"))
-        time.sleep(3.5)
+        refused = "version 2 is not loadable yet: variables/ has an index but no data shard"
+        server.wait_for(lambda: refused in server.log())  # a poll has seen version 2
         assert _states(server) == {1: "AVAILABLE"}
-        assert "version 2 is not loadable yet: variables/ has an index but no data shard" in (
-            server.log()
-        )
         assert _predict_x2(server) == (200, 3.0)
         for name in os.listdir(os.path.join(built[10.0], "variables")):
             if name.startswith("variables.data"):

@@ -7,9 +7,9 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
+from serving.api import request_context
 from serving.api.inference import ResolvedSpec
 from serving.errors import ServingError
-from serving.metadata import request_id
 from serving.metadata.config import MetadataConfigError, parse_connection
 from serving.metadata.export import write_examples
 from serving.metadata.feedback import FeedbackService
@@ -30,9 +30,11 @@ def logger(tmp_path):
 
 
 def _predict(logger: PredictionLogger, rid: str, x: list[float], p: list[float]) -> None:
-    request_id.current.set(rid)
+    request_context.current.set(rid)
     inputs = {"x1": np.array([[v] for v in x], np.float32)}
-    logger.record("predict", SPEC, inputs, {"probability": np.array([[v] for v in p], np.float32)})
+    logger.on_inference(
+        "predict", SPEC, inputs, {"probability": np.array([[v] for v in p], np.float32)}
+    )
 
 
 def test_feedback_joins_by_request_id_and_reports_unknown_ids(logger):
@@ -92,8 +94,8 @@ def test_shards_are_prediction_logs_and_export_writes_examples(logger, tmp_path)
 
 
 def test_unsampled_models_are_not_logged(logger):
-    request_id.current.set("x")
-    logger.record("predict", ResolvedSpec("other", 1, "s"), {}, {})
+    request_context.current.set("x")
+    logger.on_inference("predict", ResolvedSpec("other", 1, "s"), {}, {})
     logger.wait_idle(1.0)
     assert logger.index.lookup(["x"]) == {}
 

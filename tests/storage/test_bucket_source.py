@@ -13,7 +13,8 @@ from serving.errors import Code, ServingError
 from serving.storage.bucket_layout import CLAIM_FILENAME
 from serving.storage.bucket_source import BucketVersionSource
 from serving.storage.manifest import local_manifest_paths
-from serving.storage.object_store import PUBLISHING, open_store, parse_location
+from serving.storage.object_store import PUBLISHING, parse_location
+from serving.storage.stores import open_store
 from serving.storage.version_cache import VersionCache
 
 

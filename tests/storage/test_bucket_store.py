@@ -22,7 +22,8 @@ from serving.storage.bucket_layout import (
     ROLLED_BACK_PREFIX,
     group_by_version,
 )
-from serving.storage.object_store import PUBLISHING, PreconditionFailed, open_store, parse_location
+from serving.storage.object_store import PUBLISHING, PreconditionFailed, parse_location
+from serving.storage.stores import open_store
 from tests.support.server_process import REPO_ROOT
 
 

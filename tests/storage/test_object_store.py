@@ -15,10 +15,10 @@ from serving.storage.object_store import (
     StoreSettings,
     StoreUnavailable,
     is_bucket_uri,
-    open_store,
     parse_location,
 )
 from serving.storage.s3 import endpoint_from_environment
+from serving.storage.stores import open_store
 from tests.support.server_process import REPO_ROOT, free_port
 
 

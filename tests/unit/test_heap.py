@@ -51,8 +51,8 @@ def test_settler_runs_after_loads_and_fully_after_unloads(monkeypatch):
     monkeypatch.setattr(heap, "settle", lambda full=False: calls.append(full))
     settler = heap.HeapSettler()
     settler.on_state_change("m", SimpleNamespace(state=State.LOADING))
-    time.sleep(0.8)
-    assert calls == []  # nothing settles while a version is still loading
+    assert not settler._pending.is_set()  # a version still loading arms no settle
+    assert calls == []
     settler.on_state_change("m", SimpleNamespace(state=State.AVAILABLE))
     _wait_for(lambda: calls == [False])
     settler.on_state_change("m", SimpleNamespace(state=State.AVAILABLE))

@@ -111,7 +111,9 @@ def test_unload_waits_for_in_flight_requests(harness):
         harness.discover(2)
         harness.wait(lambda: harness.manager.latest_version() == 2)
         harness.wait(lambda: harness.state(1) == State.UNLOADING)
-        time.sleep(0.05)
+        harness.wait(lambda: pinned.closing)  # the unload thread has started ...
+        with pinned.cond:  # ... and, holding no lock now, waits for our pin to go
+            assert pinned.inflight == 1
         assert not pinned.servable.closed  # our request still holds it
     harness.wait(lambda: harness.state(1) == State.END)
     assert harness.closed == ["/m/1"]

@@ -19,10 +19,10 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import input_pb2
 
 from serving import request_limits, tensor_codec
-from serving.api import examples
 from serving.errors import Code, ServingError
 from serving.request_limits import MemoryLimits, MemoryPool, RequestTooLarge
 from serving.rest import app, json_body, json_tensors
+from serving.servables import examples
 
 MIB = 1024 * 1024
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from serving.api import request_context
 from serving.api.inference import ResolvedSpec
 from serving.core.server_core import ServerCore
 from serving.core.traffic_split import TrafficSplit
-from serving.metadata import request_id
 from serving.metadata.feedback import FeedbackService
 from serving.metadata.prediction_log import PredictionLogger
 from serving.metadata.sampling import parse_sampling
@@ -44,8 +45,7 @@ def core(tmp_path):
         model_server_config_pb2.ModelServerConfig(),
     )
     core = ServerCore(
-        loader_factory=lambda _config: lambda path: object(),
-        closer=lambda _servable: None,
+        loader=lambda path: SimpleNamespace(close=lambda: None),  # the page never calls a model
         poll_wait_seconds=0.05,
     )
     core.apply_config(config)
@@ -90,8 +90,8 @@ def test_snapshot_lists_versions_labels_split_requests_and_feedback(core, tmp_pa
     try:
         for i, score in enumerate([0.9, 0.2, 0.7]):
             metrics.record_runtime("m", 2, "Predict", 0.004)
-            request_id.current.set(f"r{i}")
-            logger.record(
+            request_context.current.set(f"r{i}")
+            logger.on_inference(
                 "predict",
                 ResolvedSpec("m", 2, "serving_default"),
                 {"x": np.array([[1.0]], np.float32)},

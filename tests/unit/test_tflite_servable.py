@@ -14,9 +14,9 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
-from serving.api.signatures import SignatureDef
 from serving.errors import Code, ServingError
 from serving.servables import tflite
+from serving.servables.signatures import SignatureDef
 from serving.servables.tflite import TfLiteOptions, load_tflite_model
 from tests.support.models import write_tflite_half_plus_two
 

@@ -16,8 +16,8 @@ from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
 
 from serving import request_limits
-from serving.api.signatures import SignatureDef, signature_or_default
 from serving.errors import failed_precondition, invalid_argument
+from serving.servables.signatures import SignatureDef, signature_or_default
 
 CLASSES = "classes"
 SCORES = "scores"
