@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
+import signal
 import sys
 
 
@@ -18,6 +20,9 @@ def _configure_logging() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     _configure_logging()
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: what a hung start or stop is
+    # waiting on, without stopping the server (as py-spy would show, with nothing installed).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     from serving.memory import configure_allocators
 
     configure_allocators()  # before TensorFlow is imported

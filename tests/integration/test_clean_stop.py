@@ -88,3 +88,16 @@ def test_a_rest_port_in_use_fails_the_start(tmp_path):
         server.__exit__(None, None, None)
     assert completed.returncode != 0
     assert "Cannot listen on 127.0.0.1" in completed.stderr
+
+
+def test_sigusr1_prints_every_threads_stack_and_the_server_keeps_serving(tmp_path):
+    write_half_plus_two(str(tmp_path / "hpt" / "1"))
+    with ServerProcess(["--model_name=hpt", f"--model_base_path={tmp_path / 'hpt'}"]) as server:
+        server.wait_for(lambda: server.available_versions("hpt") == [1])
+        server.process.send_signal(signal.SIGUSR1)
+        _wait_for_log(server, "most recent call first")
+        # The event loop's thread is among them, and the server answers after the dump.
+        assert "event_loop" in server.log() or "asyncio" in server.log(), server.log()[-3000:]
+        status, body = server.json("POST", "/v1/models/hpt:predict", {"instances": [1.0]})
+        assert (status, body) == (200, {"predictions": [2.5]})
+        assert server.stop() == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -131,9 +132,18 @@ class ServerProcess:
         self.process.send_signal(sig)
         try:
             return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
+            # Every thread's stack into the log (the server's SIGUSR1 handler), then the log
+            # tail into the error: a stop that hangs says what it waits on.
+            self.process.send_signal(signal.SIGUSR1)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(2)
             self.process.kill()
-            raise
+            self.process.wait()
+            raise RuntimeError(
+                f"server did not exit within {timeout:.0f} s of signal {sig}; its log "
+                f"ends:\n{self.log()[-6000:]}"
+            ) from exc
 
     def __enter__(self) -> ServerProcess:
         return self.start()
