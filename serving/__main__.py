@@ -1,5 +1,5 @@
 """``python -m serving`` == ``tfx-model-server``."""
 
-from serving.cli import main
+from serving.cli import run
 
-raise SystemExit(main())
+run()
