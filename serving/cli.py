@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 
 
 def _configure_logging() -> None:
@@ -62,16 +61,15 @@ def run() -> None:
 
     Once ``main`` returns, the server has stopped what it owns, in order (requests drained,
     versions unloaded, batch threads joined, prediction logs closed, the metadata spool handed
-    to its worker and the worker stopped). Of CPython's exit, the parts that are ours run:
-    threads still working are waited for (a load in progress when SIGTERM came finishes), then
-    the ``atexit`` functions (temporary directories, logging's flush). The process then ends
-    the way TF Serving's C++ binary does, without interpreter finalization: tearing down
-    modules and objects while TensorFlow's native thread pools and a TF Transform graph's
-    lookup tables are still registered aborted (SIGABRT) and, about once in 50 stops, hung
-    after "Server stopped" (``tests/components/test_transform_model_clean_stop.py``).
+    to its worker and the worker stopped; a load in progress when SIGTERM came has finished).
+    Of CPython's exit, the part that is ours runs: the ``atexit`` functions (temporary
+    directories, logging's flush). The process then ends the way TF Serving's C++ binary
+    does, without interpreter finalization: tearing down modules and objects while
+    TensorFlow's native thread pools and a TF Transform graph's lookup tables are still
+    registered aborted (SIGABRT) and, about once in 50 stops, hung after "Server stopped"
+    (``tests/components/test_transform_model_clean_stop.py``).
     """
     code = main()
-    threading._shutdown()  # the first step of CPython's exit: join non-daemon and pool threads
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()

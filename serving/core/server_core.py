@@ -290,9 +290,11 @@ class ServerCore:
             self._models.clear()
         for model in models:
             model.manager.remove()
+        # A load already running finishes (TF cannot cancel one; its version is then unloaded
+        # like the others); loads not started yet are dropped.
+        self._load_executor.shutdown(wait=True, cancel_futures=True)
         for model in models:
             model.manager.join_unloads(timeout=30)
-        self._load_executor.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ request path
     def _get(self, name: str, version: int | None) -> _Model:

@@ -118,7 +118,7 @@ def test_sigterm_exits_0_in_every_one_of_50_cycles(transform_model_store, tmp_pa
         stop.set()
         for thread in threads:
             thread.join(300)  # a cycle in progress stops its own server
-    assert not errors, errors
+    assert not errors, "\n\n".join(f"{type(e).__name__}: {e}" for e in errors)  # whole logs
     failures = [(code, log) for code, log in outcomes if code != 0]
     assert len(outcomes) == CYCLES
     assert not failures, f"{len(failures)} of {CYCLES} stops failed; first:\n{failures[0][1]}"
