@@ -43,7 +43,7 @@ from absl import logging
 
 from components import store_io
 from components.manifest import Manifest, list_files
-from components.model_store import PublishedVersion
+from components.model_store import PublishedVersion, rollback_plan
 from serving.storage.bucket_layout import (
     ABANDONED_PREFIX,
     CLAIM_FILENAME,
@@ -249,16 +249,7 @@ class BucketModelStore:
         ``.rolled-back-<v>-<id>/``; servers with the "latest" policy switch on their next poll."""
         listing = self._listing()
         versions = sorted(v for v, o in listing.versions.items() if _is_servable(o))
-        if to_version is None:
-            if len(versions) < 2:
-                raise ValueError(
-                    f"Nothing to roll back to in {self.base}: versions={versions}. "
-                    "Pass an explicit to_version or push a model first."
-                )
-            to_version = versions[-2]
-        if to_version not in versions:
-            raise ValueError(f"Version {to_version} is not in {self.base} (versions={versions}).")
-        newer = [v for v in versions if v > to_version]
+        to_version, newer = rollback_plan(self.base, versions, to_version)
         for version in newer:
             objects = listing.versions[version]
             hidden = f"{ROLLED_BACK_PREFIX}{version}-{uuid.uuid4().hex}"

@@ -40,6 +40,23 @@ from serving.storage.object_store import is_bucket_uri
 INCOMING_PREFIX = ".incoming-"
 RETIRED_PREFIX = ".retired-"
 ROLLED_BACK_PREFIX = ".rolled-back-"
+
+
+def rollback_plan(base: str, versions: list[int], to_version: int | None) -> tuple[int, list[int]]:
+    """The version a rollback makes latest (default: the one before the latest) and the newer
+    versions it hides; the same rule for local and bucket stores."""
+    if to_version is None:
+        if len(versions) < 2:
+            raise ValueError(
+                f"Nothing to roll back to in {base}: versions={versions}. "
+                "Pass an explicit to_version or push a model first."
+            )
+        to_version = versions[-2]
+    if to_version not in versions:
+        raise ValueError(f"Version {to_version} is not in {base} (versions={versions}).")
+    return to_version, [v for v in versions if v > to_version]
+
+
 _HIDDEN_VERSION_RE = re.compile(
     rf"^(?:{re.escape(INCOMING_PREFIX)}|{re.escape(RETIRED_PREFIX)}|{re.escape(ROLLED_BACK_PREFIX)})"
     r"(\d+)-[0-9a-f]+$"
@@ -186,16 +203,7 @@ class ModelStore:
         reused by later publishes.
         """
         versions = self.versions()
-        if to_version is None:
-            if len(versions) < 2:
-                raise ValueError(
-                    f"Nothing to roll back to in {self.base}: versions={versions}. "
-                    "Pass an explicit to_version or push a model first."
-                )
-            to_version = versions[-2]
-        if to_version not in versions:
-            raise ValueError(f"Version {to_version} is not in {self.base} (versions={versions}).")
-        newer = [v for v in versions if v > to_version]
+        to_version, newer = rollback_plan(self.base, versions, to_version)
         for version in newer:
             self._hide(version, ROLLED_BACK_PREFIX)
         logging.info("Rolled %s back to version %d (removed %s)", self.base, to_version, newer)
