@@ -23,6 +23,8 @@ from serving.servables.op_libraries import (
     parse_op_libraries,
 )
 
+MAX_AUTO_FRONTENDS = 8
+
 _TRUE = {"true", "1", "yes", "t", "y"}
 _FALSE = {"false", "0", "no", "f", "n"}
 
@@ -89,6 +91,7 @@ class ServerOptions:
     auth_protect_health_probes: bool = False
     traffic_split_config_file: str = ""
     host: str = "0.0.0.0"
+    frontend_processes: int = -1
     metadata_connection: str = ""
     metadata_spool_dir: str = ""
     metadata_spool_max_reports: int = 100_000
@@ -97,6 +100,17 @@ class ServerOptions:
     prediction_log_dir: str = ""
     prediction_log_sampling: str = "0.01"
     version: bool = False
+
+    def frontend_count(self) -> int:
+        """Front-end processes to run (0: one process serves everything).
+
+        ``-1`` derives it from the CPUs this process may use (its affinity mask, which is what a
+        container's cpuset or ``taskset`` grants): one front end per usable CPU, at most 8,
+        and none on a single CPU, where another process would only add a hop."""
+        if self.frontend_processes >= 0:
+            return self.frontend_processes
+        usable = len(os.sched_getaffinity(0))
+        return 0 if usable < 2 else min(usable, MAX_AUTO_FRONTENDS)
 
     def server_id(self) -> str:
         """The name this server reports under (MLMD, the status page): ``--metadata_server_id``,
@@ -125,6 +139,10 @@ _HELP = {
     "max_queued_requests": "model calls allowed to wait for a thread before HTTP 503 / "
     "UNAVAILABLE (tfx-model-server only)",
     "host": "address to bind (tfx-model-server only)",
+    "frontend_processes": "processes serving REST and gRPC on the same ports (SO_REUSEPORT) "
+    "around one model process; they never load TensorFlow. -1 = one per usable CPU (at most "
+    "8, none on one CPU); 0 = everything in one process (tfx-model-server only; see "
+    "docs/serving.md)",
     "max_request_bytes": "largest request body/message accepted, 0 = unlimited (REST 413, gRPC "
     "RESOURCE_EXHAUSTED past it; tfx-model-server only)",
     "max_request_memory_bytes": "memory one request may take once read and decoded (body, "
@@ -308,6 +326,8 @@ def validate(options: ServerOptions) -> None:
             "--max_total_request_memory_bytes must be at least --max_request_memory_bytes "
             "(else a request within its own limit could never be served)"
         )
+    if options.frontend_processes < -1:
+        raise OptionsError("--frontend_processes must be >= 0, or -1 for one per usable CPU")
     if options.rest_api_max_connections < 1:
         raise OptionsError("--rest_api_max_connections must be >= 1")
     if options.num_tflite_pools < 0:
