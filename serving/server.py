@@ -15,9 +15,8 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
-from tensorflow_serving.config import model_server_config_pb2
 
-from serving import heap
+from serving import heap, protos
 from serving.api.inference import InferenceService
 from serving.batching.params import BatchingConfig, read_batching_parameters
 from serving.batching.scheduler import BatchScheduler
@@ -50,11 +49,11 @@ from serving.storage.sources import StorageSources
 log = logging.getLogger(__name__)
 
 
-def model_config_from_flags(options: ServerOptions) -> model_server_config_pb2.ModelServerConfig:
+def model_config_from_flags(options: ServerOptions) -> protos.ModelServerConfig:
     """The config a command line describes: the file, or one model from the flags."""
     if options.model_config_file:
         return read_model_config(options.model_config_file)
-    config = model_server_config_pb2.ModelServerConfig()
+    config = protos.ModelServerConfig()
     model = config.model_config_list.config.add()
     model.name = options.model_name
     base = options.model_base_path

@@ -9,13 +9,16 @@ them, unqualified.
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2
 
-from serving.core.server_core import ServerCore
 from serving.grpc_api.wire import add_service
 from serving.request_limits import MemoryPool
+
+if TYPE_CHECKING:
+    from serving.core.server_core import ServerCore
 
 SERVICE_NAMES = (
     "",

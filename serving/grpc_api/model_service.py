@@ -13,19 +13,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import grpc
-from tensorflow_serving.apis import (
-    get_model_status_pb2,
-    model_management_pb2,
-    model_service_pb2_grpc,
-)
-from tensorflow_serving.config import model_server_config_pb2
 
+from serving import protos
 from serving.api import model_info
-from serving.core.server_core import ServerCore
 from serving.errors import invalid_argument
 from serving.grpc_api import request_spec, rpc
+
+if TYPE_CHECKING:
+    from serving.core.server_core import ServerCore
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +32,7 @@ Context = grpc.aio.ServicerContext
 DEFAULT_RELOAD_TIMEOUT_SECONDS = 60.0
 
 
-class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+class ModelServicer:
     def __init__(
         self, core: ServerCore, reload_timeout: float = DEFAULT_RELOAD_TIMEOUT_SECONDS
     ) -> None:
@@ -44,15 +42,15 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
     @rpc
     async def GetModelStatus(
-        self, request: get_model_status_pb2.GetModelStatusRequest, context: Context
-    ) -> get_model_status_pb2.GetModelStatusResponse:
+        self, request: protos.GetModelStatusRequest, context: Context
+    ) -> protos.GetModelStatusResponse:
         # No name check here in TF Serving: an empty name is "Could not find any versions".
         return model_info.model_status(self._core, request_spec(request, require_name=False))
 
     @rpc
     async def HandleReloadConfigRequest(
-        self, request: model_management_pb2.ReloadConfigRequest, context: Context
-    ) -> model_management_pb2.ReloadConfigResponse:
+        self, request: protos.ReloadConfigRequest, context: Context
+    ) -> protos.ReloadConfigResponse:
         config = request.config
         if config.WhichOneof("config") != "model_config_list":
             raise invalid_argument(
@@ -75,11 +73,11 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             await asyncio.to_thread(
                 self._core.wait_until_available, added, time.monotonic() + budget
             )
-        response = model_management_pb2.ReloadConfigResponse()
+        response = protos.ReloadConfigResponse()
         response.status.SetInParent()  # error_code OK, as TF Serving's ToStatusProto(OK)
         return response
 
-    def _added_models(self, config: model_server_config_pb2.ModelServerConfig) -> list[str]:
+    def _added_models(self, config: protos.ModelServerConfig) -> list[str]:
         """Models the new config loads afresh: new names, or a known name at a new base path."""
         current = set(self._core.model_names())
         return [

@@ -14,13 +14,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import orjson
-from tensorflow_serving.apis import get_model_metadata_pb2
 
-from serving import request_limits
+from serving import protos, request_limits
 from serving.api import model_info, request_context
-from serving.api.inference import InferenceService, status_error
+from serving.api.inference import InferenceService
+from serving.api.types import status_error
 from serving.compat import message_to_dict_with_defaults
-from serving.core.server_core import ModelSpec
+from serving.core.model_spec import ModelSpec
 from serving.core.traffic_split import DEFAULT_ROUTING_HEADER
 from serving.errors import Code, ServingError, http_status, invalid_argument
 from serving.request_limits import MemoryLimits, MemoryPool, RequestTooLarge
@@ -360,7 +360,7 @@ def _rest_signature_lookup(signatures, name: str):
     return signatures[key]
 
 
-def _unpack_signature_map(any_message) -> get_model_metadata_pb2.SignatureDefMap:
-    signature_map = get_model_metadata_pb2.SignatureDefMap()
+def _unpack_signature_map(any_message) -> protos.SignatureDefMap:
+    signature_map = protos.SignatureDefMap()
     any_message.Unpack(signature_map)
     return signature_map
