@@ -217,6 +217,8 @@ class Channel:
             await self._waiter
         finally:
             self._waiter = None
+        if not self._inbox:  # woken by the close
+            raise ChannelClosed(str(self._closed))
         return self._inbox.popleft()
 
     def _on_readable(self) -> None:
