@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         from serving.multiproc.supervisor import Supervisor
 
         return Supervisor(options, argv, frontends).run()
+    from serving.errors import ConfigError
     from serving.server import ModelServer
 
     try:

@@ -350,7 +350,7 @@ class ModelServer:
         if not self.options.port and not self.options.grpc_socket_path:
             return None
         health = (
-            ReadinessHealth(self.core) if self.options.enable_grpc_healthcheck_service else None
+            ReadinessHealth(self.service) if self.options.enable_grpc_healthcheck_service else None
         )
         security = GrpcSecurity(
             tls=self.tls,

@@ -22,6 +22,8 @@ from typing import TypeVar
 import numpy as np
 
 from serving import protos
+from serving.api import model_info
+from serving.api.model_control import ConfigReloader
 from serving.api.types import (
     CLASSIFY_METHOD,
     REGRESS_METHOD,
@@ -58,6 +60,7 @@ class InferenceService:
     ) -> None:
         self.core = core
         self.metrics = metrics
+        self._reloader = ConfigReloader(core)
         self._observers = tuple(observers)
         self._pool = ThreadPoolExecutor(max_workers=num_threads, thread_name_prefix="infer")
         self._num_threads = num_threads
@@ -219,6 +222,24 @@ class InferenceService:
         return ResolvedSpec(
             handle.model_name, handle.version, signature_or_default(spec.signature_name)
         )
+
+    # ------------------------------------------------------------------ model information
+    def model_names(self) -> list[str]:
+        return self.core.model_names()
+
+    def models_without_available_version(self) -> list[str]:
+        return self.core.models_without_available_version()
+
+    async def model_status(self, spec: ModelSpec) -> protos.GetModelStatusResponse:
+        return model_info.model_status(self.core, spec)
+
+    async def model_metadata(
+        self, spec: ModelSpec, fields: Sequence[str]
+    ) -> protos.GetModelMetadataResponse:
+        return model_info.model_metadata(self.core, spec, list(fields))
+
+    async def reload_config(self, config: protos.ModelServerConfig, budget_seconds: float) -> None:
+        await self._reloader.reload(config, budget_seconds)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

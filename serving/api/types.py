@@ -7,8 +7,9 @@ the messages inside results are ``serving.protos`` classes, wire-identical to TF
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -53,3 +54,53 @@ def status_error(exc: BaseException) -> ServingError:
     if isinstance(exc, ServingError):
         return exc
     return ServingError(Code.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+
+class RequestMetrics(Protocol):
+    """What a front end records per call (``ServingMetrics`` in one process; forwarded to the
+    model process's registry by a front-end process)."""
+
+    path: str | None
+
+    def record_request_latency(
+        self, model: str, api: str, entrypoint: str, seconds: float
+    ) -> None: ...
+
+
+class Dataplane(Protocol):
+    """What the REST and gRPC front ends ask of the server behind them: ``InferenceService``
+    in one process, ``serving.multiproc.remote.RemoteDataplane`` in a front-end process.
+    Front ends hold no reference to the core, so the same front-end code serves both."""
+
+    metrics: RequestMetrics | None
+
+    async def predict(
+        self,
+        spec: Any,
+        decode_inputs: Callable[[Any], Mapping[str, np.ndarray]],
+        output_filter: Sequence[str] = (),
+        timeout_ms: int = 0,
+        find: Callable[[Mapping[str, Any], str], Any] = ...,
+    ) -> PredictResult: ...
+
+    async def classify(
+        self, spec: Any, inp: Any, timeout_ms: int = 0
+    ) -> tuple[ResolvedSpec, Any]: ...
+
+    async def regress(
+        self, spec: Any, inp: Any, timeout_ms: int = 0
+    ) -> tuple[ResolvedSpec, Any]: ...
+
+    async def multi_inference(
+        self, tasks: Sequence[tuple[Any, str]], inp: Any, timeout_ms: int = 0
+    ) -> list[tuple[ResolvedSpec, Any]]: ...
+
+    def model_names(self) -> list[str]: ...
+
+    def models_without_available_version(self) -> list[str]: ...
+
+    async def model_status(self, spec: Any) -> Any: ...
+
+    async def model_metadata(self, spec: Any, fields: Sequence[str]) -> Any: ...
+
+    async def reload_config(self, config: Any, budget_seconds: float) -> None: ...

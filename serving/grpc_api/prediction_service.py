@@ -12,7 +12,7 @@ import grpc
 import numpy as np
 
 from serving import protos, tensor_codec
-from serving.api import model_info, request_context
+from serving.api import request_context
 from serving.api.inference import InferenceService
 from serving.core.traffic_split import DEFAULT_ROUTING_HEADER
 from serving.grpc_api import (
@@ -121,6 +121,6 @@ class PredictionServicer:
     async def GetModelMetadata(
         self, request: protos.GetModelMetadataRequest, context: Context
     ) -> protos.GetModelMetadataResponse:
-        return model_info.model_metadata(
-            self._service.core, request_spec(request), list(request.metadata_field)
+        return await self._service.model_metadata(
+            request_spec(request), list(request.metadata_field)
         )

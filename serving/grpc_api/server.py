@@ -141,7 +141,7 @@ def build_grpc_server(
     )
     add_service(
         server,
-        ModelServicer(service.core),
+        ModelServicer(service),
         protos.service("tensorflow.serving.ModelService"),
         memory,
     )

@@ -30,6 +30,7 @@ from serving.security.ssl_config import read_ssl_config
 
 log = logging.getLogger(__name__)
 
+
 class FrontendProcess:
     def __init__(self, options: ServerOptions, index: int, socket_path: str) -> None:
         # One process may own a UNIX socket path; the TCP ports are shared (SO_REUSEPORT).
@@ -54,7 +55,9 @@ class FrontendProcess:
             MemoryLimits(options.max_request_memory_bytes, options.max_total_request_memory_bytes),
             on_release=self.memory_returner.note,
         )
-        self.dataplane = RemoteDataplane(socket_path, arena_bytes(options.max_total_request_memory_bytes), f"frontend-{index}")
+        self.dataplane = RemoteDataplane(
+            socket_path, arena_bytes(options.max_total_request_memory_bytes), f"frontend-{index}"
+        )
 
     async def serve(self, ready_fd: int | None) -> None:
         stopping = asyncio.Event()

@@ -20,7 +20,9 @@ def _run(options: ServerOptions) -> int:
     socket_path = os.environ[MODEL_SOCKET_ENV]
 
     async def serve_frontends(server: ModelServer):
-        host = DataplaneHost(server, socket_path, arena_bytes(options.max_total_request_memory_bytes))
+        host = DataplaneHost(
+            server, socket_path, arena_bytes(options.max_total_request_memory_bytes)
+        )
         await host.start()
         return host.stop
 

@@ -12,7 +12,7 @@ import base64
 import hashlib
 from typing import Any
 
-from serving.api.types import ModelSpec
+from serving.core.model_spec import ModelSpec
 from serving.errors import Code, ServingError
 
 # How the supervisor tells a child where things are.

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from serving import protos
-from serving.api.types import ModelSpec
+from serving.core.model_spec import ModelSpec
 from serving.errors import ServingError
 from serving.multiproc.protocol import b64, fingerprint, unb64
 

@@ -15,6 +15,7 @@ nothing that can crash it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import faulthandler
 import logging
@@ -50,7 +51,6 @@ def _die_with_parent(parent: int) -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # the supervisor died before prctl took effect
         os._exit(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
 
 
 @dataclass
@@ -105,7 +105,10 @@ class Supervisor:
         them with another server of the same user: a port taken must fail the start, as it
         does for the single-process server. A bind without the option fails if anyone holds
         the port, with or without it."""
-        for flag, port in (("--rest_api_port", self.options.rest_api_port), ("--port", self.options.port)):
+        for flag, port in (
+            ("--rest_api_port", self.options.rest_api_port),
+            ("--port", self.options.port),
+        ):
             if not port:
                 continue
             try:
@@ -192,6 +195,9 @@ class Supervisor:
             env=env,
             pass_fds=pass_fds,
             preexec_fn=lambda: _die_with_parent(parent),
+            # Out of the supervisor's process group: a signal to the group (Ctrl-C, a
+            # `timeout`) reaches the supervisor alone, which stops the children in order.
+            start_new_session=True,
         )
         for fd in pass_fds:
             os.close(fd)
@@ -232,10 +238,8 @@ class Supervisor:
 
 def _signal(process: subprocess.Popen, sig: int) -> None:
     if process.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             process.send_signal(sig)
-        except ProcessLookupError:
-            pass
 
 
 def _wait(child: Child, timeout: float) -> None:

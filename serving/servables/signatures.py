@@ -68,6 +68,14 @@ def find_signature(signatures: Mapping[str, SignatureDef], name: str) -> Signatu
         raise failed_precondition(f'Serving signature key "{key}" not found.') from None
 
 
+def find_signature_rest(signatures: Mapping[str, SignatureDef], name: str) -> SignatureDef:
+    """REST's predict reports an unknown signature in its own words (json_tensor.cc)."""
+    key = signature_or_default(name)
+    if key not in signatures:
+        raise invalid_argument(f'Serving signature name: "{key}" not found in signature def')
+    return signatures[key]
+
+
 def _braces(names: Iterable[str]) -> str:
     return "{" + ",".join(sorted(names)) + "}"
 

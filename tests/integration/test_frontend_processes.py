@@ -100,9 +100,11 @@ def predict_grpc(server: ServerProcess) -> predict_pb2.PredictResponse:
 def test_one_model_process_and_front_ends_without_tensorflow(model_dir):
     with start(model_dir) as server:
         roles = server.wait_for(
-            lambda: (found := children(server.process.pid))
-            and sorted(found.values()) == ["frontend", "frontend", "model"]
-            and found
+            lambda: (
+                (found := children(server.process.pid))
+                and sorted(found.values()) == ["frontend", "frontend", "model"]
+                and found
+            )
         )
         assert predict_rest(server) == (200, b'{\n    "predictions": [2.5, 3.0\n    ]\n}')
         outputs = tf.make_ndarray(predict_grpc(server).outputs["y"])
@@ -145,9 +147,11 @@ def test_a_killed_front_end_is_replaced_while_the_other_serves(model_dir):
         for _ in range(20):
             assert predict_rest(server)[0] == 200
         replaced = server.wait_for(
-            lambda: (found := children(server.process.pid))
-            and sorted(found.values()) == ["frontend", "frontend", "model"]
-            and victim not in found
+            lambda: (
+                (found := children(server.process.pid))
+                and sorted(found.values()) == ["frontend", "frontend", "model"]
+                and victim not in found
+            )
         )
         assert replaced
         assert "frontend-" in server.log() and "exited with signal SIGKILL" in server.log()
@@ -162,7 +166,7 @@ def test_front_ends_answer_unavailable_while_the_model_process_is_restarted(mode
         os.kill(model, signal.SIGKILL)
         server.wait_for(lambda: not alive(model))
         # Until the new model process has loaded its versions: 503, UNAVAILABLE, not ready.
-        status, body = server.wait_for(
+        _, body = server.wait_for(
             lambda: (answer := predict_rest(server))[0] == 503 and answer, timeout=30
         )
         assert b"model process" in body
