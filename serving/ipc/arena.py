@@ -10,9 +10,11 @@ The allocator hands out 64-byte-aligned blocks (a cache line, and more than any 
 needs). It is a segregated-fit allocator in the spirit of TLSF: free blocks sit in power-of-two
 size bins, found in O(1) through a bitmap of non-empty bins, and merged with their free
 neighbours on ``free`` through two dicts (by start and by end), so alloc and free cost a few
-dict operations whatever the fragmentation. A freed block of 1 MiB or more gives its pages back
-to the kernel (``MADV_REMOVE`` punches a hole in the memfd), so a 500 MB request does not stay
-resident after it is answered.
+dict operations whatever the fragmentation. In front of it, freed blocks up to 64 KiB wait in a
+cache per exact size, since a model's requests come in a few sizes: the next message of that
+size reuses one in a dict lookup, and the caches merge back when the arena runs short. A freed
+block of 1 MiB or more gives its pages back to the kernel (``MADV_REMOVE`` punches a hole in the
+memfd), so a 500 MB request does not stay resident after it is answered.
 """
 
 from __future__ import annotations
@@ -22,11 +24,15 @@ import fcntl
 import mmap
 import os
 import threading
+from typing import NoReturn
 
 ALIGNMENT = 64
 # Freed blocks at least this large are returned to the kernel; smaller ones stay resident for
 # reuse (a syscall per small message would cost more than the pages are worth).
 RELEASE_THRESHOLD = 1 << 20
+# Freed blocks up to this size wait in per-size caches (dlmalloc's "fast bins"), since messages
+# of one model come in a few sizes; the caches merge into the free index when alloc runs short.
+CACHED_MAX = 1 << 16
 _PAGE = mmap.PAGESIZE
 _SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
 
@@ -35,11 +41,8 @@ class ArenaError(ValueError):
     """A block the arena did not hand out (double free, foreign offset) or a view out of range."""
 
 
-def _check_range(offset: int, nbytes: int, capacity: int) -> None:
-    if offset < 0 or nbytes < 0 or offset + nbytes > capacity:
-        raise ArenaError(
-            f"view [{offset}, {offset + nbytes}) is outside the arena's {capacity} bytes"
-        )
+def _out_of_range(offset: int, nbytes: int, capacity: int) -> NoReturn:
+    raise ArenaError(f"view [{offset}, {offset + nbytes}) is outside the arena's {capacity} bytes")
 
 
 def _unmap(memory: memoryview, mapping: mmap.mmap) -> None:
@@ -77,6 +80,7 @@ class Arena:
         self._free_ending: dict[int, int] = {}  # end -> start
         self._bins: list[dict[int, int]] = [{} for _ in range(usable.bit_length())]
         self._nonempty = 0  # bit k set when bin k holds a block
+        self._cached: dict[int, list[int]] = {}  # size -> freed small blocks of that size
         self.used = 0  # bytes in allocated blocks
         self._insert(0, usable)
 
@@ -119,19 +123,30 @@ class Arena:
             raise ValueError(f"cannot allocate {nbytes} bytes")
         size = max(ALIGNMENT, -(-nbytes // ALIGNMENT) * ALIGNMENT)
         with self._lock:
-            found = self._find(size)
-            if found is None:
-                return None
-            start, block = found
-            self._remove(start, block)
-            if block > size:
-                self._insert(start + size, block - size)
+            cached = self._cached.get(size)
+            if cached:
+                start = cached.pop()
+            else:
+                found = self._find(size)
+                if found is None:
+                    if not self._cached:
+                        return None
+                    self._merge_cached()
+                    found = self._find(size)
+                    if found is None:
+                        return None
+                start, block = found
+                self._remove(start, block)
+                if block > size:
+                    self._insert(start + size, block - size)
             self._allocated[start] = size
             self.used += size
             return start
 
     def free(self, offset: int) -> None:
-        """Return a block from ``alloc``; merges it with free neighbours."""
+        """Return a block from ``alloc``. A small block goes to the cache of its exact size (the
+        next message of that size takes it back in a dict lookup); a larger one merges with its
+        free neighbours, and from 1 MiB its pages go back to the kernel."""
         with self._lock:
             size = self._allocated.pop(offset, None)
             if size is None:
@@ -140,18 +155,38 @@ class Arena:
                     "(freed twice, or never returned by alloc)"
                 )
             self.used -= size
-            start, end = offset, offset + size
-            after = self._free_at.get(end)
-            if after is not None:
-                self._remove(end, after)
-                end += after
-            before = self._free_ending.get(start)
-            if before is not None:
-                self._remove(before, start - before)
-                start = before
-            self._insert(start, end - start)
+            if size <= CACHED_MAX:
+                cached = self._cached.get(size)
+                if cached is None:
+                    self._cached[size] = [offset]
+                else:
+                    cached.append(offset)
+                return
+            start, end = self._coalesce(offset, size)
             if size >= RELEASE_THRESHOLD:
                 self._release(start, end)
+
+    def _coalesce(self, offset: int, size: int) -> tuple[int, int]:
+        """Put a block back into the free index merged with its free neighbours: the range."""
+        start, end = offset, offset + size
+        after = self._free_at.get(end)
+        if after is not None:
+            self._remove(end, after)
+            end += after
+        before = self._free_ending.get(start)
+        if before is not None:
+            self._remove(before, start - before)
+            start = before
+        self._insert(start, end - start)
+        return start, end
+
+    def _merge_cached(self) -> None:
+        """Return every cached block to the free index (when no free block is large enough), so
+        the cache never makes alloc refuse what the arena could hold."""
+        cached, self._cached = self._cached, {}
+        for size, offsets in cached.items():
+            for offset in offsets:
+                self._coalesce(offset, size)
 
     def _release(self, start: int, end: int) -> None:
         """Punch the whole pages inside the free range [start, end) out of the memfd. Under the
@@ -163,7 +198,8 @@ class Arena:
 
     def view(self, offset: int, nbytes: int) -> memoryview:
         """A writable view of ``nbytes`` bytes at ``offset``."""
-        _check_range(offset, nbytes, self.capacity)
+        if offset < 0 or nbytes < 0 or offset + nbytes > self.capacity:
+            _out_of_range(offset, nbytes, self.capacity)
         return self._memory[offset : offset + nbytes]
 
     @property
@@ -201,7 +237,8 @@ class ArenaMap:
 
     def view(self, offset: int, nbytes: int) -> memoryview:
         """A writable view of ``nbytes`` bytes at ``offset``."""
-        _check_range(offset, nbytes, self.capacity)
+        if offset < 0 or nbytes < 0 or offset + nbytes > self.capacity:
+            _out_of_range(offset, nbytes, self.capacity)
         return self._memory[offset : offset + nbytes]
 
     def close(self) -> None:

@@ -37,10 +37,6 @@ class Allocator(Protocol):
     def view(self, offset: int, nbytes: int) -> memoryview: ...
 
 
-def _aligned(n: int) -> int:
-    return -(-n // ALIGNMENT) * ALIGNMENT
-
-
 def _dtype(name: str) -> np.dtype:
     dtype = _DTYPES.get(name)
     if dtype is None:
@@ -75,19 +71,17 @@ def _plan(arrays: Mapping[str, np.ndarray]) -> tuple[_Plan, int]:
         if not isinstance(array, np.ndarray):
             array = np.asarray(array)
         dtype = array.dtype
-        shape = list(array.shape)
-        if dtype.hasobject:
-            if dtype.kind != "O":
-                raise TypeError(f"tensor {name!r}: structured dtype {dtype} is not a tensor")
+        kind = dtype.kind
+        if kind == "O":
             lengths, data = _strings(name, array)
             nbytes = lengths.nbytes + len(data)
-            plan.append((name, BYTES, shape, position, nbytes, (lengths, data)))
+            plan.append((name, BYTES, list(array.shape), position, nbytes, (lengths, data)))
         else:
-            if dtype.fields is not None:
+            if kind == "V" and dtype.fields is not None:
                 raise TypeError(f"tensor {name!r}: structured dtype {dtype} is not a tensor")
             nbytes = array.nbytes
-            plan.append((name, dtype.str, shape, position, nbytes, array))
-        position += _aligned(nbytes)
+            plan.append((name, dtype.str, list(array.shape), position, nbytes, array))
+        position += -(-nbytes // ALIGNMENT) * ALIGNMENT
     return plan, position
 
 
@@ -113,7 +107,10 @@ def pack(arrays: Mapping[str, np.ndarray], arena: Allocator) -> tuple[list, int]
                 size = lengths.nbytes
                 memory[position : position + size] = lengths.view(np.uint8)
                 memory[position + size : position + nbytes] = data
-            else:
+            elif payload.flags.c_contiguous and payload.dtype.kind not in "Mm":
+                # The buffer protocol's memcpy: cheaper than building a numpy destination.
+                memory[position : position + nbytes] = memoryview(payload).cast("B")
+            else:  # strided, or datetimes (which numpy does not export as a buffer)
                 destination = np.frombuffer(
                     memory[position : position + nbytes], dtype=payload.dtype
                 ).reshape(payload.shape)

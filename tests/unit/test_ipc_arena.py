@@ -44,7 +44,15 @@ def test_blocks_are_aligned_disjoint_inside_and_everything_coalesces_back(steps)
             if kind == "alloc":
                 offset = arena.alloc(value)
                 if offset is None:
-                    assert value > capacity - arena.used  # refused only when short of room
+                    # Refused only when no gap between live blocks could hold it.
+                    size = max(ALIGNMENT, -(-value // ALIGNMENT) * ALIGNMENT)
+                    edges = sorted(
+                        (o, o + max(ALIGNMENT, -(-n // ALIGNMENT) * ALIGNMENT))
+                        for o, n in live.items()
+                    )
+                    starts = [0] + [end for _, end in edges]
+                    ends = [start for start, _ in edges] + [capacity]
+                    assert all(end - start < size for start, end in zip(starts, ends, strict=True))
                     continue
                 assert offset % ALIGNMENT == 0 and offset + value <= capacity
                 for other, size in live.items():
