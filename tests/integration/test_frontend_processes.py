@@ -9,6 +9,7 @@ process server elsewhere: the request-path suites run again with front ends in C
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -106,7 +107,8 @@ def test_one_model_process_and_front_ends_without_tensorflow(model_dir):
                 and found
             )
         )
-        assert predict_rest(server) == (200, b'{\n    "predictions": [2.5, 3.0\n    ]\n}')
+        status, body = predict_rest(server)
+        assert (status, json.loads(body)) == (200, {"predictions": [2.5, 3.0]})
         outputs = tf.make_ndarray(predict_grpc(server).outputs["y"])
         np.testing.assert_allclose(outputs, [[2.5], [3.0]])
         for pid, role in roles.items():

@@ -38,6 +38,14 @@ FRONTEND_MODULES = (
     "serving.api.types",
     "serving.core.model_spec",
     "serving.config_file",
+    "serving.ipc.channel",
+    "serving.ipc.tensors",
+    "serving.rest.uvicorn_server",
+    # The processes of --frontend_processes that must stay small: the front end and the
+    # supervisor (only the model process loads TensorFlow).
+    "serving.multiproc.frontend",
+    "serving.multiproc.remote",
+    "serving.multiproc.supervisor",
 )
 
 _BLOCKING_IMPORT = textwrap.dedent(
