@@ -156,6 +156,10 @@ class Supervisor:
     def _watch(self) -> None:
         while not self._stop.wait(0.1):
             now = time.monotonic()
+            for child in self.frontends:  # a restarted front end reports it listens
+                if child.ready_fd is not None and select.select([child.ready_fd], [], [], 0)[0]:
+                    os.read(child.ready_fd, 1)
+                    self._close_ready(child)
             for child in (self.model, *self.frontends):
                 if child.process is not None and child.process.poll() is not None:
                     self._on_exit(child, now)
@@ -229,11 +233,18 @@ class Supervisor:
         self._stop.set()
 
     def _on_dump_signal(self, signum: int, frame) -> None:
-        """``kill -USR1``: this process's stacks and every child's (each dumps its own)."""
+        """``kill -USR1``: this process's stacks and every child's (each dumps its own). Only
+        to children past their start: before its handler is installed, SIGUSR1 would end a
+        Python process."""
         faulthandler.dump_traceback(all_threads=True)
         for child in (self.model, *self.frontends):
-            if child.process is not None:
+            if child.process is not None and self._started(child):
                 _signal(child.process, signal.SIGUSR1)
+
+    def _started(self, child: Child) -> bool:
+        if child is self.model:
+            return os.path.exists(self.socket_path)
+        return child.ready_fd is None
 
 
 def _signal(process: subprocess.Popen, sig: int) -> None:

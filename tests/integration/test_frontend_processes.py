@@ -21,7 +21,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from tests.support.models import write_half_plus_two
+from tests.support.models import write_half_plus_two, write_tf2_scale
 from tests.support.server_process import ServerProcess
 
 pytestmark = pytest.mark.integration
@@ -207,3 +207,50 @@ def test_port_in_use_fails_the_start(model_dir):
             second.start()
         assert "Cannot listen on" in second.log()
         assert predict_rest(first)[0] == 200
+
+
+class _ScaleFloat64(tf.Module):
+    """Like ``write_tf2_scale``'s model but reading float64: a signature whose JSON decodes
+    differently from the float32 one under the same input name."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float64, name="x")])
+    def serve(self, x):
+        return {"y": x * 10.0}
+
+
+def test_request_decoded_for_another_version_is_decoded_again(tmp_path):
+    """The front end's snapshot guesses the latest version (2, float64 input); the split sends
+    every unversioned request to label ``stable`` = version 1 (float32). The model process must
+    catch the mismatch and the front end decode again for version 1 -- feeding version 1 the
+    float64 tensor decoded for version 2 would fail, or answer from the wrong signature."""
+    write_tf2_scale(str(tmp_path / "m" / "1"), factor=3.0)
+    tf.saved_model.save(
+        module := _ScaleFloat64(),
+        str(tmp_path / "m" / "2"),
+        signatures={"serving_default": module.serve},
+    )
+    (tmp_path / "models.config").write_text(
+        "model_config_list { config { name: 'm' base_path: '%s' model_platform: 'tensorflow' "
+        "model_version_policy { all {} } version_labels { key: 'stable' value: 1 } } }"
+        % (tmp_path / "m")
+    )
+    (tmp_path / "split.json").write_text(json.dumps({"models": {"m": {"stable": 100}}}))
+    with ServerProcess(
+        [
+            f"--model_config_file={tmp_path / 'models.config'}",
+            f"--traffic_split_config_file={tmp_path / 'split.json'}",
+            "--frontend_processes=1",
+        ]
+    ) as server:
+        server.wait_for(lambda: server.available_versions("m") == [1, 2])
+        status, body, headers = server.request_with_headers(
+            "POST", "/v1/models/m:predict", {"instances": [[1.5]]}
+        )
+        assert status == 200, body
+        assert json.loads(body)["predictions"][0]["y"] == [4.5]
+        assert headers["x-model-version"] == "1"
+        # Version 2 answers as itself when asked by number (its own signature, no retry).
+        status, body = server.request(
+            "POST", "/v1/models/m/versions/2:predict", {"instances": [[1.5]]}
+        )
+        assert (status, json.loads(body)) == (200, {"predictions": [[15.0]]})
