@@ -13,6 +13,7 @@ import socket
 from dataclasses import dataclass, fields
 
 from serving.errors import ConfigError
+from serving.usable_cpus import usable_cpus
 from serving.request_limits import (
     DEFAULT_MAX_REQUEST_MEMORY_BYTES,
     DEFAULT_MAX_TOTAL_REQUEST_MEMORY_BYTES,
@@ -104,12 +105,12 @@ class ServerOptions:
     def frontend_count(self) -> int:
         """Front-end processes to run (0: one process serves everything).
 
-        ``-1`` derives it from the CPUs this process may use (its affinity mask, which is what a
-        container's cpuset or ``taskset`` grants): one front end per usable CPU, at most 8,
-        and none on a single CPU, where another process would only add a hop."""
+        ``-1`` derives it from the CPUs this process may use (``serving.usable_cpus``: its
+        affinity mask capped by a container's CPU quota): one front end per usable CPU, at
+        most 8, and none on a single CPU, where another process would only add a hop."""
         if self.frontend_processes >= 0:
             return self.frontend_processes
-        usable = len(os.sched_getaffinity(0))
+        usable = usable_cpus()
         return 0 if usable < 2 else min(usable, MAX_AUTO_FRONTENDS)
 
     def server_id(self) -> str:

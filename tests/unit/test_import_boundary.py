@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, float, tuple[str, ...]]] = [
             "serving.monitoring",
             "serving.security",
             "serving.protos",  # TF Serving's API messages without TensorFlow
+            "serving.usable_cpus",
             "serving.ipc",  # shared memory and framed messages between processes
         ),
     ),
