@@ -13,7 +13,6 @@ import socket
 from dataclasses import dataclass, fields
 
 from serving.errors import ConfigError
-from serving.usable_cpus import usable_cpus
 from serving.request_limits import (
     DEFAULT_MAX_REQUEST_MEMORY_BYTES,
     DEFAULT_MAX_TOTAL_REQUEST_MEMORY_BYTES,
@@ -23,6 +22,7 @@ from serving.servables.op_libraries import (
     check_op_libraries,
     parse_op_libraries,
 )
+from serving.usable_cpus import usable_cpus
 
 MAX_AUTO_FRONTENDS = 8
 
