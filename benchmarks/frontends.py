@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     if "memory" in args.parts:
         ours_ns |= {0, args.memory_frontends}
     supported = server_supports_frontends()
-    if not supported and (any(ours_ns) or ("peers" in args.parts and any(args.frontends))):
+    if not supported and any(ours_ns):
         print(
             f"This tree's server has no {FLAG} flag (`python -m serving --help` does not list "
             "it: issue 14's front-end processes have not landed here), so only N=0 can run. "

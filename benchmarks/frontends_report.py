@@ -263,9 +263,10 @@ def targets(report: dict) -> list[str]:
         )
     else:
         measured = "not measured"
+    n_goal = n_mem or 8  # issue 14's figure when no N >= 1 server was started
     lines.append(
-        f"| memory: {n_mem} front ends add to the N=0 server | ≤ {n_mem} x 120 MB "
-        f"= {n_mem * 120} MB | {measured} |"
+        f"| memory: {n_goal} front ends add to the N=0 server | ≤ {n_goal} x 120 MB "
+        f"= {n_goal * 120} MB | {measured} |"
     )
     ours = _ours(points)
     largest = max((p["frontends"] for p in ours), default=None)
@@ -273,7 +274,7 @@ def targets(report: dict) -> list[str]:
         if point["frontends"] is not None:
             continue
         key = {"protocol": point["protocol"], "concurrency": point["concurrency"]}
-        if point["server"].startswith("pytriton"):
+        if point["server"].startswith("pytriton") and largest is not None:
             lines.append(
                 f"| {point['protocol']} c={point['concurrency']}: ours N={largest} vs "
                 f"{point['server']} (both on 2 cores) | > 1x "
@@ -339,7 +340,7 @@ def markdown(report: dict) -> str:
         "",
         "![front-end processes](frontends.png)",
     ]
-    if points:
+    if _ours(points):
         lines += [
             "",
             "## Throughput and CPU per request (server on both cores)",
