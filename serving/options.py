@@ -129,7 +129,7 @@ _HELP = {
     "rest_api_timeout_in_ms": "deadline for REST predict/classify/regress (HTTP 504 past it)",
     "rest_api_max_connections": "open REST connections allowed; a new one past it is answered "
     "503 at once and closed (tfx-model-server only; at most half the process's file "
-    "descriptor limit)",
+    "descriptor limit; with --frontend_processes each front end takes an equal share)",
     "model_name": "model name in single-model mode",
     "model_base_path": "directory holding the model's integer version directories, or a "
     "gs://bucket/path or s3://bucket/path URI",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import os
 import signal
 
@@ -35,10 +36,14 @@ class FrontendProcess:
     def __init__(self, options: ServerOptions, index: int, socket_path: str) -> None:
         # One process may own a UNIX socket path; the TCP ports are shared (SO_REUSEPORT).
         # The profiler needs TensorFlow: it stays with the single-process server.
+        # The REST connection cap is the server's: each front end takes an equal share.
         self.options = dataclasses.replace(
             options,
             grpc_socket_path=options.grpc_socket_path if index == 0 else "",
             enable_profiler=False,
+            rest_api_max_connections=math.ceil(
+                options.rest_api_max_connections / max(1, options.frontend_count())
+            ),
         )
         self.index = index
         self.tls = read_ssl_config(options.ssl_config_file) if options.ssl_config_file else None

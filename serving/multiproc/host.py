@@ -38,6 +38,7 @@ from serving.servables.signatures import find_signature, find_signature_rest
 log = logging.getLogger(__name__)
 
 SNAPSHOT_INTERVAL_SECONDS = 0.2
+FLUSH_WAIT_SECONDS = 1.0  # a front end too busy to answer by then is read as it stands
 FINDERS = {"predict": find_signature, "rest": find_signature_rest}
 
 
@@ -50,6 +51,28 @@ class _StaleSignature(ServingError):
         self.signature = signature
 
 
+class _Condition:
+    """Wakes waiters of a predicate when an event that may change it happens."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify_all_soon(self) -> None:
+        self._event.set()
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not predicate():
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return
+            self._event.clear()
+            try:
+                await asyncio.wait_for(self._event.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
+
+
 class FrontendLink:
     """One front end's connection: its request arena (read here) and the reply arena this
     process writes outputs into for it."""
@@ -58,6 +81,7 @@ class FrontendLink:
         self.server = server
         self.requests = requests
         self.replies = replies
+        self.flushed = 0  # the last metrics flush this front end answered
 
     def close(self) -> None:
         self.replies.close()
@@ -83,6 +107,8 @@ class DataplaneHost:
         self._listener: ChannelServer | None = None
         self._snapshot: dict[str, Any] | None = None
         self._publisher: asyncio.Task | None = None
+        self._flush_token = 0
+        self._flushes = _Condition()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -154,6 +180,9 @@ class DataplaneHost:
             return None
         if kind == op.OBSERVE:
             self._observe(msg["samples"])
+            if "flush" in msg:
+                link.flushed = msg["flush"]
+                self._flushes.notify_all_soon()
             return None
         handler = self._HANDLERS.get(kind)
         if handler is None:
@@ -330,6 +359,18 @@ class DataplaneHost:
         return {"body": op.b64(payload)}
 
     async def _metrics_text(self, link: FrontendLink, msg: dict) -> dict:
+        """Whole-server figures: every front end first sends what it measured and has not
+        sent yet (they batch their samples), so a read after a request counts it, whichever
+        front end served the request and whichever answers the read."""
+        self._flush_token += 1
+        token = self._flush_token
+        links = list(self._links)
+        for other in links:
+            other.server.push({"op": op.FLUSH, "token": token})
+        await self._flushes.wait_until(
+            lambda: all(other.flushed >= token or other not in self._links for other in links),
+            FLUSH_WAIT_SECONDS,
+        )
         text = self._metrics.exposition() if self._metrics is not None else b""
         return {"text": op.b64(text)}
 

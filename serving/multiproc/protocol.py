@@ -45,6 +45,7 @@ METRICS = "metrics"
 OBSERVE = "observe"
 FREE = "free"
 SNAPSHOT = "snapshot"
+FLUSH = "flush"  # model process -> front ends: send your metric samples now
 
 
 def spec_fields(spec: ModelSpec) -> list[Any]:

@@ -55,7 +55,7 @@ class ForwardedMetrics:
 
     path = None  # the exposition is an extra route that asks the model process
 
-    def __init__(self, send: Callable[[list[list[Any]]], None]) -> None:
+    def __init__(self, send: Callable[[list[list[Any]], int | None], None]) -> None:
         self._send = send
         self._samples: list[list[Any]] = []
         self._scheduled = False
@@ -72,11 +72,12 @@ class ForwardedMetrics:
             self._scheduled = True
             asyncio.get_running_loop().call_later(OBSERVE_FLUSH_SECONDS, self.flush)
 
-    def flush(self) -> None:
+    def flush(self, token: int | None = None) -> None:
+        """Sends the samples held; ``token`` answers the model process's flush request."""
         self._scheduled = False
         samples, self._samples = self._samples, []
-        if samples:
-            self._send(samples)
+        if samples or token is not None:
+            self._send(samples, token)
 
 
 class RemoteDataplane:
@@ -155,8 +156,11 @@ class RemoteDataplane:
             client.close()
 
     def _on_push(self, msg: dict) -> None:
-        if msg.get("op") == op.SNAPSHOT:
+        kind = msg.get("op")
+        if kind == op.SNAPSHOT:
             self._snapshot.update(msg["snapshot"])
+        elif kind == op.FLUSH:
+            self.metrics.flush(msg["token"])
 
     async def _call(self, msg: dict, timeout: float | None = None) -> dict:
         client = self._client
@@ -172,9 +176,12 @@ class RemoteDataplane:
             raise op.error_from(error)
         return reply
 
-    def _send_samples(self, samples: list[list[Any]]) -> None:
+    def _send_samples(self, samples: list[list[Any]], token: int | None) -> None:
         if self._client is not None:
-            self._client.notify({"op": op.OBSERVE, "samples": samples})
+            msg: dict[str, Any] = {"op": op.OBSERVE, "samples": samples}
+            if token is not None:
+                msg["flush"] = token
+            self._client.notify(msg)
 
     # ------------------------------------------------------------------ shared memory
     def _pack(self, arrays: Mapping[str, np.ndarray]) -> tuple[list, int]:
@@ -402,7 +409,6 @@ class RemoteDataplane:
         return handler
 
     async def _metrics_text(self, match: re.Match[str], body: bytes) -> bytes:
-        self.metrics.flush()  # this front end's figures first
         reply = await self._call({"op": op.METRICS})
         return op.unb64(reply["text"])
 
