@@ -10,6 +10,7 @@ fraction of a second and a crash costs no model memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import math
@@ -20,7 +21,13 @@ from serving.core.traffic_split import DEFAULT_ROUTING_HEADER, read_traffic_spli
 from serving.grpc_api.health import ReadinessHealth
 from serving.grpc_api.server import GrpcSecurity, build_grpc_server
 from serving.memory import MemoryReturner
-from serving.multiproc.protocol import FRONTEND_ENV, MODEL_SOCKET_ENV, READY_FD_ENV, arena_bytes
+from serving.multiproc.protocol import (
+    FRONTEND_ENV,
+    MODEL_SOCKET_ENV,
+    READY_FD_ENV,
+    STARTUP_FAILURE,
+    arena_bytes,
+)
 from serving.multiproc.remote import RemoteDataplane
 from serving.options import ServerOptions
 from serving.request_limits import MemoryLimits, MemoryPool
@@ -64,48 +71,23 @@ class FrontendProcess:
             socket_path, arena_bytes(options.max_total_request_memory_bytes), f"frontend-{index}"
         )
 
-    async def serve(self, ready_fd: int | None) -> None:
+    async def serve(self, ready_fd: int | None) -> int:
+        """Serves until SIGTERM; the exit code (``STARTUP_FAILURE`` when a port cannot be
+        bound, which the supervisor treats as fatal, like the single-process server)."""
         stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, stopping.set)
-        await self.dataplane.connect()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+        if not await self.dataplane.connect(stopping):
+            return 0  # stopped before the model process could be reached
         routing_header = self.traffic.routing_header if self.traffic else DEFAULT_ROUTING_HEADER
-        rest = rest_task = None
-        if self.options.rest_api_port:
-            app = RestApi(
-                self.dataplane,
-                RestOptions(
-                    timeout_ms=self.options.rest_api_timeout_in_ms,
-                    enable_cors=self.options.rest_api_enable_cors_support,
-                    max_request_bytes=self.options.max_request_bytes,
-                    authenticator=self.authenticator,
-                    routing_header=routing_header.encode(),
-                    extra_routes=self.dataplane.extra_routes(),
-                    memory=self.memory,
-                ),
-            )
-            rest = rest_server(app, self.options, self.tls, reuse_port=True)
-            rest_task = asyncio.create_task(rest.serve())
-            while not rest.started and not rest_task.done():
-                await asyncio.sleep(0.01)
-            if rest_task.done():  # the port could not be bound: uvicorn has exited
-                await rest_task
-                return
-        grpc_server = health = None
-        if self.options.port or self.options.grpc_socket_path:
-            health = (
-                ReadinessHealth(self.dataplane)
-                if self.options.enable_grpc_healthcheck_service
-                else None
-            )
-            security = GrpcSecurity(self.tls, self.authenticator, routing_header)
-            grpc_server = build_grpc_server(
-                self.dataplane, self.options, security, health, self.memory
-            )
-            await grpc_server.start()
-            if health is not None:
-                await health.refresh()
-                health.start()
+        try:
+            # gRPC first: once the REST port answers (what probes and tests wait for), both do.
+            grpc_server, health = await self._start_grpc(routing_header)
+        except RuntimeError as exc:  # grpc: "Failed to bind to address"
+            log.error("Cannot serve gRPC on %s:%d: %s", self.options.host, self.options.port, exc)
+            return STARTUP_FAILURE
+        rest, rest_task = await self._start_rest(routing_header)
+        if rest_task is not None and rest_task.done():  # uvicorn could not bind: it exited
+            return STARTUP_FAILURE
         log.info("Front end %d serving", self.index)
         if ready_fd is not None:
             os.write(ready_fd, b"1")
@@ -122,6 +104,50 @@ class FrontendProcess:
             await rest_task
         self.dataplane.close()
         self.memory_returner.stop()
+        return 0
+
+    async def _start_grpc(self, routing_header: str):
+        if not self.options.port and not self.options.grpc_socket_path:
+            return None, None
+        health = (
+            ReadinessHealth(self.dataplane)
+            if self.options.enable_grpc_healthcheck_service
+            else None
+        )
+        security = GrpcSecurity(self.tls, self.authenticator, routing_header)
+        server = build_grpc_server(self.dataplane, self.options, security, health, self.memory)
+        await server.start()
+        if health is not None:
+            await health.refresh()
+            health.start()
+        return server, health
+
+    async def _start_rest(self, routing_header: str):
+        if not self.options.rest_api_port:
+            return None, None
+        app = RestApi(
+            self.dataplane,
+            RestOptions(
+                timeout_ms=self.options.rest_api_timeout_in_ms,
+                enable_cors=self.options.rest_api_enable_cors_support,
+                max_request_bytes=self.options.max_request_bytes,
+                authenticator=self.authenticator,
+                routing_header=routing_header.encode(),
+                extra_routes=self.dataplane.extra_routes(),
+                memory=self.memory,
+            ),
+        )
+        rest = rest_server(app, self.options, self.tls, reuse_port=True)
+        task = asyncio.create_task(_serve_rest(rest))
+        while not rest.started and not task.done():
+            await asyncio.sleep(0.01)
+        return rest, task
+
+
+async def _serve_rest(rest) -> None:
+    """uvicorn exits the process (``sys.exit``) when it cannot bind; here that ends the task."""
+    with contextlib.suppress(SystemExit):
+        await rest.serve()
 
 
 def main() -> int:
@@ -136,8 +162,13 @@ def _run(options: ServerOptions) -> int:
     index = int(os.environ[FRONTEND_ENV])
     ready = os.environ.get(READY_FD_ENV)
     frontend = FrontendProcess(options, index, os.environ[MODEL_SOCKET_ENV])
-    run_event_loop(frontend.serve(int(ready) if ready else None))
-    return 0
+    codes: list[int] = []
+
+    async def serve() -> None:
+        codes.append(await frontend.serve(int(ready) if ready else None))
+
+    run_event_loop(serve())
+    return codes[0] if codes else 1
 
 
 if __name__ == "__main__":

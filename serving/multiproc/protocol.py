@@ -19,6 +19,9 @@ from serving.errors import Code, ServingError
 MODEL_SOCKET_ENV = "TFX_SERVING_MODEL_SOCKET"
 FRONTEND_ENV = "TFX_SERVING_FRONTEND"
 READY_FD_ENV = "TFX_SERVING_READY_FD"
+# A front end's exit code when it cannot listen (uvicorn's own for that): the supervisor stops
+# the server, as the single-process server exits when a port is taken.
+STARTUP_FAILURE = 3
 # A front end's request arena when request memory is unlimited: sparse shared memory, so its
 # size costs address space, not RAM.
 UNLIMITED_ARENA_BYTES = 16 << 30

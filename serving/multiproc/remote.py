@@ -12,6 +12,7 @@ calls with UNAVAILABLE and makes ``/readyz`` fail until a new one is connected.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -29,7 +30,7 @@ from serving.api.types import PredictResult, ResolvedSpec
 from serving.core.model_spec import ModelSpec
 from serving.errors import Code, ServingError, unavailable
 from serving.ipc.arena import Arena, ArenaMap
-from serving.ipc.channel import Channel, ChannelClosed, RpcClient
+from serving.ipc.channel import Channel, ChannelClosed, RemoteError, RpcClient
 from serving.ipc.tensors import pack, unpack
 from serving.multiproc import protocol as op
 from serving.multiproc.snapshot import SignatureGuess, SnapshotView
@@ -101,12 +102,26 @@ class RemoteDataplane:
         self.metrics = ForwardedMetrics(self._send_samples)
 
     # ------------------------------------------------------------------ connection
-    async def connect(self) -> None:
-        """Connects once (the model process is up when a front end starts) and keeps
-        reconnecting in the background whenever the link is lost."""
+    async def connect(self, stopping: asyncio.Event) -> bool:
+        """Connects (retrying: the model process may be restarting even as this front end
+        starts), then keeps reconnecting in the background whenever the link is lost. False
+        if ``stopping`` was set first."""
         self._loop = asyncio.get_running_loop()
-        await self._connect_once()
-        self._keeper = asyncio.create_task(self._keep_connected())
+        while not stopping.is_set():
+            if await self._try_connect():
+                self._keeper = asyncio.create_task(self._keep_connected())
+                return True
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stopping.wait(), RECONNECT_SECONDS)
+        return False
+
+    async def _try_connect(self) -> bool:
+        try:
+            await self._connect_once()
+        except (OSError, ChannelClosed, RemoteError, asyncio.TimeoutError) as exc:
+            log.debug("Model process not reachable yet: %s", exc)
+            return False
+        return True
 
     async def _connect_once(self) -> None:
         channel = await Channel.connect(self._socket_path)
@@ -139,14 +154,9 @@ class RemoteDataplane:
 
     async def _keep_connected(self) -> None:
         while True:
-            if self._client is not None:
-                await asyncio.sleep(RECONNECT_SECONDS)
-                continue
-            try:
-                await self._connect_once()
+            await asyncio.sleep(RECONNECT_SECONDS)
+            if self._client is None and await self._try_connect():
                 log.info("Connected to the model process again")
-            except (OSError, ChannelClosed, asyncio.TimeoutError):
-                await asyncio.sleep(RECONNECT_SECONDS)
 
     def close(self) -> None:
         if self._keeper is not None:

@@ -103,6 +103,8 @@ class SnapshotView:
         self._models: dict[str, Any] = {}
         self._waiting: list[str] = []
         self._parsed: dict[str, Any] = {}
+        # (model, version) -> guess: built once per snapshot, not per request.
+        self._guesses: dict[tuple[str, int], SignatureGuess] = {}
         self.connected = False
 
     def update(self, snapshot: Mapping[str, Any]) -> None:
@@ -111,6 +113,7 @@ class SnapshotView:
                 self._parsed[fp] = protos.SignatureDef.FromString(unb64(data))
         self._models = dict(snapshot["models"])
         self._waiting = list(snapshot["waiting"])
+        self._guesses = {}
         self.connected = True
 
     def disconnected(self) -> None:
@@ -142,10 +145,16 @@ class SnapshotView:
             if spec.label or not versions:
                 return None
             version = max(int(v) for v in versions)  # the latest; a split is checked later
+        cached = self._guesses.get((spec.name, version))
+        if cached is not None:
+            return cached
         names = versions.get(str(version))
         if names is None:
             return None
-        return self.guess_from(version, names)
+        guess = self.guess_from(version, names)
+        if guess is not None:
+            self._guesses[(spec.name, version)] = guess
+        return guess
 
     def guess_from(self, version: int, names: Mapping[str, str]) -> SignatureGuess | None:
         try:

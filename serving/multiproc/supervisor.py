@@ -31,7 +31,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from serving.multiproc.protocol import FRONTEND_ENV, MODEL_SOCKET_ENV, READY_FD_ENV
+from serving.multiproc.protocol import (
+    FRONTEND_ENV,
+    MODEL_SOCKET_ENV,
+    READY_FD_ENV,
+    STARTUP_FAILURE,
+)
 from serving.options import ServerOptions
 from serving.rest.listener import bind_sockets
 
@@ -41,6 +46,7 @@ _PR_SET_PDEATHSIG = 1
 FRONTEND_READY_SECONDS = 60.0
 FRONTEND_STOP_SECONDS = 40.0  # past the front ends' 30 s drain
 MODEL_STOP_SECONDS = 300.0  # a load in progress at SIGTERM finishes first
+FATAL_START_CODES = (2, STARTUP_FAILURE)  # bad flags; a port it cannot listen on
 RESTART_DELAYS = (0.0, 1.0, 2.0, 5.0, 10.0, 30.0)
 STABLE_SECONDS = 60.0  # a process that ran this long starts its restart delays afresh
 
@@ -135,23 +141,27 @@ class Supervisor:
             self._spawn(frontend)
         deadline = time.monotonic() + FRONTEND_READY_SECONDS
         for frontend in self.frontends:
-            if not self._wait_ready(frontend, deadline):
-                log.error(
-                    "Front end %s did not start (exit code %s); stopping",
-                    frontend.role,
-                    frontend.process.poll(),
-                )
-                return 1 if not self._stop.is_set() else 0
+            self._wait_ready(frontend, deadline)
+            if self._stop.is_set():
+                return 0
+            code = frontend.process.poll()
+            if code in FATAL_START_CODES:  # a port taken, flags it cannot use: as one process
+                log.error("%s could not start (exit code %d); stopping", frontend.role, code)
+                return code
+            # Any other early exit (e.g. killed) is restarted by the watch like a later one.
         return None
 
-    def _wait_ready(self, child: Child, deadline: float) -> bool:
+    def _wait_ready(self, child: Child, deadline: float) -> None:
+        """Until the child reports it listens, exits (its pipe closes) or the deadline."""
         while time.monotonic() < deadline and not self._stop.is_set():
             readable, _, _ = select.select([child.ready_fd], [], [], 0.1)
             if readable:
-                data = os.read(child.ready_fd, 1)
+                listening = os.read(child.ready_fd, 1) == b"1"  # b"": it exited first
                 self._close_ready(child)
-                return data == b"1"
-        return False
+                if not listening:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        child.process.wait(5)  # for its exit code
+                return
 
     def _watch(self) -> None:
         while not self._stop.wait(0.1):

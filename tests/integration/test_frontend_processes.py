@@ -85,6 +85,15 @@ def start(model_dir, frontends: int = 2, extra=()) -> ServerProcess:
     )
 
 
+def all_serving(server: ServerProcess, frontends: int = 2) -> dict[int, str]:
+    """The server's children once every front end has said it serves (the REST port opens
+    with the first one)."""
+    server.wait_for(lambda: all(f"Front end {i} serving" in server.log() for i in range(frontends)))
+    return server.wait_for(
+        lambda: (found := children(server.process.pid)) and len(found) == frontends + 1 and found
+    )
+
+
 def predict_rest(server: ServerProcess) -> tuple[int, bytes]:
     return server.request("POST", PREDICT, {"instances": [1.0, 2.0]})
 
@@ -100,13 +109,8 @@ def predict_grpc(server: ServerProcess) -> predict_pb2.PredictResponse:
 
 def test_one_model_process_and_front_ends_without_tensorflow(model_dir):
     with start(model_dir) as server:
-        roles = server.wait_for(
-            lambda: (
-                (found := children(server.process.pid))
-                and sorted(found.values()) == ["frontend", "frontend", "model"]
-                and found
-            )
-        )
+        roles = all_serving(server)
+        assert sorted(roles.values()) == ["frontend", "frontend", "model"]
         status, body = predict_rest(server)
         assert (status, json.loads(body)) == (200, {"predictions": [2.5, 3.0]})
         outputs = tf.make_ndarray(predict_grpc(server).outputs["y"])
@@ -123,7 +127,7 @@ def test_one_model_process_and_front_ends_without_tensorflow(model_dir):
 
 def test_metrics_count_requests_of_every_front_end(model_dir):
     with start(model_dir) as server:
-        server.wait_for(lambda: len(children(server.process.pid)) == 3)
+        all_serving(server)
         for _ in range(20):  # one connection each: the kernel spreads them over front ends
             assert predict_rest(server)[0] == 200
 
@@ -139,9 +143,7 @@ def test_metrics_count_requests_of_every_front_end(model_dir):
 
 def test_a_killed_front_end_is_replaced_while_the_other_serves(model_dir):
     with start(model_dir) as server:
-        roles = server.wait_for(
-            lambda: (found := children(server.process.pid)) and len(found) == 3 and found
-        )
+        roles = all_serving(server)
         victim = next(pid for pid, role in roles.items() if role == "frontend")
         os.kill(victim, signal.SIGKILL)
         server.wait_for(lambda: not alive(victim))
@@ -161,9 +163,7 @@ def test_a_killed_front_end_is_replaced_while_the_other_serves(model_dir):
 
 def test_front_ends_answer_unavailable_while_the_model_process_is_restarted(model_dir):
     with start(model_dir) as server:
-        roles = server.wait_for(
-            lambda: (found := children(server.process.pid)) and len(found) == 3 and found
-        )
+        roles = all_serving(server)
         model = next(pid for pid, role in roles.items() if role == "model")
         os.kill(model, signal.SIGKILL)
         server.wait_for(lambda: not alive(model))
@@ -187,9 +187,7 @@ def test_front_ends_answer_unavailable_while_the_model_process_is_restarted(mode
 def test_sigkilled_supervisor_leaves_no_process_behind(model_dir):
     server = start(model_dir).start()
     try:
-        roles = server.wait_for(
-            lambda: (found := children(server.process.pid)) and len(found) == 3 and found
-        )
+        roles = all_serving(server)
         server.process.kill()
         server.process.wait()
         deadline = time.monotonic() + 30
