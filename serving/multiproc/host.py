@@ -84,6 +84,8 @@ class FrontendLink:
         self.flushed = 0  # the last metrics flush this front end answered
 
     def close(self) -> None:
+        """Views a call still holds (a batch in progress) keep the mappings alive."""
+        self.requests.close()
         self.replies.close()
 
 
@@ -205,8 +207,9 @@ class DataplaneHost:
     def _hello(
         self, holder: dict[str, FrontendLink], server: RpcServer, msg: dict, fds: list[int]
     ) -> tuple[dict, list[int]]:
-        requests = ArenaMap(fds[0], msg["capacity"])
-        os.close(fds[0])
+        requests = ArenaMap(fds[0], msg["capacity"])  # owns the fd
+        for fd in fds[1:]:
+            os.close(fd)
         replies = Arena(self._reply_arena_bytes, f"replies-{msg.get('frontend', '?')}")
         link = FrontendLink(server, requests, replies)
         holder["link"] = link

@@ -91,7 +91,6 @@ class RemoteDataplane:
         self._client: RpcClient | None = None
         self._replies: ArenaMap | None = None
         self._snapshot = SnapshotView()
-        self._connected = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._frees: list[int] = []
         self._free_scheduled = False
@@ -131,17 +130,17 @@ class RemoteDataplane:
             timeout=30,
             fds=[self._arena.fd],
         )
-        # The previous model process's reply map stays alive while views of it do.
-        self._replies = ArenaMap(fds[0], reply["capacity"])
-        for fd in fds:
+        for fd in fds[1:]:
             os.close(fd)
+        if self._replies is not None:  # the previous model process's: views keep it mapped
+            self._replies.close()
+        self._replies = ArenaMap(fds[0], reply["capacity"])  # owns the fd
         self._routes = reply["routes"]
         self._metrics_path = reply["metrics_path"]
         self._snapshot.update(reply["snapshot"])
         self._client = client
         self._generation += 1
         channel.add_close_callback(self._on_lost)
-        self._connected.set()
 
     def _on_lost(self, reason: ChannelClosed) -> None:
         if self._client is None:
@@ -150,7 +149,6 @@ class RemoteDataplane:
         self._client = None
         self._frees.clear()  # blocks of a gone process's arena
         self._snapshot.disconnected()
-        self._connected.clear()
 
     async def _keep_connected(self) -> None:
         while True:
@@ -241,8 +239,7 @@ class RemoteDataplane:
         return arrays
 
     def _reply_bytes(self, reply: dict) -> bytes:
-        data = self._reply_arrays(reply)["result"].tobytes()  # the views die here: freed
-        return data
+        return self._reply_arrays(reply)["result"].tobytes()  # the view dies here: freed
 
     def _free_later(self, generation: int, block: int) -> None:
         """Frees travel in one message per loop turn (a finalizer may run in any thread);
