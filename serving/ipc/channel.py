@@ -412,6 +412,18 @@ class RpcClient:
                 timer.cancel()
             self._pending.pop(call_id, None)
 
+    def start_call(self, msg: dict) -> asyncio.Future:
+        """``call`` without a coroutine, for the request path: sends ``msg`` (adding its
+        ``id`` to it) and returns the future of its reply, ``(reply, fds)``. Cancelling the
+        future abandons the call (a late reply is dropped)."""
+        self._next_id += 1
+        call_id = self._next_id
+        future = self._loop.create_future()
+        msg["id"] = call_id
+        self._channel.send(msg)
+        self._pending[call_id] = future
+        return future
+
     def notify(self, msg: dict, fds: Sequence[int] = ()) -> None:
         """Send a message that gets no reply (it must not carry an ``id``)."""
         if "id" in msg:

@@ -175,10 +175,12 @@ class DataplaneHost:
         if kind == op.HELLO:
             return self._hello(holder, server, msg, fds)
         if link is None:
-            raise ServingError(Code.ABORTED, "hello first")
-        if kind == op.FREE:
-            for offset in msg["blocks"]:
+            raise ServingError(Code.FAILED_PRECONDITION, "a front end must say hello first")
+        freed = msg.get("free")  # reply blocks the front end is done with, on any message
+        if freed:
+            for offset in freed:
                 link.replies.free(offset)
+        if kind == op.FREE:
             return None
         if kind == op.OBSERVE:
             self._observe(msg["samples"])

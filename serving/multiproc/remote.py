@@ -16,8 +16,9 @@ import contextlib
 import logging
 import os
 import re
+import threading
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -45,6 +46,7 @@ from serving.servables.signatures import (
 log = logging.getLogger(__name__)
 
 RECONNECT_SECONDS = 0.2
+FREE_DELAY_SECONDS = 0.05
 OBSERVE_FLUSH_SECONDS = 0.1
 _FINDER_NAMES = {find_signature: "predict", find_signature_rest: "rest"}
 
@@ -106,6 +108,7 @@ class RemoteDataplane:
         starts), then keeps reconnecting in the background whenever the link is lost. False
         if ``stopping`` was set first."""
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         while not stopping.is_set():
             if await self._try_connect():
                 self._keeper = asyncio.create_task(self._keep_connected())
@@ -170,19 +173,19 @@ class RemoteDataplane:
         elif kind == op.FLUSH:
             self.metrics.flush(msg["token"])
 
-    async def _call(self, msg: dict, timeout: float | None = None) -> dict:
+    def _start(self, msg: dict) -> asyncio.Future:
+        """Sends a call (with the request id for the prediction log, and the reply blocks
+        this front end is done with) and returns the future of its reply."""
         client = self._client
         if client is None:
             raise unavailable("The model process is restarting; retry shortly")
         msg["rid"] = request_context.current.get()
-        try:
-            reply = await client.call(msg, timeout)
-        except ChannelClosed:
-            raise unavailable("The model process stopped during the request; retry") from None
-        error = reply.get("err")
-        if error is not None:
-            raise op.error_from(error)
-        return reply
+        if self._frees:
+            msg["free"], self._frees = self._frees, []
+        return client.start_call(msg)
+
+    async def _call(self, msg: dict) -> dict:
+        return await _reply_of(self._start(msg))
 
     def _send_samples(self, samples: list[list[Any]], token: int | None) -> None:
         if self._client is not None:
@@ -202,23 +205,25 @@ class RemoteDataplane:
             )
         return packed
 
-    async def _call_with_tensors(
-        self, msg: dict, arrays: Mapping[str, np.ndarray], timeout: float | None = None
-    ) -> dict:
+    async def _call_with_tensors(self, msg: dict, arrays: Mapping[str, np.ndarray]) -> dict:
         """The request block stays allocated until the model process answered: it may read
         the tensors until then, also after this coroutine was cancelled."""
         msg["in"], block = self._pack(arrays)
-        call = asyncio.ensure_future(self._call(msg, timeout))
+        try:
+            call = self._start(msg)
+        except BaseException:
+            self._arena.free(block)
+            raise
         call.add_done_callback(lambda _: self._arena.free(block))
         try:
-            return await asyncio.shield(call)
+            return await _reply_of(asyncio.shield(call))
         except asyncio.CancelledError:
             call.add_done_callback(partial(self._free_abandoned_reply, self._generation))
             raise
 
     def _free_abandoned_reply(self, generation: int, call: asyncio.Future) -> None:
         if not call.cancelled() and call.exception() is None:
-            block = call.result().get("block")
+            block = call.result()[0].get("block")
             if block is not None:
                 self._free_later(generation, block)
 
@@ -242,20 +247,26 @@ class RemoteDataplane:
         return self._reply_arrays(reply)["result"].tobytes()  # the view dies here: freed
 
     def _free_later(self, generation: int, block: int) -> None:
-        """Frees travel in one message per loop turn (a finalizer may run in any thread);
-        blocks of a model process that is gone are forgotten with it."""
+        """Frees ride on the next call to the model process, or go on their own after a
+        moment without one; blocks of a model process that is gone are forgotten with it.
+        (A finalizer may run in another thread than the event loop's.)"""
         if generation != self._generation or self._loop is None:
             return
         self._frees.append(block)
         if not self._free_scheduled:
             self._free_scheduled = True
-            self._loop.call_soon_threadsafe(self._send_frees)
+            if threading.get_ident() == self._loop_thread:
+                self._loop.call_later(FREE_DELAY_SECONDS, self._send_frees)
+            else:
+                self._loop.call_soon_threadsafe(
+                    self._loop.call_later, FREE_DELAY_SECONDS, self._send_frees
+                )
 
     def _send_frees(self) -> None:
         self._free_scheduled = False
         blocks, self._frees = self._frees, []
         if blocks and self._client is not None:
-            self._client.notify({"op": op.FREE, "blocks": blocks})
+            self._client.notify({"op": op.FREE, "free": blocks})
 
     # ------------------------------------------------------------------ inference
     async def predict(
@@ -426,6 +437,20 @@ _RESULT_TYPES = {
     "ClassificationResult": protos.ClassificationResult,
     "RegressionResult": protos.RegressionResult,
 }
+
+
+async def _reply_of(call: Awaitable[tuple[dict, list[int]]]) -> dict:
+    """The reply of a call, or the ``ServingError`` the model process answered with."""
+    try:
+        reply = (await call)[0]
+    except ChannelClosed:
+        raise unavailable("The model process stopped during the request; retry") from None
+    except RemoteError as exc:  # a fault there, not an answer: logged by the model process
+        raise ServingError(Code.INTERNAL, f"The model process failed the call: {exc}") from None
+    error = reply.get("err")
+    if error is not None:
+        raise op.error_from(error)
+    return reply
 
 
 def _resolved(fields: list[Any]) -> ResolvedSpec:
