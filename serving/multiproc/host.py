@@ -25,7 +25,6 @@ import numpy as np
 from serving import protos
 from serving.api import model_info, request_context
 from serving.api.model_control import ConfigReloader
-from serving.api.types import status_error
 from serving.core.model_spec import ModelSpec
 from serving.errors import Code, ServingError
 from serving.ipc.arena import Arena, ArenaMap
@@ -191,20 +190,9 @@ class DataplaneHost:
         handler = self._HANDLERS.get(kind)
         if handler is None:
             raise ValueError(f"unknown operation {kind!r}")
-        return self._answer(handler(self, link, msg))
-
-    async def _answer(self, call) -> dict:
-        """Errors become ``{"err": [code, message]}``: the front end raises the same
-        ``ServingError`` the single-process server would have raised."""
-        try:
-            return await call
-        except ServingError as exc:
-            return {"err": op.error_fields(exc)}
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("A front end's call failed unexpectedly")
-            return {"err": op.error_fields(status_error(exc))}
+        # A ServingError raised by the handler reaches the front end with its code and message
+        # (``serving.ipc.channel``), to be raised there again as the same error.
+        return handler(self, link, msg)
 
     def _hello(
         self, holder: dict[str, FrontendLink], server: RpcServer, msg: dict, fds: list[int]

@@ -60,12 +60,8 @@ def spec_from(fields: list[Any]) -> ModelSpec:
     return ModelSpec(name, version, label, signature_name, routing_key)
 
 
-def error_fields(error: ServingError) -> list[Any]:
-    return [int(error.code), error.message]
-
-
-def error_from(fields: list[Any]) -> ServingError:
-    code, message = fields
+def error_from(code: int, message: str) -> ServingError:
+    """The error the model process raised, as the front end raises it again."""
     try:
         return ServingError(Code(code), message)
     except ValueError:

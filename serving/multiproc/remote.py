@@ -440,17 +440,15 @@ _RESULT_TYPES = {
 
 
 async def _reply_of(call: Awaitable[tuple[dict, list[int]]]) -> dict:
-    """The reply of a call, or the ``ServingError`` the model process answered with."""
+    """The reply of a call, or the ``ServingError`` the model process raised for it."""
     try:
-        reply = (await call)[0]
+        return (await call)[0]
     except ChannelClosed:
         raise unavailable("The model process stopped during the request; retry") from None
-    except RemoteError as exc:  # a fault there, not an answer: logged by the model process
-        raise ServingError(Code.INTERNAL, f"The model process failed the call: {exc}") from None
-    error = reply.get("err")
-    if error is not None:
-        raise op.error_from(error)
-    return reply
+    except RemoteError as exc:
+        if exc.code is None:  # a fault there, not an answer: logged by the model process
+            raise ServingError(Code.INTERNAL, f"The model process failed the call: {exc}") from None
+        raise op.error_from(exc.code, exc.message) from None
 
 
 def _resolved(fields: list[Any]) -> ResolvedSpec:
