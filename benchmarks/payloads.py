@@ -24,13 +24,11 @@ def tf_rest(x: np.ndarray) -> bytes:
 
 
 def tf_grpc(model: str, x: np.ndarray) -> bytes:
-    from tensorflow_serving.apis import predict_pb2
+    from serving import protos, tensor_codec
 
-    from serving import tensor_codec
-
-    request = predict_pb2.PredictRequest()
+    request = protos.PredictRequest()
     request.model_spec.name = model
-    request.inputs["x"].CopyFrom(tensor_codec.encode(x, tensor_content=True))
+    tensor_codec.encode(x, tensor_content=True, out=request.inputs["x"])
     return grpc_frame(request.SerializeToString())
 
 

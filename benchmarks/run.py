@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -78,6 +78,7 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     batch_probe: Callable[[], tuple[float, float]] | None = None  # (rows, model calls) so far
     settings: str = ""
+    cpus: str = SERVER_CPU  # taskset's CPU list for the server (benchmarks.frontends: "0,1")
 
 
 @dataclass
@@ -159,7 +160,7 @@ def start(server: Server, log_path: Path) -> subprocess.Popen:
     env = {**os.environ, **TF_ONE_THREAD, "PYTHONPATH": str(ROOT), **server.env}
     log = open(log_path, "wb")  # noqa: SIM115 (kept open for the process's lifetime)
     process = subprocess.Popen(
-        ["taskset", "-c", SERVER_CPU, *server.command],
+        ["taskset", "-c", server.cpus, *server.command],
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -234,8 +235,10 @@ def run_wrk(endpoint: Endpoint, concurrency: int, seconds: int) -> dict[str, flo
     )
     errors = int(non_2xx.group(1)) if non_2xx else 0
     errors += sum(int(g) for g in sockets.groups()) if sockets else 0
+    requests = re.search(r"^\s*(\d+) requests in ", output, re.M)
     return {
         "rps": float(rps.group(1)) if rps else 0.0,
+        "requests": int(requests.group(1)) if requests else 0,
         "p50_ms": latency("50"),
         "p99_ms": latency("99"),
         "errors": errors,
@@ -270,17 +273,22 @@ def run_h2load(endpoint: Endpoint, concurrency: int, seconds: int) -> dict[str, 
         ]
     rps = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", output)
     failed = re.search(r"(\d+) failed, (\d+) errored, (\d+) timeout", output)
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done", output)
     quantiles = np.percentile(latencies, [50, 99]) if latencies else [float("nan")] * 2
     return {
         "rps": float(rps.group(1)) if rps else 0.0,
+        "requests": int(done.group(1)) if done else 0,
         "p50_ms": float(quantiles[0]),
         "p99_ms": float(quantiles[1]),
         "errors": sum(int(g) for g in failed.groups()) if failed else 0,
     }
 
 
+RUNNERS = {"REST": run_wrk, "gRPC": run_h2load}
+
+
 def measure(endpoint: Endpoint, concurrency: int, seconds: int, warmup: int) -> dict:
-    runner = run_wrk if endpoint.protocol == "REST" else run_h2load
+    runner = RUNNERS[endpoint.protocol]
     runner(endpoint, concurrency, warmup)  # discarded
     return runner(endpoint, concurrency, seconds)
 
@@ -322,9 +330,17 @@ def venv_python(name: str) -> Path | None:
 
 
 def build_servers(
-    model: str, base: str, bodies: dict[str, Path], wanted: set[str], python: Path = PROJECT_PY
+    model: str,
+    base: str,
+    bodies: dict[str, Path],
+    wanted: set[str],
+    python: Path = PROJECT_PY,
+    ours_flags: Sequence[str] = (),
+    mlserver_workers: int = 0,
 ) -> list[Server]:
-    """``python`` runs this project's servers (ours, noop): either stack (benchmarks.stacks)."""
+    """``python`` runs this project's servers (ours, noop): either stack (benchmarks.stacks);
+    ``ours_flags`` are added to our server's command line and ``mlserver_workers`` is MLServer's
+    ``parallel_workers`` (benchmarks.frontends: ``--frontend_processes`` and its peer)."""
     version_dir = os.path.join(base, "1")
     servers: list[Server] = []
     batching_files = {
@@ -353,6 +369,7 @@ def build_servers(
         ]
         if batching:
             flags += ["--enable_batching", f"--batching_parameters_file={batching_file}"]
+        flags += ours_flags
         servers.append(
             Server(
                 name,
@@ -373,7 +390,8 @@ def build_servers(
                     if batching
                     else f"no batching; {os.cpu_count() * 4} model threads"
                 )
-                + "; TF intra/inter 1/1; Prometheus metrics on",
+                + "; TF intra/inter 1/1; Prometheus metrics on"
+                + "".join(f"; {flag}" for flag in ours_flags),
             )
         )
     if "noop" in wanted:
@@ -463,7 +481,7 @@ def build_servers(
                     "http_port": http,
                     "grpc_port": grpc_port,
                     "metrics_port": metrics,
-                    "parallel_workers": 0,
+                    "parallel_workers": mlserver_workers,
                     "debug": False,
                 }
             )
@@ -491,7 +509,9 @@ def build_servers(
                     ),
                     Endpoint("gRPC", f"http://127.0.0.1:{grpc_port}{V2_INFER}", bodies["v2_grpc"]),
                 ],
-                settings="adaptive batching 32 / 1 ms, parallel_workers 0; OIP v2",
+                settings=(
+                    f"adaptive batching 32 / 1 ms, parallel_workers {mlserver_workers}; OIP v2"
+                ),
             )
         )
     return servers

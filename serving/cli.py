@@ -8,33 +8,47 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 
-def _configure_logging() -> None:
+def _prepare_process(role: str | None) -> None:
+    """Logging (each process of a multi-process server names itself), the stack dump on
+    SIGUSR1 and the allocator settings, which must precede TensorFlow's import."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ chatter hides our own logs
+    where = f" [{role}]" if role else ""
     logging.basicConfig(
         level=os.environ.get("TFX_MODEL_SERVER_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname).1s %(name)s] %(message)s",
+        format=f"%(asctime)s %(levelname).1s{where} %(name)s] %(message)s",
         stream=sys.stderr,
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    _configure_logging()
     # `kill -USR1 <pid>` prints every thread's stack to stderr: what a hung start or stop is
     # waiting on, without stopping the server (as py-spy would show, with nothing installed).
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     from serving.memory import configure_allocators
 
-    configure_allocators()  # before TensorFlow is imported
+    configure_allocators()
+
+
+def _parse(argv: list[str]):
+    """(options, ignored flags), or None after printing why the command line cannot work."""
     from serving.errors import ConfigError
     from serving.options import parse_options
 
     try:
-        options, ignored = parse_options(sys.argv[1:] if argv is None else argv)
+        return parse_options(argv)
     except ConfigError as exc:
         print(f"tfx-model-server: error: {exc}", file=sys.stderr)
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    _prepare_process(None)
+    argv = sys.argv[1:] if argv is None else argv
+    parsed = _parse(argv)
+    if parsed is None:
         return 2
+    options, ignored = parsed
     if options.version:
         import tensorflow as tf
 
@@ -46,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("serving")
     for name in ignored:
         log.info("--%s only tunes TF Serving's C++ runtime; ignored", name)
+    frontends = options.frontend_count()
+    if frontends:
+        from serving.multiproc.supervisor import Supervisor
+
+        return Supervisor(options, argv, frontends).run()
+    from serving.errors import ConfigError
     from serving.server import ModelServer
 
     try:
@@ -69,7 +89,27 @@ def run() -> None:
     registered aborted (SIGABRT) and, about once in 50 stops, hung after "Server stopped"
     (``tests/components/test_transform_model_clean_stop.py``).
     """
-    code = main()
+    _exit(main())
+
+
+def process_entry(run_process: Callable[[Any], int], role: str) -> NoReturn:
+    """The entry point of a child process of a multi-process server: the same preparation and
+    command line as ``main``, ``run_process(options)``, then the same exit as ``run``."""
+    _prepare_process(role)
+    from serving.errors import ConfigError
+
+    parsed = _parse(sys.argv[1:])
+    if parsed is None:
+        _exit(2)
+    try:
+        code = run_process(parsed[0])
+    except ConfigError as exc:
+        print(f"tfx-model-server: error: {exc}", file=sys.stderr)
+        code = 2
+    _exit(code)
+
+
+def _exit(code: int) -> NoReturn:
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -3,22 +3,27 @@
 TF Serving re-applies the file every poll even when unchanged and, on a bad edit, can leave
 the stored config half-updated; here a change is applied whole or not at all, and a file that
 fails to parse or validate is logged while the previous config keeps serving.
+
+The file parses into ``serving.protos``' ``ModelServerConfig`` (TF Serving's message, without
+TensorFlow on the import path), the class the core and the gRPC ModelService use.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
-from tensorflow_serving.config import model_server_config_pb2
-
+from serving import protos
 from serving.config_protos import read_text_proto
-from serving.core.server_core import ServerCore
 from serving.errors import ConfigError, ServingError
+
+if TYPE_CHECKING:
+    from serving.core.server_core import ServerCore
 
 log = logging.getLogger(__name__)
 
-ModelServerConfig = model_server_config_pb2.ModelServerConfig
+ModelServerConfig = protos.ModelServerConfig
 
 
 class ConfigFileError(ConfigError):

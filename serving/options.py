@@ -22,6 +22,9 @@ from serving.servables.op_libraries import (
     check_op_libraries,
     parse_op_libraries,
 )
+from serving.usable_cpus import usable_cpus
+
+MAX_AUTO_FRONTENDS = 8
 
 _TRUE = {"true", "1", "yes", "t", "y"}
 _FALSE = {"false", "0", "no", "f", "n"}
@@ -89,6 +92,7 @@ class ServerOptions:
     auth_protect_health_probes: bool = False
     traffic_split_config_file: str = ""
     host: str = "0.0.0.0"
+    frontend_processes: int = -1
     metadata_connection: str = ""
     metadata_spool_dir: str = ""
     metadata_spool_max_reports: int = 100_000
@@ -97,6 +101,17 @@ class ServerOptions:
     prediction_log_dir: str = ""
     prediction_log_sampling: str = "0.01"
     version: bool = False
+
+    def frontend_count(self) -> int:
+        """Front-end processes to run (0: one process serves everything).
+
+        ``-1`` derives it from the CPUs this process may use (``serving.usable_cpus``: its
+        affinity mask capped by a container's CPU quota): one front end per usable CPU, at
+        most 8, and none on a single CPU, where another process would only add a hop."""
+        if self.frontend_processes >= 0:
+            return self.frontend_processes
+        usable = usable_cpus()
+        return 0 if usable < 2 else min(usable, MAX_AUTO_FRONTENDS)
 
     def server_id(self) -> str:
         """The name this server reports under (MLMD, the status page): ``--metadata_server_id``,
@@ -114,7 +129,7 @@ _HELP = {
     "rest_api_timeout_in_ms": "deadline for REST predict/classify/regress (HTTP 504 past it)",
     "rest_api_max_connections": "open REST connections allowed; a new one past it is answered "
     "503 at once and closed (tfx-model-server only; at most half the process's file "
-    "descriptor limit)",
+    "descriptor limit; with --frontend_processes each front end takes an equal share)",
     "model_name": "model name in single-model mode",
     "model_base_path": "directory holding the model's integer version directories, or a "
     "gs://bucket/path or s3://bucket/path URI",
@@ -125,6 +140,10 @@ _HELP = {
     "max_queued_requests": "model calls allowed to wait for a thread before HTTP 503 / "
     "UNAVAILABLE (tfx-model-server only)",
     "host": "address to bind (tfx-model-server only)",
+    "frontend_processes": "processes serving REST and gRPC on the same ports (SO_REUSEPORT) "
+    "around one model process; they never load TensorFlow. -1 = one per usable CPU (at most "
+    "8, none on one CPU); 0 = everything in one process (tfx-model-server only; see "
+    "docs/serving.md)",
     "max_request_bytes": "largest request body/message accepted, 0 = unlimited (REST 413, gRPC "
     "RESOURCE_EXHAUSTED past it; tfx-model-server only)",
     "max_request_memory_bytes": "memory one request may take once read and decoded (body, "
@@ -308,6 +327,8 @@ def validate(options: ServerOptions) -> None:
             "--max_total_request_memory_bytes must be at least --max_request_memory_bytes "
             "(else a request within its own limit could never be served)"
         )
+    if options.frontend_processes < -1:
+        raise OptionsError("--frontend_processes must be >= 0, or -1 for one per usable CPU")
     if options.rest_api_max_connections < 1:
         raise OptionsError("--rest_api_max_connections must be >= 1")
     if options.num_tflite_pools < 0:

@@ -8,23 +8,15 @@ kill the process: it is reported in its status and retried.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import logging
 import os
-import shutil
 import signal
-import ssl
-import sys
-import tempfile
 import threading
-from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
-import uvicorn
-from tensorflow_serving.config import model_server_config_pb2
 
-from serving import heap
+from serving import heap, protos
 from serving.api.inference import InferenceService
 from serving.batching.params import BatchingConfig, read_batching_parameters
 from serving.batching.scheduler import BatchScheduler
@@ -43,10 +35,9 @@ from serving.monitoring.metrics import ServingMetrics
 from serving.options import OptionsError, ServerOptions
 from serving.request_limits import MemoryLimits, MemoryPool
 from serving.rest.app import ExtraRoute, RestApi, RestOptions
-from serving.rest.connection import ConnectionLimits, protocol_factory
-from serving.rest.listener import RestListener, bind_sockets, connection_limit
+from serving.rest.uvicorn_server import rest_server
 from serving.security.auth import TokenAuthenticator, load_tokens
-from serving.security.ssl_config import read_ssl_config, write_pem_files
+from serving.security.ssl_config import read_ssl_config
 from serving.servables.devices import configure_devices
 from serving.servables.loader import ServableLoader
 from serving.servables.op_libraries import load_op_libraries, parse_op_libraries
@@ -58,11 +49,11 @@ from serving.storage.sources import StorageSources
 log = logging.getLogger(__name__)
 
 
-def model_config_from_flags(options: ServerOptions) -> model_server_config_pb2.ModelServerConfig:
+def model_config_from_flags(options: ServerOptions) -> protos.ModelServerConfig:
     """The config a command line describes: the file, or one model from the flags."""
     if options.model_config_file:
         return read_model_config(options.model_config_file)
-    config = model_server_config_pb2.ModelServerConfig()
+    config = protos.ModelServerConfig()
     model = config.model_config_list.config.add()
     model.name = options.model_name
     base = options.model_base_path
@@ -82,51 +73,16 @@ def _metadata_plugin(options: ServerOptions):
     return build_metadata_services(options)
 
 
-class _Uvicorn(uvicorn.Server):
-    """uvicorn without its own signal handling (the model server owns SIGTERM/SIGINT) and with
-    its own listener (``serving.rest.listener``: fair accepts, a cap on open connections)."""
-
-    def __init__(self, config: uvicorn.Config, max_connections: int) -> None:
-        super().__init__(config)
-        self.max_connections = max_connections
-
-    @contextmanager
-    def capture_signals(self):
-        yield
-
-    async def startup(self, sockets=None) -> None:
-        """uvicorn's own startup minus ``loop.create_server``: the same protocol factory and
-        server state, so uvicorn's graceful shutdown drains these connections as its own."""
-        await self.lifespan.startup()
-        config = self.config
-
-        def create_protocol() -> asyncio.Protocol:
-            return config.http_protocol_class(
-                config=config, server_state=self.server_state, app_state=self.lifespan.state
-            )
-
-        try:
-            listening = bind_sockets(config.host, config.port, config.backlog)
-        except OSError as exc:  # e.g. the port is taken: fail the start, as uvicorn does
-            log.error("Cannot listen on %s:%d for REST: %s", config.host, config.port, exc)
-            await self.lifespan.shutdown()
-            sys.exit(uvicorn.server.STARTUP_FAILURE)
-        connections = self.server_state.connections
-        self.servers = [
-            RestListener(
-                listening,
-                create_protocol,
-                connections.__len__,
-                self.max_connections,
-                config.ssl,
-            )
-        ]
-        self.started = True
+StopFrontends = Callable[[], Awaitable[None]]
+FrontEnds = Callable[["ModelServer"], Awaitable[StopFrontends]]
 
 
 class ModelServer:
-    def __init__(self, options: ServerOptions) -> None:
+    def __init__(self, options: ServerOptions, frontends: FrontEnds | None = None) -> None:
+        """``frontends``: what serves requests once the initial loads are done (default: REST
+        and gRPC in this process); it returns the coroutine function that stops them."""
         self.options = options
+        self._frontends = frontends
         intra = options.tensorflow_intra_op_parallelism or options.tensorflow_session_parallelism
         inter = options.tensorflow_inter_op_parallelism or options.tensorflow_session_parallelism
         load_options = LoadOptions(
@@ -236,7 +192,7 @@ class ModelServer:
             return ServingMetrics(self._version_states, path=None)
         return None
 
-    def _extra_routes(self) -> tuple[ExtraRoute, ...]:
+    def extra_routes(self) -> tuple[ExtraRoute, ...]:
         """What the plug-ins add to the REST port: the metadata plug-in's feedback and lineage
         routes, and the status page (``--status_page``, on by default)."""
         routes = self.metadata.rest_routes() if self.metadata else ()
@@ -339,6 +295,19 @@ class ModelServer:
             loop.add_signal_handler(sig, self.request_stop)
         if self._stop_requested.is_set():  # signalled between the loads and this loop
             self._stopping.set()
+        stop_frontends = await self._start_frontends()
+        await self._stopping.wait()
+        log.info("Stopping: no new requests accepted; finishing in-flight ones")
+        await stop_frontends()
+
+    async def _start_frontends(self) -> StopFrontends:
+        """What answers requests: this process's own REST and gRPC front ends, or (in a
+        model process, ``serving.multiproc``) the link to the front-end processes."""
+        if self._frontends is not None:
+            return await self._frontends(self)
+        return await self._start_network_frontends()
+
+    async def _start_network_frontends(self) -> StopFrontends:
         tasks = []
         rest = None
         if self.options.rest_api_port:
@@ -352,33 +321,11 @@ class ModelServer:
                     routing_header=(
                         self.traffic.routing_header if self.traffic else DEFAULT_ROUTING_HEADER
                     ).encode(),
-                    extra_routes=self._extra_routes(),
+                    extra_routes=self.extra_routes(),
                     memory=self.memory,
                 ),
             )
-            rest = _Uvicorn(
-                uvicorn.Config(
-                    app,
-                    host=self.options.host,
-                    port=self.options.rest_api_port,
-                    http=protocol_factory(
-                        ConnectionLimits(
-                            self.options.rest_api_header_timeout_in_ms / 1000,
-                            self.options.rest_api_body_timeout_in_ms / 1000,
-                            self.options.rest_api_max_header_bytes,
-                        )
-                    ),
-                    timeout_keep_alive=self.options.rest_api_keep_alive_timeout_in_ms / 1000,
-                    loop="none",
-                    lifespan="off",
-                    log_level="warning",
-                    access_log=False,
-                    proxy_headers=False,  # nothing reads the client address; saves a hop
-                    timeout_graceful_shutdown=30,
-                    **self._rest_tls_arguments(),
-                ),
-                connection_limit(self.options.rest_api_max_connections),
-            )
+            rest = rest_server(app, self.options, self.tls)
             tasks.append(asyncio.create_task(rest.serve()))
             log.info(
                 "Exporting HTTP/REST API at:%s:%d ...",
@@ -386,36 +333,24 @@ class ModelServer:
                 self.options.rest_api_port,
             )
         grpc_parts = await self._start_grpc()
-        await self._stopping.wait()
-        log.info("Stopping: no new requests accepted; finishing in-flight ones")
-        if rest is not None:
-            rest.should_exit = True
-        if grpc_parts is not None:
-            grpc_server, health = grpc_parts
-            if health is not None:
-                await health.stop()
-            await grpc_server.stop(grace=30)
-        await asyncio.gather(*tasks)
 
-    def _rest_tls_arguments(self) -> dict:
-        """uvicorn's TLS settings (it reads files, so the PEM contents go to a private dir)."""
-        if self.tls is None:
-            return {}
-        private = tempfile.mkdtemp(prefix="tfx-model-server-tls-")
-        atexit.register(shutil.rmtree, private, ignore_errors=True)
-        files = write_pem_files(self.tls, private)
-        return {
-            "ssl_keyfile": files.key,
-            "ssl_certfile": files.cert,
-            "ssl_ca_certs": files.ca,
-            "ssl_cert_reqs": ssl.CERT_REQUIRED if self.tls.client_verify else ssl.CERT_NONE,
-        }
+        async def stop() -> None:
+            if rest is not None:
+                rest.should_exit = True
+            if grpc_parts is not None:
+                grpc_server, health = grpc_parts
+                if health is not None:
+                    await health.stop()
+                await grpc_server.stop(grace=30)
+            await asyncio.gather(*tasks)
+
+        return stop
 
     async def _start_grpc(self) -> tuple[grpc.aio.Server, ReadinessHealth | None] | None:
         if not self.options.port and not self.options.grpc_socket_path:
             return None
         health = (
-            ReadinessHealth(self.core) if self.options.enable_grpc_healthcheck_service else None
+            ReadinessHealth(self.service) if self.options.enable_grpc_healthcheck_service else None
         )
         security = GrpcSecurity(
             tls=self.tls,

@@ -32,15 +32,35 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, types_pb2
 
-from serving import request_limits
+from serving import protos, request_limits
 from serving.errors import Code, ServingError, invalid_argument
-from serving.tensor_types import dtype_name, numpy_dtype, tf_dtype
+from serving.tensor_types import (
+    DT_BOOL,
+    DT_COMPLEX64,
+    DT_COMPLEX128,
+    DT_DOUBLE,
+    DT_FLOAT,
+    DT_HALF,
+    DT_INT8,
+    DT_INT16,
+    DT_INT32,
+    DT_INT64,
+    DT_STRING,
+    DT_UINT8,
+    DT_UINT16,
+    DT_UINT32,
+    DT_UINT64,
+    dtype_name,
+    numpy_dtype,
+    tf_dtype,
+)
 
 log = logging.getLogger(__name__)
 
-TensorProto = tensor_pb2.TensorProto
+# serving.protos' class (no TensorFlow); decoding only reads fields, so TensorFlow's own
+# TensorProto decodes the same. Encoding fills ``out`` in place, whichever class it is.
+TensorProto = protos.TensorProto
 
 _MAX_RANK = 254  # TensorShape::MaxDimensions()
 _MAX_ELEMENTS = 2**63 - 1
@@ -80,22 +100,22 @@ def _field(name: str, packed: str | None = None, collect: type | None = None) ->
 
 _INT_VAL = _field("int_val", collect=np.int64)
 _VALUE_FIELDS: dict[int, _ValueField] = {
-    types_pb2.DT_FLOAT: _field("float_val", packed="<f4"),
-    types_pb2.DT_DOUBLE: _field("double_val", packed="<f8"),
-    types_pb2.DT_COMPLEX64: _field("scomplex_val", packed="<c8"),
-    types_pb2.DT_COMPLEX128: _field("dcomplex_val", packed="<c16"),
-    types_pb2.DT_BOOL: _field("bool_val", packed="?"),
-    types_pb2.DT_INT8: _INT_VAL,
-    types_pb2.DT_INT16: _INT_VAL,
-    types_pb2.DT_INT32: _INT_VAL,
-    types_pb2.DT_UINT8: _INT_VAL,
-    types_pb2.DT_UINT16: _INT_VAL,
-    types_pb2.DT_INT64: _field("int64_val", collect=np.int64),
-    types_pb2.DT_UINT32: _field("uint32_val", collect=np.uint64),
-    types_pb2.DT_UINT64: _field("uint64_val", collect=np.uint64),
+    DT_FLOAT: _field("float_val", packed="<f4"),
+    DT_DOUBLE: _field("double_val", packed="<f8"),
+    DT_COMPLEX64: _field("scomplex_val", packed="<c8"),
+    DT_COMPLEX128: _field("dcomplex_val", packed="<c16"),
+    DT_BOOL: _field("bool_val", packed="?"),
+    DT_INT8: _INT_VAL,
+    DT_INT16: _INT_VAL,
+    DT_INT32: _INT_VAL,
+    DT_UINT8: _INT_VAL,
+    DT_UINT16: _INT_VAL,
+    DT_INT64: _field("int64_val", collect=np.int64),
+    DT_UINT32: _field("uint32_val", collect=np.uint64),
+    DT_UINT64: _field("uint64_val", collect=np.uint64),
     # DT_HALF values are the IEEE bit patterns, one per int32.
-    types_pb2.DT_HALF: _field("half_val", collect=np.int64),
-    types_pb2.DT_STRING: _field("string_val"),
+    DT_HALF: _field("half_val", collect=np.int64),
+    DT_STRING: _field("string_val"),
 }
 
 
@@ -153,7 +173,7 @@ def _check_numpy_limits(shape: tuple[int, ...], dtype: np.dtype, alias: str) -> 
 
 def _decoded_bytes(tensor: TensorProto, dtype: np.dtype, count: int) -> int:
     """What decoding allocates, computed from sizes protobuf already knows (no value is read)."""
-    if tensor.dtype == types_pb2.DT_STRING:
+    if tensor.dtype == DT_STRING:
         if tensor.tensor_content:
             return request_limits.string_bytes(count, len(tensor.tensor_content))
         values = tensor.string_val
@@ -180,7 +200,7 @@ def _shape(tensor: TensorProto) -> tuple[int, ...]:
 
 
 def _from_content(content: bytes, tf_type: int, dtype: np.dtype, count: int) -> np.ndarray:
-    if tf_type == types_pb2.DT_STRING:
+    if tf_type == DT_STRING:
         return _decode_string_list(content, count)
     if len(content) != count * dtype.itemsize:
         raise _ParseError(
@@ -224,7 +244,7 @@ def _from_field(tensor: TensorProto, dtype: np.dtype) -> np.ndarray:
         strings[:] = list(values)
         return strings
     collected = np.fromiter(values, dtype=field.collect, count=len(values))
-    if tensor.dtype == types_pb2.DT_HALF:
+    if tensor.dtype == DT_HALF:
         return collected.astype(np.uint16).view(np.float16)
     return collected.astype(dtype)
 
@@ -308,7 +328,7 @@ def encode(
         out.tensor_shape.dim.add().size = size
     if array.size == 0:
         return out
-    if tensor_content and out.dtype != types_pb2.DT_STRING:
+    if tensor_content and out.dtype != DT_STRING:
         out.tensor_content = np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()
         return out
     field = _VALUE_FIELDS[out.dtype]
@@ -316,9 +336,9 @@ def encode(
         payload = np.ascontiguousarray(array, field.packed).tobytes()
         key = field.number << 3 | _WIRE_LENGTH_DELIMITED
         out.MergeFromString(_varint(key) + _varint(len(payload)) + payload)
-    elif out.dtype == types_pb2.DT_STRING:
+    elif out.dtype == DT_STRING:
         out.string_val.extend(_as_bytes(v) for v in array.ravel().tolist())
-    elif out.dtype == types_pb2.DT_HALF:
+    elif out.dtype == DT_HALF:
         out.half_val.extend(array.view(np.uint16).ravel().tolist())
     else:
         getattr(out, field.name).extend(array.ravel().tolist())

@@ -17,13 +17,24 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import numpy as np
-from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
 
-from serving.core.server_core import ModelSpec, ServableHandle, ServerCore
-from serving.errors import Code, ServingError, invalid_argument, unavailable, unimplemented
+from serving import protos
+from serving.api import model_info
+from serving.api.model_control import ConfigReloader
+from serving.api.types import (
+    CLASSIFY_METHOD,
+    REGRESS_METHOD,
+    InferenceObserver,
+    PredictResult,
+    ResolvedSpec,
+    status_error,
+)
+from serving.core.model_spec import ModelSpec
+from serving.core.server_core import ServableHandle, ServerCore
+from serving.errors import Code, invalid_argument, unavailable, unimplemented
 from serving.monitoring.metrics import ServingMetrics
 from serving.servables import examples
 from serving.servables.signatures import (
@@ -34,39 +45,8 @@ from serving.servables.signatures import (
     signature_or_default,
 )
 
-
-@dataclass(frozen=True)
-class ResolvedSpec:
-    """The ``model_spec`` a response carries: the version and signature actually used."""
-
-    name: str
-    version: int
-    signature_name: str
-
-
-@dataclass(frozen=True)
-class PredictResult:
-    spec: ResolvedSpec
-    outputs: dict[str, np.ndarray]
-
-
-ResultProto = TypeVar(
-    "ResultProto", classification_pb2.ClassificationResult, regression_pb2.RegressionResult
-)
+ResultProto = TypeVar("ResultProto", protos.ClassificationResult, protos.RegressionResult)
 InputDecoder = Callable[[SignatureDef], Mapping[str, np.ndarray]]
-
-
-class InferenceObserver(Protocol):
-    """Told of every successful Predict / Classify / Regress, on the request path (so it must
-    stay cheap: the prediction logger only enqueues). The seam plug-ins such as
-    ``serving.metadata`` use instead of the core knowing them."""
-
-    def on_inference(
-        self, kind: str, spec: ResolvedSpec, request: object, response: object
-    ) -> None:
-        """``kind``: predict/classify/regress; ``request``: the decoded inputs (a dict of
-        arrays) or the ``Input`` proto; ``response``: the outputs or the result proto."""
-        ...
 
 
 class InferenceService:
@@ -80,6 +60,7 @@ class InferenceService:
     ) -> None:
         self.core = core
         self.metrics = metrics
+        self._reloader = ConfigReloader(core)
         self._observers = tuple(observers)
         self._pool = ThreadPoolExecutor(max_workers=num_threads, thread_name_prefix="infer")
         self._num_threads = num_threads
@@ -150,8 +131,8 @@ class InferenceService:
 
     # ------------------------------------------------------------------ classify / regress
     async def classify(
-        self, spec: ModelSpec, inp: input_pb2.Input, timeout_ms: int = 0
-    ) -> tuple[ResolvedSpec, classification_pb2.ClassificationResult]:
+        self, spec: ModelSpec, inp: protos.Input, timeout_ms: int = 0
+    ) -> tuple[ResolvedSpec, protos.ClassificationResult]:
         return await self._on_examples(
             "Classify",
             spec,
@@ -162,8 +143,8 @@ class InferenceService:
         )
 
     async def regress(
-        self, spec: ModelSpec, inp: input_pb2.Input, timeout_ms: int = 0
-    ) -> tuple[ResolvedSpec, regression_pb2.RegressionResult]:
+        self, spec: ModelSpec, inp: protos.Input, timeout_ms: int = 0
+    ) -> tuple[ResolvedSpec, protos.RegressionResult]:
         return await self._on_examples(
             "Regress", spec, inp, timeout_ms, examples.regression_plan, examples.regression_result
         )
@@ -172,7 +153,7 @@ class InferenceService:
         self,
         api: str,
         spec: ModelSpec,
-        inp: input_pb2.Input,
+        inp: protos.Input,
         timeout_ms: int,
         plan: Callable[[SignatureDef], tuple[str, list[str]]],
         result: Callable[[Mapping[str, np.ndarray], int], ResultProto],
@@ -194,7 +175,7 @@ class InferenceService:
 
     # ------------------------------------------------------------------ multi-inference
     async def multi_inference(
-        self, tasks: Sequence[tuple[ModelSpec, str]], inp: input_pb2.Input, timeout_ms: int = 0
+        self, tasks: Sequence[tuple[ModelSpec, str]], inp: protos.Input, timeout_ms: int = 0
     ) -> list[tuple[ResolvedSpec, InferenceResult]]:
         """TF Serving's MultiInference (multi_inference.cc), a gRPC-only API.
 
@@ -209,7 +190,8 @@ class InferenceService:
             # One synthetic signature keyed by tensor name: the tasks' aliases (e.g. two
             # "inputs" or two "scores") may collide, their tensors are what the session feeds
             # and fetches.
-            combined = SignatureDef()
+            # The servable's own SignatureDef class: its TensorInfos are copied in.
+            combined = type(plans[0].signature)()
             for plan in plans:
                 info = plan.signature.inputs[plan.input_alias]
                 combined.inputs[info.name].CopyFrom(info)
@@ -241,14 +223,29 @@ class InferenceService:
             handle.model_name, handle.version, signature_or_default(spec.signature_name)
         )
 
+    # ------------------------------------------------------------------ model information
+    def model_names(self) -> list[str]:
+        return self.core.model_names()
+
+    def models_without_available_version(self) -> list[str]:
+        return self.core.models_without_available_version()
+
+    async def model_status(self, spec: ModelSpec) -> protos.GetModelStatusResponse:
+        return model_info.model_status(self.core, spec)
+
+    async def model_metadata(
+        self, spec: ModelSpec, fields: Sequence[str]
+    ) -> protos.GetModelMetadataResponse:
+        return model_info.model_metadata(self.core, spec, list(fields))
+
+    async def reload_config(self, config: protos.ModelServerConfig, budget_seconds: float) -> None:
+        await self._reloader.reload(config, budget_seconds)
+
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
 
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
-
-InferenceResult = classification_pb2.ClassificationResult | regression_pb2.RegressionResult
+InferenceResult = protos.ClassificationResult | protos.RegressionResult
 
 
 @dataclass(frozen=True)
@@ -288,13 +285,6 @@ def _plan_tasks(
             raise unimplemented(f"Unsupported signature method_name: {method}")
         plans.append(_TaskPlan(key, method, signature, alias, outputs))
     return plans
-
-
-def status_error(exc: BaseException) -> ServingError:
-    """Anything unexpected becomes INTERNAL with a message, never a bare crash."""
-    if isinstance(exc, ServingError):
-        return exc
-    return ServingError(Code.INTERNAL, f"{type(exc).__name__}: {exc}")
 
 
 class _RequestCounter:

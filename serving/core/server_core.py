@@ -15,8 +15,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from tensorflow_serving.config import model_server_config_pb2
-
+from serving import protos
 from serving.core.model_manager import (
     Loader,
     ModelManager,
@@ -25,6 +24,7 @@ from serving.core.model_manager import (
     VersionPin,
     VersionRecord,
 )
+from serving.core.model_spec import ModelSpec
 from serving.core.traffic_split import TrafficSplit
 from serving.errors import Code, ServingError, failed_precondition, invalid_argument
 from serving.servables.servable import Servable
@@ -33,22 +33,13 @@ from serving.storage.sources import Source, SourceFactory, StorageSources
 
 log = logging.getLogger(__name__)
 
-ModelConfig = model_server_config_pb2.ModelConfig
-ModelServerConfig = model_server_config_pb2.ModelServerConfig
+# TF Serving's config messages from serving.protos (no TensorFlow on the import path); the core
+# only reads their fields, so the official classes' instances work the same.
+ModelConfig = protos.ModelConfig
+ModelServerConfig = protos.ModelServerConfig
 
 # How often to re-list while a startup version is still settling (its copy may be finishing).
 _SETTLE_POLL_SECONDS = 0.2
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What a request asks for; at most one of ``version`` and ``label`` is set."""
-
-    name: str
-    version: int | None = None
-    label: str | None = None
-    signature_name: str = ""
-    routing_key: str | None = None  # picks a label when the model has a traffic split
 
 
 @dataclass(frozen=True)

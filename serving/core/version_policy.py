@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from tensorflow_serving.config import file_system_storage_path_source_pb2 as fs_pb2
+from serving import protos
 
 log = logging.getLogger(__name__)
 
-VersionPolicy = fs_pb2.FileSystemStoragePathSourceConfig.ServableVersionPolicy
+# From serving.protos, so the core imports no TensorFlow; policies are only read field by field,
+# so an official ``file_system_storage_path_source_pb2`` policy works the same.
+VersionPolicy = protos.message_type(
+    "tensorflow.serving.FileSystemStoragePathSourceConfig.ServableVersionPolicy"
+)
 
 
 def select_versions(model_name: str, policy: VersionPolicy, candidates: Iterable[int]) -> set[int]:

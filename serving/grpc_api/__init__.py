@@ -3,6 +3,10 @@
 Named ``grpc_api`` so it never shadows the ``grpc`` library. This module holds what both
 services share: turning a ``ServingError`` into a gRPC status the way TF Serving's
 ``ToGRPCStatus`` does, reading a request's ``ModelSpec``, and the client deadline.
+
+No TensorFlow on this package's import path: requests are parsed into, and responses built
+from, ``serving.protos``' messages (wire-identical to ``tensorflow_serving.apis``, so clients
+using the official stubs see no difference), and services are registered from its descriptors.
 """
 
 from __future__ import annotations
@@ -15,11 +19,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
-from tensorflow_serving.apis import model_pb2
 
+from serving import protos
 from serving.api import request_context
-from serving.api.inference import ResolvedSpec, status_error
-from serving.core.server_core import ModelSpec
+from serving.api.types import ResolvedSpec, status_error
+from serving.core.model_spec import ModelSpec
 from serving.errors import Code, ServingError, invalid_argument
 
 log = logging.getLogger(__name__)
@@ -91,7 +95,7 @@ def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
     return None
 
 
-def model_spec(proto: model_pb2.ModelSpec, require_name: bool = True) -> ModelSpec:
+def model_spec(proto: protos.ModelSpec, require_name: bool = True) -> ModelSpec:
     """ServerCore::ServableRequestFromModelSpec's view of a ModelSpec proto."""
     if require_name and not proto.name:
         raise invalid_argument("ModelSpec has no name specified.")
@@ -104,7 +108,7 @@ def model_spec(proto: model_pb2.ModelSpec, require_name: bool = True) -> ModelSp
     )
 
 
-def set_model_spec(proto: model_pb2.ModelSpec, spec: ResolvedSpec) -> None:
+def set_model_spec(proto: protos.ModelSpec, spec: ResolvedSpec) -> None:
     """A response's ``model_spec``: name, resolved version and resolved signature name."""
     proto.name = spec.name
     proto.version.value = spec.version

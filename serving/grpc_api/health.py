@@ -9,13 +9,16 @@ them, unqualified.
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2
 
-from serving.core.server_core import ServerCore
 from serving.grpc_api.wire import add_service
 from serving.request_limits import MemoryPool
+
+if TYPE_CHECKING:
+    from serving.api.types import Dataplane
 
 SERVICE_NAMES = (
     "",
@@ -28,8 +31,8 @@ _REFRESH_SECONDS = 1.0
 
 
 class ReadinessHealth:
-    def __init__(self, core: ServerCore) -> None:
-        self._core = core
+    def __init__(self, dataplane: Dataplane) -> None:
+        self._dataplane = dataplane
         self.servicer = health.aio.HealthServicer()
         self._task: asyncio.Task | None = None
 
@@ -38,7 +41,7 @@ class ReadinessHealth:
         add_service(server, self.servicer, health_pb2.DESCRIPTOR.services_by_name["Health"], memory)
 
     async def refresh(self) -> None:
-        ready = not self._core.models_without_available_version()
+        ready = not self._dataplane.models_without_available_version()
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if ready

@@ -10,20 +10,12 @@ background and the config stays applied.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 
 import grpc
-from tensorflow_serving.apis import (
-    get_model_status_pb2,
-    model_management_pb2,
-    model_service_pb2_grpc,
-)
-from tensorflow_serving.config import model_server_config_pb2
 
-from serving.api import model_info
-from serving.core.server_core import ServerCore
+from serving import protos
+from serving.api.types import Dataplane
 from serving.errors import invalid_argument
 from serving.grpc_api import request_spec, rpc
 
@@ -34,25 +26,24 @@ Context = grpc.aio.ServicerContext
 DEFAULT_RELOAD_TIMEOUT_SECONDS = 60.0
 
 
-class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+class ModelServicer:
     def __init__(
-        self, core: ServerCore, reload_timeout: float = DEFAULT_RELOAD_TIMEOUT_SECONDS
+        self, dataplane: Dataplane, reload_timeout: float = DEFAULT_RELOAD_TIMEOUT_SECONDS
     ) -> None:
-        self._core = core
+        self._dataplane = dataplane
         self._reload_timeout = reload_timeout
-        self._reload_lock = asyncio.Lock()  # one reload at a time, as TF Serving's config mutex
 
     @rpc
     async def GetModelStatus(
-        self, request: get_model_status_pb2.GetModelStatusRequest, context: Context
-    ) -> get_model_status_pb2.GetModelStatusResponse:
+        self, request: protos.GetModelStatusRequest, context: Context
+    ) -> protos.GetModelStatusResponse:
         # No name check here in TF Serving: an empty name is "Could not find any versions".
-        return model_info.model_status(self._core, request_spec(request, require_name=False))
+        return await self._dataplane.model_status(request_spec(request, require_name=False))
 
     @rpc
     async def HandleReloadConfigRequest(
-        self, request: model_management_pb2.ReloadConfigRequest, context: Context
-    ) -> model_management_pb2.ReloadConfigResponse:
+        self, request: protos.ReloadConfigRequest, context: Context
+    ) -> protos.ReloadConfigResponse:
         config = request.config
         if config.WhichOneof("config") != "model_config_list":
             raise invalid_argument(
@@ -68,23 +59,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             )
         remaining = context.time_remaining()
         budget = self._reload_timeout if remaining is None else min(self._reload_timeout, remaining)
-        async with self._reload_lock:
-            added = self._added_models(config)
-            # Off the event loop: applying takes the core's lock and unloads removed models.
-            await asyncio.to_thread(self._core.apply_config, config)
-            await asyncio.to_thread(
-                self._core.wait_until_available, added, time.monotonic() + budget
-            )
-        response = model_management_pb2.ReloadConfigResponse()
+        await self._dataplane.reload_config(config, budget)
+        response = protos.ReloadConfigResponse()
         response.status.SetInParent()  # error_code OK, as TF Serving's ToStatusProto(OK)
         return response
-
-    def _added_models(self, config: model_server_config_pb2.ModelServerConfig) -> list[str]:
-        """Models the new config loads afresh: new names, or a known name at a new base path."""
-        current = set(self._core.model_names())
-        return [
-            model.name
-            for model in config.model_config_list.config
-            if model.name not in current
-            or self._core.model_config(model.name).base_path != model.base_path
-        ]

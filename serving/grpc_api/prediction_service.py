@@ -10,18 +10,9 @@ from collections.abc import Mapping
 
 import grpc
 import numpy as np
-from tensorflow_serving.apis import (
-    classification_pb2,
-    get_model_metadata_pb2,
-    inference_pb2,
-    model_pb2,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-    regression_pb2,
-)
 
-from serving import tensor_codec
-from serving.api import model_info, request_context
+from serving import protos, tensor_codec
+from serving.api import request_context
 from serving.api.inference import InferenceService
 from serving.core.traffic_split import DEFAULT_ROUTING_HEADER
 from serving.grpc_api import (
@@ -38,7 +29,7 @@ from serving.servables.signatures import SignatureDef, check_inputs
 Context = grpc.aio.ServicerContext
 
 
-class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+class PredictionServicer:
     def __init__(
         self,
         service: InferenceService,
@@ -61,8 +52,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @rpc
     async def Predict(
-        self, request: predict_pb2.PredictRequest, context: Context
-    ) -> predict_pb2.PredictResponse:
+        self, request: protos.PredictRequest, context: Context
+    ) -> protos.PredictResponse:
         spec = self._spec(request, context)
         inputs = request.inputs
 
@@ -74,7 +65,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         result = await self._service.predict(
             spec, decode, list(request.output_filter), timeout_ms(context)
         )
-        response = predict_pb2.PredictResponse()
+        response = protos.PredictResponse()
         set_model_spec(response.model_spec, result.spec)
         for alias, value in result.outputs.items():
             tensor_codec.encode(value, self._tensor_content, response.outputs[alias])
@@ -83,44 +74,44 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @rpc
     async def Classify(
-        self, request: classification_pb2.ClassificationRequest, context: Context
-    ) -> classification_pb2.ClassificationResponse:
+        self, request: protos.ClassificationRequest, context: Context
+    ) -> protos.ClassificationResponse:
         resolved, result = await self._service.classify(
             self._spec(request, context), request.input, timeout_ms(context)
         )
-        response = classification_pb2.ClassificationResponse(result=result)
+        response = protos.ClassificationResponse(result=result)
         set_model_spec(response.model_spec, resolved)
         request_context.call().succeeded(resolved.name, "Classify")
         return response
 
     @rpc
     async def Regress(
-        self, request: regression_pb2.RegressionRequest, context: Context
-    ) -> regression_pb2.RegressionResponse:
+        self, request: protos.RegressionRequest, context: Context
+    ) -> protos.RegressionResponse:
         resolved, result = await self._service.regress(
             self._spec(request, context), request.input, timeout_ms(context)
         )
-        response = regression_pb2.RegressionResponse(result=result)
+        response = protos.RegressionResponse(result=result)
         set_model_spec(response.model_spec, resolved)
         request_context.call().succeeded(resolved.name, "Regress")
         return response
 
     @rpc
     async def MultiInference(
-        self, request: inference_pb2.MultiInferenceRequest, context: Context
-    ) -> inference_pb2.MultiInferenceResponse:
+        self, request: protos.MultiInferenceRequest, context: Context
+    ) -> protos.MultiInferenceResponse:
         # The first task's spec selects the servable; without tasks it is an empty spec, which
         # fails like TF Serving's ("ModelSpec has no name specified.").
-        model_spec(request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec())
+        model_spec(request.tasks[0].model_spec if request.tasks else protos.ModelSpec())
         tasks = [
             (model_spec(t.model_spec, require_name=False), t.method_name) for t in request.tasks
         ]
         outcomes = await self._service.multi_inference(tasks, request.input, timeout_ms(context))
-        response = inference_pb2.MultiInferenceResponse()
+        response = protos.MultiInferenceResponse()
         for resolved, result in outcomes:
             entry = response.results.add()
             set_model_spec(entry.model_spec, resolved)
-            if isinstance(result, classification_pb2.ClassificationResult):
+            if isinstance(result, protos.ClassificationResult):
                 entry.classification_result.CopyFrom(result)
             else:
                 entry.regression_result.CopyFrom(result)
@@ -128,8 +119,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @rpc
     async def GetModelMetadata(
-        self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: Context
-    ) -> get_model_metadata_pb2.GetModelMetadataResponse:
-        return model_info.model_metadata(
-            self._service.core, request_spec(request), list(request.metadata_field)
+        self, request: protos.GetModelMetadataRequest, context: Context
+    ) -> protos.GetModelMetadataResponse:
+        return await self._service.model_metadata(
+            request_spec(request), list(request.metadata_field)
         )

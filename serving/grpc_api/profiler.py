@@ -18,8 +18,10 @@ It is registered on the same ``grpc.aio`` server as PredictionService, so it sha
 listeners, TLS and bearer-token checks. TF's own ``tf.profiler.experimental.server.start``
 is deliberately not used: it opens a second, plain-text port on every interface, bypassing
 both. The service's messages are not in TF's Python package, so they are declared here from
-``tsl/profiler/protobuf/profiler_service.proto`` (only the fields it reads or writes; the
-others are skipped when a request is parsed).
+``tsl/profiler/protobuf/profiler_service.proto`` and ``profiler_options.proto`` (only the fields
+it reads or writes; the others are kept as unknown fields when a request is parsed). That also
+keeps TensorFlow off this module's import path: it is loaded when a profile is taken, in the
+process that runs the models, never by a front end that only imports the gRPC package.
 """
 
 from __future__ import annotations
@@ -32,16 +34,17 @@ import shutil
 import tempfile
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import grpc
-import tensorflow as tf
 from google.protobuf import descriptor_pb2, descriptor_pool, text_format
-from tensorflow.python.profiler.internal import _pywrap_profiler
-from tensorflow.tsl.profiler.protobuf import profiler_options_pb2, xplane_pb2
 
 from serving.compat import message_class
 from serving.grpc_api.wire import raw_handler
 from serving.request_limits import MemoryPool
+
+if TYPE_CHECKING:
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +54,16 @@ _POLL_SECONDS = 0.01
 _PROTO = """
 name: "serving/grpc_api/profiler_service.proto"
 package: "tensorflow"
-dependency: "tsl/profiler/protobuf/profiler_options.proto"
 syntax: "proto3"
+message_type {
+  name: "ProfileOptions"
+  field { name: "host_tracer_level" number: 2 label: LABEL_OPTIONAL type: TYPE_UINT32 }
+  field { name: "device_tracer_level" number: 3 label: LABEL_OPTIONAL type: TYPE_UINT32 }
+  field { name: "python_tracer_level" number: 4 label: LABEL_OPTIONAL type: TYPE_UINT32 }
+  field { name: "version" number: 5 label: LABEL_OPTIONAL type: TYPE_UINT32 }
+  field { name: "start_timestamp_ns" number: 8 label: LABEL_OPTIONAL type: TYPE_UINT64 }
+  field { name: "duration_ms" number: 9 label: LABEL_OPTIONAL type: TYPE_UINT64 }
+}
 message_type {
   name: "ProfileRequest"
   field { name: "duration_ms" number: 1 label: LABEL_OPTIONAL type: TYPE_UINT64 }
@@ -86,7 +97,6 @@ def _message_classes() -> dict[str, type]:
     """The service's message classes, in a private descriptor pool (no clash with a future
     TF that ships its own ``profiler_service_pb2``)."""
     pool = descriptor_pool.DescriptorPool()
-    pool.AddSerializedFile(profiler_options_pb2.DESCRIPTOR.serialized_pb)
     pool.Add(text_format.Parse(_PROTO, descriptor_pb2.FileDescriptorProto()))
     names = (
         "ProfileRequest",
@@ -156,6 +166,8 @@ class ProfilerService:
             await asyncio.sleep(delay)
         scratch = tempfile.mkdtemp(prefix="tfx-model-server-profile-")
         try:
+            from tensorflow.python.profiler.internal import _pywrap_profiler
+
             session = _pywrap_profiler.ProfilerSession()
             try:
                 await loop.run_in_executor(
@@ -203,6 +215,9 @@ class ProfilerService:
 
 def _save(scratch: str, path: str) -> bool:
     """Moves the exported XSpace to ``path``; returns whether it holds no event."""
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
     (exported,) = glob.glob(os.path.join(scratch, "plugins", "profile", "*", "*.xplane.pb"))
     with open(exported, "rb") as handle:
         data = handle.read()

@@ -27,8 +27,8 @@ import functools
 from dataclasses import dataclass
 
 import grpc
-from tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
 
+from serving import protos
 from serving.api.inference import InferenceService
 from serving.core.traffic_split import DEFAULT_ROUTING_HEADER
 from serving.grpc_api.auth import TokenAuthInterceptor
@@ -136,13 +136,13 @@ def build_grpc_server(
         PredictionServicer(
             service, options.enable_serialization_as_tensor_content, security.routing_header
         ),
-        prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"],
+        protos.service("tensorflow.serving.PredictionService"),
         memory,
     )
     add_service(
         server,
-        ModelServicer(service.core),
-        model_service_pb2.DESCRIPTOR.services_by_name["ModelService"],
+        ModelServicer(service),
+        protos.service("tensorflow.serving.ModelService"),
         memory,
     )
     if health is not None:

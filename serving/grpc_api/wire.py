@@ -20,8 +20,9 @@ from typing import Any
 
 import grpc
 from google.protobuf import message, symbol_database
-from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.descriptor import Descriptor, MethodDescriptor, ServiceDescriptor
 
+from serving import protos
 from serving.errors import ServingError, invalid_argument
 from serving.grpc_api import grpc_status
 from serving.request_limits import MemoryPool
@@ -37,8 +38,8 @@ def add_service(
     handlers = {
         method.name: raw_handler(
             getattr(servicer, method.name),
-            _message_class(method.input_type.full_name),
-            _message_class(method.output_type.full_name),
+            _message_class(method.input_type),
+            _message_class(method.output_type),
             memory,
             streaming=_server_streaming(method),
         )
@@ -68,8 +69,12 @@ def raw_handler(
     )
 
 
-def _message_class(full_name: str) -> type[message.Message]:
-    return symbol_database.Default().GetSymbol(full_name)
+def _message_class(descriptor: Descriptor) -> type[message.Message]:
+    """The class of a method's message in the service's own pool: ``serving.protos``' for TF
+    Serving's services (no TensorFlow), the generated module's for grpc's Health service."""
+    if descriptor.file.pool is protos.POOL:
+        return protos.message_type(descriptor.full_name)
+    return symbol_database.Default().GetSymbol(descriptor.full_name)
 
 
 def _server_streaming(method: MethodDescriptor) -> bool:

@@ -234,16 +234,20 @@ def _prediction_log(entry: _Entry) -> prediction_log_pb2.PredictionLog:
         record.predict_log.request.CopyFrom(request)
         record.predict_log.response.CopyFrom(response)
     elif entry.kind == "classify":
-        request = classification_pb2.ClassificationRequest(input=entry.request)
+        # The request path's messages are serving.protos classes (another descriptor pool):
+        # they cross into TensorFlow's PredictionLog through their bytes, here on the writer.
+        request = classification_pb2.ClassificationRequest()
+        request.input.MergeFromString(entry.request.SerializeToString())
         _spec(entry, request.model_spec)
         record.classify_log.request.CopyFrom(request)
-        record.classify_log.response.result.CopyFrom(entry.response)
+        record.classify_log.response.result.MergeFromString(entry.response.SerializeToString())
         _spec(entry, record.classify_log.response.model_spec)
     else:
-        request = regression_pb2.RegressionRequest(input=entry.request)
+        request = regression_pb2.RegressionRequest()
+        request.input.MergeFromString(entry.request.SerializeToString())
         _spec(entry, request.model_spec)
         record.regress_log.request.CopyFrom(request)
-        record.regress_log.response.result.CopyFrom(entry.response)
+        record.regress_log.response.result.MergeFromString(entry.response.SerializeToString())
         _spec(entry, record.regress_log.response.model_spec)
     return record
 
@@ -308,7 +312,7 @@ def _examples_from_input(inp: input_pb2.Input) -> list[bytes]:
         merged = []
         context = inp.example_list_with_context.context
         for example in inp.example_list_with_context.examples:
-            combined = tf.train.Example()
+            combined = type(context)()  # the context's own class (either descriptor pool)
             combined.CopyFrom(context)
             combined.MergeFrom(example)
             merged.append(combined.SerializeToString())

@@ -101,16 +101,21 @@ def _enum(full_name: str) -> EnumTypeWrapper:
 
 
 def __getattr__(name: str) -> Any:
-    """Top-level messages, enums and enum values by their short name, built on first use."""
+    """Top-level messages, enums and enum values by their short name, built on first use and
+    then kept as module attributes: request handlers read ``protos.PredictResponse`` on every
+    call, which then costs a plain attribute lookup (as with a ``*_pb2`` module), not a call."""
     try:
         kind, full_name = _EXPORTED[name]
     except KeyError:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
     if kind == "message":
-        return message_type(full_name)
-    if kind == "enum":
-        return _enum(full_name)
-    return _enum(full_name).Value(name)
+        value: Any = message_type(full_name)
+    elif kind == "enum":
+        value = _enum(full_name)
+    else:
+        value = _enum(full_name).Value(name)
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:

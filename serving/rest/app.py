@@ -14,20 +14,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import orjson
-from tensorflow_serving.apis import get_model_metadata_pb2
 
-from serving import request_limits
+from serving import protos, request_limits
 from serving.api import model_info, request_context
-from serving.api.inference import InferenceService, status_error
+from serving.api.types import Dataplane, status_error
 from serving.compat import message_to_dict_with_defaults
-from serving.core.server_core import ModelSpec
+from serving.core.model_spec import ModelSpec
 from serving.core.traffic_split import DEFAULT_ROUTING_HEADER
 from serving.errors import Code, ServingError, http_status, invalid_argument
 from serving.request_limits import MemoryLimits, MemoryPool, RequestTooLarge
 from serving.rest import json_body, json_examples, json_tensors
 from serving.rest.routes import API_PREFIX, Route, parse_route
 from serving.security.auth import TokenAuthenticator
-from serving.servables.signatures import signature_or_default
+from serving.servables.signatures import find_signature_rest
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +130,7 @@ def _decompress(body: bytes, encoding: str, limit: int, limit_flag: str) -> byte
 
 
 class RestApi:
-    def __init__(self, service: InferenceService, options: RestOptions) -> None:
+    def __init__(self, service: Dataplane, options: RestOptions) -> None:
         self._service = service
         self._options = options
 
@@ -216,13 +215,12 @@ class RestApi:
                     return route, match
         return None
 
-    def _model_list(self) -> list[dict]:
+    async def _model_list(self) -> list[dict]:
         """Every configured model with its version states (TF Serving lacks this: #795)."""
-        core = self._service.core
         models = []
-        for name in core.model_names():
+        for name in self._service.model_names():
             try:
-                statuses = _proto_json(model_info.model_status(core, ModelSpec(name)))
+                statuses = _proto_json(await self._service.model_status(ModelSpec(name)))
             except ServingError:  # configured, but no version seen yet
                 statuses = {"model_version_status": []}
             models.append({"name": name, **statuses})
@@ -232,7 +230,7 @@ class RestApi:
         """Kubernetes probes: liveness = the process answers; readiness = every model serves."""
         if path == "/healthz":
             return 200, orjson.dumps({"status": "ok"})
-        waiting = self._service.core.models_without_available_version()
+        waiting = self._service.models_without_available_version()
         if waiting:
             return 503, orjson.dumps({"status": "not ready", "models_not_available": waiting})
         return 200, orjson.dumps({"status": "ready"})
@@ -242,16 +240,14 @@ class RestApi:
     ) -> tuple[bytes, int | None]:
         """The response body, and the model version that answered (for inference calls)."""
         if route.kind == "list":
-            return orjson.dumps({"models": self._model_list()}), None
+            return orjson.dumps({"models": await self._model_list()}), None
         if route.kind == "status":
             spec = ModelSpec(route.model, route.version, route.label)
-            status = model_info.model_status(self._service.core, spec)
+            status = await self._service.model_status(spec)
             return orjson.dumps(_proto_json(status)), None
         if route.kind == "metadata":
             spec = ModelSpec(route.model, route.version, route.label)
-            response = model_info.model_metadata(
-                self._service.core, spec, [model_info.SIGNATURE_DEF_FIELD]
-            )
+            response = await self._service.model_metadata(spec, [model_info.SIGNATURE_DEF_FIELD])
             metadata = {
                 key: _proto_json(_unpack_signature_map(value))
                 for key, value in response.metadata.items()
@@ -278,7 +274,7 @@ class RestApi:
                 return inputs
 
             result = await self._service.predict(
-                spec, decode, timeout_ms=timeout, find=_rest_signature_lookup
+                spec, decode, timeout_ms=timeout, find=find_signature_rest
             )
             encoded = json_tensors.encode_predict_outputs(result.outputs, columnar[0])
             return encoded, result.spec.version
@@ -352,15 +348,7 @@ def _too_large(what: str, size: int, limit: int, source: str) -> RequestTooLarge
     )
 
 
-def _rest_signature_lookup(signatures, name: str):
-    """REST's predict reports an unknown signature in its own words (json_tensor.cc)."""
-    key = signature_or_default(name)
-    if key not in signatures:
-        raise invalid_argument(f'Serving signature name: "{key}" not found in signature def')
-    return signatures[key]
-
-
-def _unpack_signature_map(any_message) -> get_model_metadata_pb2.SignatureDefMap:
-    signature_map = get_model_metadata_pb2.SignatureDefMap()
+def _unpack_signature_map(any_message) -> protos.SignatureDefMap:
+    signature_map = protos.SignatureDefMap()
     any_message.Unpack(signature_map)
     return signature_map

@@ -11,9 +11,8 @@ from typing import Any
 
 import numpy as np
 import orjson
-from tensorflow.core.example import example_pb2
-from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
 
+from serving import protos
 from serving.errors import invalid_argument
 from serving.rest import float_format
 from serving.rest.json_b64 import b64_decode, is_b64
@@ -22,7 +21,7 @@ from serving.rest.json_body import json_type, value_error
 _FEATURE_KINDS = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64"}
 
 
-def decode_inference_input(doc: dict, method: str) -> input_pb2.Input:
+def decode_inference_input(doc: dict, method: str) -> protos.Input:
     """``examples`` (+ optional ``context``) as tf.Examples for classify/regress.
 
     Each JSON token picks the feature list: decimal -> float_list, integer or bool ->
@@ -30,7 +29,7 @@ def decode_inference_input(doc: dict, method: str) -> input_pb2.Input:
     "regress"; upstream's messages say "classify" for both, and so do these.
     """
     del method  # upstream's texts do not depend on it; see the docstring
-    request_input = input_pb2.Input()
+    request_input = protos.Input()
     has_context = "context" in doc
     if has_context:
         _fill_example(doc["context"], request_input.example_list_with_context.context)
@@ -53,7 +52,7 @@ def decode_inference_input(doc: dict, method: str) -> input_pb2.Input:
     return request_input
 
 
-def _fill_example(value: Any, example: example_pb2.Example) -> None:
+def _fill_example(value: Any, example: protos.Example) -> None:
     """MakeExampleFromJsonObject: a feature per key, a list value being the feature's values."""
     if not isinstance(value, dict):
         raise invalid_argument(f"Example must be JSON object but got JSON {json_type(value)}")
@@ -99,7 +98,7 @@ def _same_kind(name: str, kind: str | None, wanted: str) -> str:
     return wanted
 
 
-def encode_classification(result: classification_pb2.ClassificationResult) -> bytes:
+def encode_classification(result: protos.ClassificationResult) -> bytes:
     """``{"results": [[[label, score], ...] per example]}``."""
     if not result.classifications:
         raise invalid_argument("Cannot convert empty ClassificationResults to JSON")
@@ -122,7 +121,7 @@ def encode_classification(result: classification_pb2.ClassificationResult) -> by
     return b'{"results":[' + b",".join(rows) + b"]}"
 
 
-def encode_regression(result: regression_pb2.RegressionResult) -> bytes:
+def encode_regression(result: protos.RegressionResult) -> bytes:
     """``{"results": [value per example]}``."""
     if not result.regressions:
         raise invalid_argument("Cannot convert empty RegressionResults to JSON")

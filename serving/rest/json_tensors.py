@@ -28,39 +28,50 @@ from typing import Any
 
 import numpy as np
 import orjson
-from tensorflow.core.framework import types_pb2
-from tensorflow.core.protobuf import meta_graph_pb2
 
 from serving import request_limits
 from serving.errors import ServingError, invalid_argument, unimplemented
 from serving.rest import float_format
 from serving.rest.json_b64 import b64_decode, b64_object, is_b64
 from serving.rest.json_body import debug_text, json_type, signature_name_of, value_error
-from serving.servables.signatures import signature_info
-from serving.tensor_types import dtype_name, numpy_dtype, tf_dtype
+from serving.servables.signatures import SignatureDef, signature_info
+from serving.tensor_types import (
+    DT_BOOL,
+    DT_DOUBLE,
+    DT_FLOAT,
+    DT_INT8,
+    DT_INT16,
+    DT_INT32,
+    DT_INT64,
+    DT_STRING,
+    DT_UINT8,
+    DT_UINT32,
+    DT_UINT64,
+    dtype_name,
+    numpy_dtype,
+    tf_dtype,
+)
 
 # ------------------------------------------------------------------------ predict request
 
 # numpy's dimension limit (NPY_MAXDIMS); TF Serving would accept up to 254.
 _MAX_RANK = 32
-_FLOATS = frozenset([types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE])
+_FLOATS = frozenset([DT_FLOAT, DT_DOUBLE])
 _NARROW_FLOAT_MAX = {np.dtype(t): float(np.finfo(t).max) for t in (np.float32, np.float16)}
 # JSON integer range each dtype accepts (rapidjson IsInt / IsInt64 / IsUint / IsUint64).
 # int8/int16/uint8 go through TensorProto.int_val upstream: any int32 is accepted and narrowed.
 _INT_RANGES = {
-    types_pb2.DT_INT8: (-(2**31), 2**31 - 1),
-    types_pb2.DT_INT16: (-(2**31), 2**31 - 1),
-    types_pb2.DT_INT32: (-(2**31), 2**31 - 1),
-    types_pb2.DT_UINT8: (-(2**31), 2**31 - 1),
-    types_pb2.DT_INT64: (-(2**63), 2**63 - 1),
-    types_pb2.DT_UINT32: (0, 2**32 - 1),
-    types_pb2.DT_UINT64: (0, 2**64 - 1),
+    DT_INT8: (-(2**31), 2**31 - 1),
+    DT_INT16: (-(2**31), 2**31 - 1),
+    DT_INT32: (-(2**31), 2**31 - 1),
+    DT_UINT8: (-(2**31), 2**31 - 1),
+    DT_INT64: (-(2**63), 2**63 - 1),
+    DT_UINT32: (0, 2**32 - 1),
+    DT_UINT64: (0, 2**64 - 1),
 }
 
 
-def decode_predict_inputs(
-    doc: dict, signature: meta_graph_pb2.SignatureDef
-) -> tuple[dict[str, np.ndarray], bool]:
+def decode_predict_inputs(doc: dict, signature: SignatureDef) -> tuple[dict[str, np.ndarray], bool]:
     """Input tensors by alias and whether the request was columnar (``inputs``).
 
     The dtypes come from the signature, never from the JSON tokens. Shapes are not checked
@@ -264,9 +275,9 @@ def _checked_leaves(leaves: list, dtype: int) -> list | None:
         low, high = _INT_RANGES[dtype]
         valid = kinds <= {int} and (not leaves or (low <= min(leaves) and max(leaves) <= high))
         return leaves if valid else None
-    if dtype == types_pb2.DT_BOOL:
+    if dtype == DT_BOOL:
         return leaves if kinds <= {bool} else None
-    if dtype == types_pb2.DT_STRING and kinds <= {str, dict}:
+    if dtype == DT_STRING and kinds <= {str, dict}:
         values = [leaf.encode() if type(leaf) is str else _b64_or_none(leaf) for leaf in leaves]
         return None if None in values else values
     return None
@@ -313,7 +324,7 @@ def _collect(value: Any, level: int, shape: list[int], dtype: int, out: list) ->
 def _scalar_value(value: Any, dtype: int) -> Any:
     """AddValueToTensor (objects: base64 for strings, a type error otherwise)."""
     if isinstance(value, dict):
-        if dtype == types_pb2.DT_STRING:
+        if dtype == DT_STRING:
             return _decode_b64_object(value)
         raise _type_error(value, dtype)
     if dtype in _FLOATS:
@@ -321,9 +332,9 @@ def _scalar_value(value: Any, dtype: int) -> Any:
     elif dtype in _INT_RANGES:
         low, high = _INT_RANGES[dtype]
         valid = type(value) is int and low <= value <= high
-    elif dtype == types_pb2.DT_BOOL:
+    elif dtype == DT_BOOL:
         valid = type(value) is bool
-    elif dtype == types_pb2.DT_STRING:
+    elif dtype == DT_STRING:
         valid = type(value) is str
         value = value.encode() if valid else value
     else:
@@ -359,17 +370,17 @@ def _to_array(values: list, shape: list[int], dtype: int, alias: str) -> np.ndar
     its limit already.
     """
     target = numpy_dtype(dtype)
-    if dtype == types_pb2.DT_STRING:
+    if dtype == DT_STRING:
         cost = request_limits.string_bytes(len(values), sum(map(len, values)))
     else:
         cost = request_limits.number_bytes(len(values), target.itemsize)
     request_limits.charge(cost, lambda: f"input {alias} ({dtype_name(dtype)} {shape})")
-    if dtype == types_pb2.DT_STRING:
+    if dtype == DT_STRING:
         array = np.empty(len(values), dtype=object)
         array[:] = values
     elif dtype in _INT_RANGES:
         # Narrowing wraps like the C++ int_val -> int8/uint8/int16 conversion does.
-        array = np.array(values, dtype=np.uint64 if dtype == types_pb2.DT_UINT64 else np.int64)
+        array = np.array(values, dtype=np.uint64 if dtype == DT_UINT64 else np.int64)
         array = array.astype(target)
     elif target in _NARROW_FLOAT_MAX:
         # Doubles beyond float32/half become +-inf, as upstream. np.errstate costs more than

@@ -82,8 +82,13 @@ def connection_limit(requested: int) -> int:
     return limit
 
 
-def bind_sockets(host: str, port: int, backlog: int) -> list[socket.socket]:
-    """Listening sockets for ``host:port``, one per address it resolves to (as asyncio binds)."""
+def bind_sockets(
+    host: str, port: int, backlog: int, reuse_port: bool = False
+) -> list[socket.socket]:
+    """Listening sockets for ``host:port``, one per address it resolves to (as asyncio binds).
+
+    ``reuse_port``: front-end processes share the port (``SO_REUSEPORT``; the kernel spreads
+    new connections over them)."""
     sockets = []
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     try:
@@ -91,6 +96,8 @@ def bind_sockets(host: str, port: int, backlog: int) -> list[socket.socket]:
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)

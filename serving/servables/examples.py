@@ -4,6 +4,11 @@ Mirrors TF Serving's classifier.cc/regressor.cc contract: one DT_STRING input fe
 serialized ``tf.Example``s (context features merged into each), classify outputs ``classes``
 and/or ``scores`` shaped ``[batch, num_classes]``, regress one ``outputs`` tensor shaped
 ``[batch]`` or ``[batch, 1]``.
+
+No TensorFlow here: results are built with ``serving.protos``' classes, so a front end (in this
+process or another) embeds them in its response directly. ``Input`` protos are only read, so one
+from either descriptor pool works (the gRPC/REST front ends parse into ``serving.protos``,
+warm-up records are TensorFlow's own ``PredictionLog`` protos).
 """
 
 from __future__ import annotations
@@ -11,20 +16,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from tensorflow.core.example import example_pb2
-from tensorflow.core.framework import types_pb2
-from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
 
-from serving import request_limits
+from serving import protos, request_limits
 from serving.errors import failed_precondition, invalid_argument
 from serving.servables.signatures import SignatureDef, signature_or_default
+from serving.tensor_types import DT_STRING
 
 CLASSES = "classes"
 SCORES = "scores"
 REGRESS_OUTPUTS = "outputs"
 
 
-def serialized_examples(inp: input_pb2.Input) -> np.ndarray:
+def serialized_examples(inp: protos.Input) -> np.ndarray:
     """The batch of serialized examples a classify/regress signature is fed.
 
     The batch is charged to the request's memory budget first: the context is copied into
@@ -42,7 +45,7 @@ def serialized_examples(inp: input_pb2.Input) -> np.ndarray:
         _charge_batch(count, inp.ByteSize() + count * context.ByteSize())
         examples = []
         for example in inp.example_list_with_context.examples:
-            merged = example_pb2.Example()
+            merged = type(context)()  # the context's own class: pools cannot be mixed
             merged.CopyFrom(context)
             merged.MergeFrom(example)  # the example's own features win over the context's
             examples.append(merged.SerializeToString())
@@ -75,7 +78,7 @@ def _single_string_input(signature: SignatureDef) -> str:
     if len(signature.inputs) != 1:
         raise invalid_argument("Expected one input Tensor.")
     ((alias, info),) = signature.inputs.items()
-    if info.dtype != types_pb2.DT_STRING:
+    if info.dtype != DT_STRING:
         raise invalid_argument(
             "Expected input Tensor of type string (serialized tf.Example) for classify/regress"
         )
@@ -119,7 +122,7 @@ def _check_rows(name: str, tensor: np.ndarray, batch: int) -> None:
 
 def classification_result(
     outputs: Mapping[str, np.ndarray], batch: int
-) -> classification_pb2.ClassificationResult:
+) -> protos.ClassificationResult:
     classes = outputs.get(CLASSES)
     scores = outputs.get(SCORES)
     if classes is not None:
@@ -131,7 +134,7 @@ def classification_result(
             f"Tensors class and score should match in shape, got {list(classes.shape)} and "
             f"{list(scores.shape)}"
         )
-    result = classification_pb2.ClassificationResult()
+    result = protos.ClassificationResult()
     num_classes = (classes if classes is not None else scores).shape[1]
     for row in range(batch):
         target = result.classifications.add()
@@ -147,9 +150,7 @@ def classification_result(
     return result
 
 
-def regression_result(
-    outputs: Mapping[str, np.ndarray], batch: int
-) -> regression_pb2.RegressionResult:
+def regression_result(outputs: Mapping[str, np.ndarray], batch: int) -> protos.RegressionResult:
     values = outputs[REGRESS_OUTPUTS]
     if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)) or (
         values.shape[0] != batch
@@ -158,7 +159,7 @@ def regression_result(
             "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
             f"{list(values.shape)}"
         )
-    result = regression_pb2.RegressionResult()
+    result = protos.RegressionResult()
     for value in values.reshape(-1):
         result.regressions.add().value = float(value)
     return result

@@ -10,12 +10,14 @@ the front ends call ``run_async`` on whatever they were handed.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
-from tensorflow.core.protobuf import meta_graph_pb2
 
 from serving.servables.signatures import SignatureDef
+
+if TYPE_CHECKING:  # the core and front ends import this protocol; only servables load TF
+    from tensorflow.core.protobuf import meta_graph_pb2
 
 Outputs = dict[str, np.ndarray]
 

@@ -1,16 +1,23 @@
-"""Signature lookup and request validation, with TF Serving's rules and messages."""
+"""Signature lookup and request validation, with TF Serving's rules and messages.
+
+No TensorFlow here: front ends validate requests with these rules too. A loaded SavedModel's
+signatures are TensorFlow's own ``SignatureDef`` messages, a front-end process holds
+``serving.protos``' wire-identical ones; everything here only reads their fields, so both work.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from tensorflow.core.protobuf import meta_graph_pb2
-
+from serving import protos
 from serving.errors import failed_precondition, invalid_argument
 
 DEFAULT_SIGNATURE = "serving_default"
 
-SignatureDef = meta_graph_pb2.SignatureDef
+# The annotation for either class above (they share every field); build new ones with the
+# class of the signatures at hand (``type(signature)()``), since messages of the two
+# descriptor pools cannot be copied into each other.
+SignatureDef = protos.SignatureDef
 
 
 class SignatureInfo:
@@ -59,6 +66,14 @@ def find_signature(signatures: Mapping[str, SignatureDef], name: str) -> Signatu
         return signatures[key]
     except KeyError:
         raise failed_precondition(f'Serving signature key "{key}" not found.') from None
+
+
+def find_signature_rest(signatures: Mapping[str, SignatureDef], name: str) -> SignatureDef:
+    """REST's predict reports an unknown signature in its own words (json_tensor.cc)."""
+    key = signature_or_default(name)
+    if key not in signatures:
+        raise invalid_argument(f'Serving signature name: "{key}" not found in signature def')
+    return signatures[key]
 
 
 def _braces(names: Iterable[str]) -> str:

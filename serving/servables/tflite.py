@@ -42,7 +42,10 @@ from tensorflow.lite.python import schema_py_generated as tflite_schema
 
 from serving.errors import Code, ServingError, invalid_argument
 from serving.servables.servable import BlockingServable
-from serving.servables.signatures import DEFAULT_SIGNATURE, SignatureDef
+from serving.servables.signatures import DEFAULT_SIGNATURE
+
+# TensorFlow's own class, like a SavedModel's signatures (its MetaGraphDef holds them).
+SignatureDef = meta_graph_pb2.SignatureDef
 
 log = logging.getLogger(__name__)
 

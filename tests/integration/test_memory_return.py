@@ -40,6 +40,8 @@ def server(tmp_path_factory):
         # is what makes its retention measurable (the limits are tested on their own).
         "--max_request_memory_bytes=0",
         "--max_total_request_memory_bytes=0",
+        # One process: the RSS measured is the process that decodes and runs the request.
+        "--frontend_processes=0",
     ]
     with ServerProcess(args, grpc=True) as process:
         process.wait_for(lambda: process.available_versions("half_plus_two") == [1])

@@ -142,7 +142,10 @@ def capped_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("capped")
     write_gated_double(str(root / "gated" / "1"))
     args = ["--model_name=gated", f"--model_base_path={root / 'gated'}"]
-    with ServerProcess([*args, "--rest_api_max_connections=3"]) as server:
+    # One process: with front-end processes each takes a share of the cap (docs/serving.md),
+    # and which one a connection reaches is the kernel's choice.
+    cap = ["--rest_api_max_connections=3", "--frontend_processes=0"]
+    with ServerProcess([*args, *cap]) as server:
         server.wait_for(lambda: server.available_versions("gated") == [1])
         yield server
 

@@ -34,7 +34,14 @@ def model(tmp_path_factory):
 
 
 def _start(model, *extra: str, rest: bool = True, env: dict | None = None) -> ServerProcess:
-    args = ["--model_name=half_plus_two", f"--model_base_path={model}", *extra]
+    # The profiler runs in the process that runs TensorFlow: the single-process server's
+    # (front-end processes do not serve it; docs/serving.md).
+    args = [
+        "--model_name=half_plus_two",
+        f"--model_base_path={model}",
+        "--frontend_processes=0",
+        *extra,
+    ]
     return ServerProcess(args, grpc=True, rest=rest, env=env)
 
 

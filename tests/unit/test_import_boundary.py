@@ -39,6 +39,8 @@ LAYERS: list[tuple[str, float, tuple[str, ...]]] = [
             "serving.monitoring",
             "serving.security",
             "serving.protos",  # TF Serving's API messages without TensorFlow
+            "serving.usable_cpus",
+            "serving.ipc",  # shared memory and framed messages between processes
         ),
     ),
     ("storage", 1, ("serving.storage",)),
@@ -63,6 +65,7 @@ LAYERS: list[tuple[str, float, tuple[str, ...]]] = [
             "serving.heap",
             "serving.memory",
             "serving.event_loop",
+            "serving.multiproc",  # the same wiring, spread over processes
         ),
     ),
     # Plug-ins are peers: the status page reads the metadata plug-in through a protocol.

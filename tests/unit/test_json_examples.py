@@ -8,8 +8,8 @@ import json
 
 import pytest
 from google.protobuf import text_format
-from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
 
+from serving import protos
 from serving.errors import Code, ServingError
 from serving.rest.json_body import parse_json, signature_name_of
 from serving.rest.json_examples import (
@@ -30,8 +30,8 @@ def as_text(body: bytes):
     return json.loads(body, parse_float=str, parse_int=str, parse_constant=str)
 
 
-def parse_input(text: str) -> input_pb2.Input:
-    return text_format.Parse(text, input_pb2.Input())
+def parse_input(text: str) -> protos.Input:
+    return text_format.Parse(text, protos.Input())
 
 
 def test_examples_without_context():
@@ -179,7 +179,7 @@ def test_classification_response():
           classes { label: "car" score: 0.7 } classes { label: "bike" score: 0.1 }
           classes { label: "bus" score: 0.2 }
         }""",
-        classification_pb2.ClassificationResult(),
+        protos.ClassificationResult(),
     )
     assert json.loads(encode_classification(result)) == {
         "results": [
@@ -188,7 +188,7 @@ def test_classification_response():
         ]
     }
     scores_only = text_format.Parse(
-        "classifications { classes { score: 12 } }", classification_pb2.ClassificationResult()
+        "classifications { classes { score: 12 } }", protos.ClassificationResult()
     )
     assert as_text(encode_classification(scores_only)) == {"results": [[["", "12.0"]]]}
 
@@ -196,13 +196,13 @@ def test_classification_response():
 def test_regression_response():
     result = text_format.Parse(
         "regressions { value: 0.2 } regressions { value: 0.9 } regressions { value: 1.0 }",
-        regression_pb2.RegressionResult(),
+        protos.RegressionResult(),
     )
     assert json.loads(encode_regression(result)) == {"results": [0.2, 0.9, 1.0]}
     non_finite = text_format.Parse(
         "regressions { value: 0.2 } regressions { value: inf } regressions { value: 1.0 } "
         "regressions { value: -inf } regressions { value: nan }",
-        regression_pb2.RegressionResult(),
+        protos.RegressionResult(),
     )
     assert as_text(encode_regression(non_finite)) == {
         "results": ["0.2", "Infinity", "1.0", "-Infinity", "NaN"]
@@ -210,7 +210,7 @@ def test_regression_response():
 
 
 def test_empty_results_are_errors():
-    error = failure(encode_classification, classification_pb2.ClassificationResult())
+    error = failure(encode_classification, protos.ClassificationResult())
     assert error.message == "Cannot convert empty ClassificationResults to JSON"
-    error = failure(encode_regression, regression_pb2.RegressionResult())
+    error = failure(encode_regression, protos.RegressionResult())
     assert error.message == "Cannot convert empty RegressionResults to JSON"

@@ -3,6 +3,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from google.protobuf import text_format
 
 from serving.core.model_manager import ModelManager, RetryPolicy, State
 from serving.core.version_policy import VersionPolicy
@@ -165,7 +166,7 @@ def test_first_discovery_of_changing_versions_is_not_settled(harness):
 
 
 def test_all_policy_and_specific_version_handles():
-    h = Harness(policy=VersionPolicy(all=VersionPolicy.All()))
+    h = Harness(policy=text_format.Parse("all {}", VersionPolicy()))
     try:
         h.discover(1, 2, 3)
         h.wait(lambda: h.manager.available_versions() == [1, 2, 3])

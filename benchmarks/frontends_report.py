@@ -1,0 +1,433 @@
+"""Turns benchmarks/results/frontends/results.json into results.md (tables with ratios to the
+in-process N=0 server, issue 14's targets, the many-core projection) and frontends.png.
+
+    .venv/bin/python -m benchmarks.frontends_report benchmarks/results/frontends/results.json
+
+Kept apart from the runner (benchmarks.frontends) so a table can be redrawn without a rerun and
+its arithmetic tested without TensorFlow. The plot is drawn by benchmarks/plot_frontends.py in
+the "tools" venv (matplotlib is not a project dependency).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOLS_PY = ROOT / "benchmarks" / "work" / "venv-tools" / "bin" / "python"
+PROJECTED_CORES = (8, 16, 64)
+MIB = 2**20
+
+
+def projection(frontend_us: float, model_us: float, cores: int) -> tuple[float, str]:
+    """Requests/s the design reaches on ``cores`` from measured CPU costs per request, and the
+    part that bounds it: front ends scale over ``cores - 1`` (one core is left to the model
+    process), the model process is one process and cannot use more than one core.
+    A cost of 0 (below the clock-tick resolution) never bounds."""
+    frontend_limit = (cores - 1) * 1e6 / frontend_us if frontend_us > 0 else math.inf
+    model_limit = 1e6 / model_us if model_us > 0 else math.inf
+    if frontend_limit <= model_limit:
+        return frontend_limit, "front ends"
+    return model_limit, "model process"
+
+
+def _find(points: list[dict], **key) -> dict | None:
+    for point in points:
+        if all(point.get(k) == v for k, v in key.items()):
+            return point
+    return None
+
+
+def _ratio(a: dict | None, b: dict | None) -> str:
+    if a is None or b is None or not b["rps"]:
+        return "not measured"
+    return f"{a['rps'] / b['rps']:.2f}x ({a['rps']:.0f} / {b['rps']:.0f} req/s)"
+
+
+def _us(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+def _rate(value: float) -> str:
+    return "∞" if math.isinf(value) else f"{value / 1000:.1f}k"
+
+
+def _ours(points: list[dict]) -> list[dict]:
+    return [p for p in points if p["frontends"] is not None]
+
+
+def scaling_table(points: list[dict], concurrency: list[int]) -> list[str]:
+    lines = [
+        "| server | protocol | c | req/s | vs N=0 | p50 ms | p99 ms | errors | rows/model call "
+        "| model µs/req | front ends µs/req | parent+other µs/req | total µs/req | busy before |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for point in _ours(points):
+        if point["concurrency"] not in concurrency:
+            continue
+        base = _find(
+            points, frontends=0, protocol=point["protocol"], concurrency=point["concurrency"]
+        )
+        ratio = (
+            f"{point['rps'] / base['rps']:.2f}x"
+            if base and base["rps"] and point["frontends"] is not None
+            else "—"
+        )
+        cost = point["cpu_us_per_request"] or {}
+        batch = f"{point['mean_batch']:.1f}" if point["mean_batch"] else "—"
+        other = None
+        if cost:
+            other = cost.get("parent", 0.0) + cost.get("other", 0.0)
+        lines.append(
+            f"| {point['server']} | {point['protocol']} | {point['concurrency']} "
+            f"| {point['rps']:.0f} | {ratio} | {point['p50_ms']:.2f} | {point['p99_ms']:.2f} "
+            f"| {point['errors']} | {batch} | {_us(cost.get('model'))} "
+            f"| {_us(cost.get('frontend'))} | {_us(other)} | {_us(sum(cost.values()) if cost else None)} "  # noqa: E501
+            f"| {point['busy_before']:.0%} |"
+        )
+    return lines
+
+
+def projection_table(points: list[dict], concurrency: int) -> list[str]:
+    header = " | ".join(f"{cores} cores" for cores in PROJECTED_CORES)
+    lines = [
+        f"| measured at (c={concurrency}) | protocol | model µs/req | front ends µs/req | {header} |",  # noqa: E501
+        "|---|---|---|---|" + "---|" * len(PROJECTED_CORES),
+    ]
+    for point in _ours(points):
+        cost = point["cpu_us_per_request"]
+        if point["concurrency"] != concurrency or not cost:
+            continue
+        if point["frontends"] == 0:
+            total = sum(cost.values())
+            cells = [f"{_rate(1e6 / total)} (one process)" if total else "—"] * len(PROJECTED_CORES)
+            lines.append(
+                f"| {point['server']} (in-process) | {point['protocol']} | {_us(total)} (whole) "
+                f"| — | " + " | ".join(cells) + " |"
+            )
+            continue
+        if "model" not in cost or "frontend" not in cost:
+            continue
+        cells = []
+        for cores in PROJECTED_CORES:
+            rate, bound = projection(cost["frontend"], cost["model"], cores)
+            cells.append(f"{_rate(rate)} ({bound})")
+        lines.append(
+            f"| {point['server']} | {point['protocol']} | {_us(cost['model'])} "
+            f"| {_us(cost['frontend'])} | " + " | ".join(cells) + " |"
+        )
+    return lines
+
+
+def hop_table(points: list[dict], concurrency: int) -> list[str]:
+    lines = [
+        f"| server | protocol | p50 ms at c={concurrency} | vs N=0 | p99 ms | busy before |",
+        "|---|---|---|---|---|---|",
+    ]
+    for point in _ours(points):
+        if point["concurrency"] != concurrency:
+            continue
+        base = _find(points, frontends=0, protocol=point["protocol"], concurrency=concurrency)
+        if point["frontends"] == 0:
+            delta = "baseline"
+        else:
+            delta = f"{point['p50_ms'] - base['p50_ms']:+.3f} ms" if base else "—"
+        lines.append(
+            f"| {point['server']} | {point['protocol']} | {point['p50_ms']:.3f} | {delta} "
+            f"| {point['p99_ms']:.2f} | {point['busy_before']:.0%} |"
+        )
+    return lines
+
+
+def memory_totals(memory: list[dict]) -> dict[int, dict[str, float]]:
+    """Per server (N): VmRSS and Pss per role and in all (bytes)."""
+    totals: dict[int, dict[str, float]] = {}
+    for entry in memory:
+        sums: dict[str, float] = {}
+        for process in entry["processes"]:
+            sums[process["role"]] = sums.get(process["role"], 0) + process["rss_bytes"]
+            sums["all"] = sums.get("all", 0) + process["rss_bytes"]
+            sums["pss"] = sums.get("pss", 0) + (process["pss_bytes"] or 0)
+        totals[entry["frontends"]] = sums
+    return totals
+
+
+def memory_table(memory: list[dict]) -> list[str]:
+    lines = [
+        "| server | process | pid | VmRSS MB | Pss MB |",
+        "|---|---|---|---|---|",
+    ]
+    for entry in memory:
+        for process in entry["processes"]:
+            pss = process["pss_bytes"]
+            lines.append(
+                f"| {entry['server']} | {process['role']} | {process['pid']} "
+                f"| {process['rss_bytes'] / MIB:.0f} | {'—' if pss is None else f'{pss / MIB:.0f}'} |"  # noqa: E501
+            )
+    totals = memory_totals(memory)
+    lines += [
+        "",
+        "| server | VmRSS MB (all processes) | vs N=0 | Pss MB (all) |",
+        "|---|---|---|---|",
+    ]
+    for n, sums in sorted(totals.items()):
+        added = f"{(sums['all'] - totals[0]['all']) / MIB:+.0f} MB" if 0 in totals else "—"
+        lines.append(f"| N={n} | {sums['all'] / MIB:.0f} | {added} | {sums['pss'] / MIB:.0f} |")
+    return lines
+
+
+def single_table(rows: list[dict]) -> list[str]:
+    lines = [
+        "| server | protocol | c | req/s | p50 ms | p99 ms | errors | rows/model call | busy before |",  # noqa: E501
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in sorted(rows, key=lambda r: (r["protocol"], r["server"], r["concurrency"])):
+        batch = f"{row['mean_batch']:.1f}" if row["mean_batch"] else "—"
+        lines.append(
+            f"| {row['server']} | {row['protocol']} | {row['concurrency']} | {row['rps']:.0f} "
+            f"| {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['errors']} | {batch} "
+            f"| {row['busy_before']:.0%} |"
+        )
+    return lines
+
+
+def peer_table(points: list[dict], report: dict) -> list[str]:
+    lines = [
+        "| peer | protocol | c | req/s | ours (same N) / peer | ours (largest N) / peer "
+        "| p50 ms | p99 ms | errors | CPU µs/req (all processes) | busy before |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    ours = _ours(points)
+    largest = max((p["frontends"] for p in ours), default=None)
+    for point in points:
+        if point["frontends"] is not None:
+            continue
+        key = {"protocol": point["protocol"], "concurrency": point["concurrency"]}
+        same = _find(ours, frontends=point.get("peer_workers"), **key)
+        top = _find(ours, frontends=largest, **key)
+        cost = point["cpu_us_per_request"]
+        lines.append(
+            f"| {point['server']} | {point['protocol']} | {point['concurrency']} "
+            f"| {point['rps']:.0f} | {_ratio(same, point) if point.get('peer_workers') is not None else '—'} "  # noqa: E501
+            f"| {_ratio(top, point)} | {point['p50_ms']:.2f} | {point['p99_ms']:.2f} "
+            f"| {point['errors']} | {_us(sum(cost.values()) if cost else None)} "
+            f"| {point['busy_before']:.0%} |"
+        )
+    for name, reason in report.get("not_run", {}).items():
+        if name == "flask-naive":
+            continue  # a single-core server, listed there
+        lines.append(f"| {name} | — | — | not run: {reason} | — | — | — | — | — | — | — |")
+    return lines
+
+
+def targets(report: dict) -> list[str]:
+    """Issue 14's targets, each with what was measured here (or why not)."""
+    points, settings = report["points"], report["settings"]
+    c = settings["concurrency"][-1]
+    hop_c = settings["hop_concurrency"]
+    lines = ["| target | goal | measured |", "|---|---|---|"]
+    for protocol in ("REST", "gRPC"):
+        lines.append(
+            f"| scaling, {protocol} c={c}: N=2 / N=0 (server on 2 cores) | ≥ 1.5x | "
+            f"{_ratio(_find(points, frontends=2, protocol=protocol, concurrency=c), _find(points, frontends=0, protocol=protocol, concurrency=c))} |"  # noqa: E501
+        )
+    for point in _ours(points):
+        cost = point["cpu_us_per_request"] or {}
+        if point["frontends"] and point["concurrency"] == c and "model" in cost:
+            batch = f"{point['mean_batch']:.1f}" if point["mean_batch"] else "unknown"
+            lines.append(
+                f"| model process CPU per request, {point['server']} {point['protocol']} "
+                f"| ≤ 25 µs at batch ≥ 8 | {cost['model']:.1f} µs at batch {batch} "
+                f"(front ends {cost.get('frontend', 0):.1f} µs) |"
+            )
+    for protocol in ("REST", "gRPC"):
+        one = _find(points, frontends=1, protocol=protocol, concurrency=hop_c)
+        zero = _find(points, frontends=0, protocol=protocol, concurrency=hop_c)
+        measured = (
+            f"{one['p50_ms'] - zero['p50_ms']:+.3f} ms ({one['p50_ms']:.3f} vs "
+            f"{zero['p50_ms']:.3f} ms)"
+            if one and zero
+            else "not measured"
+        )
+        lines.append(f"| hop, {protocol} p50 at c={hop_c}: N=1 - N=0 | ≤ +0.1 ms | {measured} |")
+    totals = memory_totals(report["memory"])
+    n_mem = settings["memory_frontends"]
+    if n_mem and 0 in totals and n_mem in totals:
+        added = totals[n_mem]["all"] - totals[0]["all"]
+        measured = (
+            f"{added / MIB:+.0f} MB VmRSS ({totals[n_mem]['all'] / MIB:.0f} vs "
+            f"{totals[0]['all'] / MIB:.0f} MB)"
+        )
+    else:
+        measured = "not measured"
+    n_goal = n_mem or 8  # issue 14's figure when no N >= 1 server was started
+    lines.append(
+        f"| memory: {n_goal} front ends add to the N=0 server | ≤ {n_goal} x 120 MB "
+        f"= {n_goal * 120} MB | {measured} |"
+    )
+    ours = _ours(points)
+    largest = max((p["frontends"] for p in ours), default=None)
+    for point in points:
+        if point["frontends"] is not None:
+            continue
+        key = {"protocol": point["protocol"], "concurrency": point["concurrency"]}
+        if point["server"].startswith("pytriton") and largest is not None:
+            lines.append(
+                f"| {point['protocol']} c={point['concurrency']}: ours N={largest} vs "
+                f"{point['server']} (both on 2 cores) | > 1x "
+                f"| {_ratio(_find(ours, frontends=largest, **key), point)} |"
+            )
+        elif point.get("peer_workers") is not None:
+            n = point["peer_workers"]
+            lines.append(
+                f"| {point['protocol']} c={point['concurrency']}: ours N={n} vs "
+                f"{point['server']} (both on 2 cores) | ≥ 2x "
+                f"| {_ratio(_find(ours, frontends=n, **key), point)} |"
+            )
+    single = report["single"]
+
+    def row(server: str, protocol: str, concurrency: int) -> dict | None:
+        return _find(single, server=server, protocol=protocol, concurrency=concurrency)
+
+    for concurrency in settings["single_concurrency"] if single else []:
+        lines.append(
+            f"| single core, REST c={concurrency}: batching vs flask-naive | ≥ 12x "
+            f"| {_ratio(row('ours-batching', 'REST', concurrency), row('flask-naive', 'REST', concurrency))} |"  # noqa: E501
+        )
+        lines.append(
+            f"| single core, gRPC c={concurrency}: batching vs no-op gRPC ceiling | ≥ 0.8 "
+            f"| {_ratio(row('ours-batching', 'gRPC', concurrency), row('noop-ceiling', 'gRPC', concurrency))} |"  # noqa: E501
+        )
+        grpc = row("ours-batching", "gRPC", concurrency)
+        if concurrency >= 128 and grpc:
+            batch = f"{grpc['mean_batch']:.1f}" if grpc["mean_batch"] else "unknown"
+            lines.append(
+                f"| single core, gRPC rows per model call at c={concurrency} | ≥ 16 | {batch} |"
+            )
+    return lines
+
+
+def markdown(report: dict) -> str:
+    settings = report["settings"]
+    points = report["points"]
+    machine = report["machine"]
+    lines = [
+        "# Front-end processes (issue 14)",
+        "",
+        f"Run {report['started']} - {report['finished']} with `{settings['command']}`; raw "
+        "data in `results.json`. Each figure comes from one run on this machine, side by side; "
+        "ratios are against the in-process server (`--frontend_processes=0`, or no flag where "
+        "the server has none) measured in the same run.",
+        "",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, "
+        f"{machine['gpu']}. Model: {settings['model']}; batching as benchmarks.run's "
+        f"ours-batching; {settings['seconds']} s per point after {settings['warmup_seconds']} s "
+        f"warm-up. Server under `taskset -c {settings['server_cpus']}` (single-core rows: "
+        f"`taskset -c {settings['single_server_cpu']}`), load generator under `taskset -c "
+        f"{settings['client_cpu']}`. *busy before* is the share of both CPUs other processes "
+        "used just before a point; rows taken while the shared machine was busy understate "
+        "the server measured then.",
+        "",
+        f"`--frontend_processes` supported by this tree's server: "
+        f"{'yes' if report['flag_supported'] else 'no (only N=0, the in-process server, can run)'}.",  # noqa: E501
+        "",
+        "## Targets",
+        "",
+        *targets(report),
+        "",
+        "![front-end processes](frontends.png)",
+    ]
+    if _ours(points):
+        lines += [
+            "",
+            "## Throughput and CPU per request (server on both cores)",
+            "",
+            "CPU per request: utime + stime from `/proc/<pid>/stat` of each process of the "
+            "server's tree, read after the warm-up and after the measured run, divided by the "
+            "requests the load generator completed. *parent* is the process started (the whole "
+            "server at N=0, the supervisor otherwise). Rows per model call: "
+            "`batching:input_batch_size_sum / wrapped_run_count` over the measured run.",
+            "",
+            *scaling_table(points, settings["concurrency"]),
+        ]
+        c = settings["concurrency"][-1]
+        lines += [
+            "",
+            "## Projection to larger hosts",
+            "",
+            "From the CPU costs measured above: front ends spread over cores - 1, the model "
+            "process is one process, so req/s = min((cores - 1) x 10⁶ / front-end µs, 10⁶ / "
+            "model µs); the smaller term names the part that bounds it. The in-process server "
+            "is one process whatever the host: 10⁶ / its µs per request. The supervisor's and "
+            "other helpers' CPU (shown above) is not in the projection.",
+            "",
+            *projection_table(points, c),
+            "",
+            "## Process hop latency",
+            "",
+            *hop_table(points, settings["hop_concurrency"]),
+        ]
+    if report["memory"]:
+        lines += [
+            "",
+            "## Memory (after the load runs)",
+            "",
+            "VmRSS counts shared pages in every process that maps them; Pss splits them.",
+            "",
+            *memory_table(report["memory"]),
+        ]
+    if report["single"]:
+        lines += [
+            "",
+            "## Single core, in-process server (benchmarks.run's servers and method)",
+            "",
+            *single_table(report["single"]),
+        ]
+        if "flask-naive" in report.get("not_run", {}):
+            lines += ["", f"flask-naive not run: {report['not_run']['flask-naive']}."]
+    if any(p["frontends"] is None for p in points) or set(report.get("not_run", {})) - {
+        "flask-naive"
+    }:
+        lines += [
+            "",
+            "## Peers at equal CPU allowance (both cores)",
+            "",
+            *peer_table(points, report),
+        ]
+    noted = [p for p in points if p.get("notes")]
+    if noted:
+        lines += ["", "## Processes that started or ended during a measured run", ""]
+        lines += [
+            f"- {p['server']} {p['protocol']} c={p['concurrency']}: {'; '.join(p['notes'])}"
+            for p in noted
+        ]
+    if report.get("failures"):
+        lines += ["", "## Failures", ""]
+        lines += [f"- **{name}**: {text}" for name, text in report["failures"].items()]
+    lines += ["", "## Settings", ""]
+    lines += [f"- **{name}**: {text}" for name, text in settings["servers"].items()]
+    lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    path = Path(argv[0]) if argv else ROOT / "benchmarks" / "results" / "frontends" / "results.json"
+    report = json.loads(path.read_text())
+    out = path.parent / "results.md"
+    out.write_text(markdown(report))
+    print(out.read_text())
+    print(f"wrote {out}")
+    if TOOLS_PY.exists():
+        subprocess.run(
+            [str(TOOLS_PY), "-m", "benchmarks.plot_frontends", str(path)], cwd=ROOT, check=True
+        )
+    else:
+        print("no benchmarks/work/venv-tools: run benchmarks/install.sh to draw the plot")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,254 @@
+"""The multi-process server (``--frontend_processes``): what it is made of and how it fails.
+
+A real supervisor with a model process and two front ends on loopback ports; processes are
+found through /proc (the supervisor's children), killed for real, and every expectation is
+polled for rather than slept for. What the front ends answer is checked against the single-
+process server elsewhere: the request-path suites run again with front ends in CI
+(``TFX_SERVING_TEST_FRONTENDS``, see scripts/test.sh).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from tests.support.models import write_half_plus_two, write_tf2_scale
+from tests.support.server_process import ServerProcess
+
+pytestmark = pytest.mark.integration
+
+PREDICT = "/v1/models/half/versions/1:predict"
+
+
+def children(pid: int) -> dict[int, str]:
+    """pid -> role of a process's children ("model" or "frontend"), from /proc."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            except FileNotFoundError:
+                continue
+            module = next((part for part in cmdline if part.startswith(b"serving.")), b"")
+            if module.endswith(b"model_process"):
+                found[int(child)] = "model"
+            elif module.endswith(b"frontend"):
+                found[int(child)] = "frontend"
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def maps_tensorflow(pid: int) -> bool:
+    return "tensorflow" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def vm_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    write_half_plus_two(str(tmp_path / "half" / "1"))
+    (tmp_path / "monitoring.txt").write_text("prometheus_config { enable: true }\n")
+    return tmp_path
+
+
+def start(model_dir, frontends: int = 2, extra=()) -> ServerProcess:
+    return ServerProcess(
+        [
+            "--model_name=half",
+            f"--model_base_path={model_dir / 'half'}",
+            f"--frontend_processes={frontends}",
+            f"--monitoring_config_file={model_dir / 'monitoring.txt'}",
+            *extra,
+        ],
+        grpc=True,
+    )
+
+
+def all_serving(server: ServerProcess, frontends: int = 2) -> dict[int, str]:
+    """The server's children once every front end has said it serves (the REST port opens
+    with the first one)."""
+    server.wait_for(lambda: all(f"Front end {i} serving" in server.log() for i in range(frontends)))
+    return server.wait_for(
+        lambda: (found := children(server.process.pid)) and len(found) == frontends + 1 and found
+    )
+
+
+def predict_rest(server: ServerProcess) -> tuple[int, bytes]:
+    return server.request("POST", PREDICT, {"instances": [1.0, 2.0]})
+
+
+def predict_grpc(server: ServerProcess) -> predict_pb2.PredictResponse:
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "half"
+        request.inputs["x"].CopyFrom(tf.make_tensor_proto([[1.0], [2.0]], tf.float32))
+        return stub.Predict(request, timeout=30)
+
+
+def test_one_model_process_and_front_ends_without_tensorflow(model_dir):
+    with start(model_dir) as server:
+        roles = all_serving(server)
+        assert sorted(roles.values()) == ["frontend", "frontend", "model"]
+        status, body = predict_rest(server)
+        assert (status, json.loads(body)) == (200, {"predictions": [2.5, 3.0]})
+        outputs = tf.make_ndarray(predict_grpc(server).outputs["y"])
+        np.testing.assert_allclose(outputs, [[2.5], [3.0]])
+        for pid, role in roles.items():
+            assert maps_tensorflow(pid) == (role == "model"), (pid, role)
+        frontend_rss = [vm_rss_mb(pid) for pid, role in roles.items() if role == "frontend"]
+        assert max(frontend_rss) < 200, frontend_rss
+        assert not maps_tensorflow(server.process.pid)  # the supervisor neither
+        assert server.stop() == 0
+        for pid in roles:
+            assert not alive(pid)
+
+
+def test_metrics_count_requests_of_every_front_end(model_dir):
+    with start(model_dir) as server:
+        all_serving(server)
+        for _ in range(20):  # one connection each: the kernel spreads them over front ends
+            assert predict_rest(server)[0] == 200
+
+        def counted() -> float:
+            _, text = server.request("GET", "/monitoring/prometheus/metrics")
+            for line in text.decode().splitlines():
+                if line.startswith(":tensorflow:serving:request_count{") and 'status="OK"' in line:
+                    return float(line.rsplit(" ", 1)[1])
+            return 0.0
+
+        assert server.wait_for(lambda: counted() == 20 or None, timeout=10)
+
+
+def test_a_killed_front_end_is_replaced_while_the_other_serves(model_dir):
+    with start(model_dir) as server:
+        roles = all_serving(server)
+        victim = next(pid for pid, role in roles.items() if role == "frontend")
+        os.kill(victim, signal.SIGKILL)
+        server.wait_for(lambda: not alive(victim))
+        # Connections made now reach the surviving front end (the dead one's socket is gone).
+        for _ in range(20):
+            assert predict_rest(server)[0] == 200
+        replaced = server.wait_for(
+            lambda: (
+                (found := children(server.process.pid))
+                and sorted(found.values()) == ["frontend", "frontend", "model"]
+                and victim not in found
+            )
+        )
+        assert replaced
+        assert "frontend-" in server.log() and "exited with signal SIGKILL" in server.log()
+
+
+def test_front_ends_answer_unavailable_while_the_model_process_is_restarted(model_dir):
+    with start(model_dir) as server:
+        roles = all_serving(server)
+        model = next(pid for pid, role in roles.items() if role == "model")
+        os.kill(model, signal.SIGKILL)
+        server.wait_for(lambda: not alive(model))
+        # Until the new model process has loaded its versions: 503, UNAVAILABLE, not ready.
+        _, body = server.wait_for(
+            lambda: (answer := predict_rest(server))[0] == 503 and answer, timeout=30
+        )
+        assert b"model process" in body
+        with pytest.raises(grpc.RpcError) as failure:
+            predict_grpc(server)
+        assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert server.request("GET", "/readyz")[0] == 503
+        # Then back, with its version reloaded, through the same front ends.
+        server.wait_for(lambda: server.request("GET", "/readyz")[0] == 200, timeout=90)
+        assert predict_rest(server)[0] == 200
+        assert set(children(server.process.pid)) - {model} >= {
+            pid for pid, role in roles.items() if role == "frontend"
+        }
+
+
+def test_sigkilled_supervisor_leaves_no_process_behind(model_dir):
+    server = start(model_dir).start()
+    try:
+        roles = all_serving(server)
+        server.process.kill()
+        server.process.wait()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(alive(pid) for pid in roles):
+            time.sleep(0.1)
+        assert not [pid for pid in roles if alive(pid)]
+    finally:
+        server.stop()
+
+
+def test_port_in_use_fails_the_start(model_dir):
+    with start(model_dir) as first:
+        second = start(model_dir, extra=[f"--rest_api_port={first.rest_port}"])
+        with pytest.raises(RuntimeError, match="exited with 1"):
+            second.start()
+        assert "Cannot listen on" in second.log()
+        assert predict_rest(first)[0] == 200
+
+
+class _ScaleFloat64(tf.Module):
+    """Like ``write_tf2_scale``'s model but reading float64: a signature whose JSON decodes
+    differently from the float32 one under the same input name."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float64, name="x")])
+    def serve(self, x):
+        return {"y": x * 10.0}
+
+
+def test_request_decoded_for_another_version_is_decoded_again(tmp_path):
+    """The front end's snapshot guesses the latest version (2, float64 input); the split sends
+    every unversioned request to label ``stable`` = version 1 (float32). The model process must
+    catch the mismatch and the front end decode again for version 1 -- feeding version 1 the
+    float64 tensor decoded for version 2 would fail, or answer from the wrong signature."""
+    write_tf2_scale(str(tmp_path / "m" / "1"), factor=3.0)
+    tf.saved_model.save(
+        module := _ScaleFloat64(),
+        str(tmp_path / "m" / "2"),
+        signatures={"serving_default": module.serve},
+    )
+    (tmp_path / "models.config").write_text(
+        "model_config_list { config { name: 'm' base_path: '%s' model_platform: 'tensorflow' "
+        "model_version_policy { all {} } version_labels { key: 'stable' value: 1 } } }"
+        % (tmp_path / "m")
+    )
+    (tmp_path / "split.json").write_text(json.dumps({"models": {"m": {"stable": 100}}}))
+    with ServerProcess(
+        [
+            f"--model_config_file={tmp_path / 'models.config'}",
+            f"--traffic_split_config_file={tmp_path / 'split.json'}",
+            "--frontend_processes=1",
+        ]
+    ) as server:
+        server.wait_for(lambda: server.available_versions("m") == [1, 2])
+        status, body, headers = server.request_with_headers(
+            "POST", "/v1/models/m:predict", {"instances": [[1.5]]}
+        )
+        assert status == 200, body
+        assert json.loads(body)["predictions"][0]["y"] == [4.5]
+        assert headers["x-model-version"] == "1"
+        # Version 2 answers as itself when asked by number (its own signature, no retry).
+        status, body = server.request(
+            "POST", "/v1/models/m/versions/2:predict", {"instances": [[1.5]]}
+        )
+        assert (status, json.loads(body)) == (200, {"predictions": [[15.0]]})
