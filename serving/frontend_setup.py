@@ -9,6 +9,8 @@ freed memory back to the OS, ``serving.memory``).
 
 from __future__ import annotations
 
+import logging
+
 from serving.api.types import Dataplane
 from serving.core.traffic_split import (
     DEFAULT_ROUTING_HEADER,
@@ -22,6 +24,8 @@ from serving.request_limits import MemoryLimits, MemoryPool
 from serving.rest.app import ExtraRoute, RestApi, RestOptions
 from serving.security.auth import TokenAuthenticator, load_tokens
 from serving.security.ssl_config import TlsSettings, read_ssl_config
+
+log = logging.getLogger(__name__)
 
 
 class FrontendSetup:
@@ -64,6 +68,20 @@ class FrontendSetup:
 
     def grpc_security(self) -> GrpcSecurity:
         return GrpcSecurity(self.tls, self.authenticator, self.routing_header)
+
+    def log_grpc_listening(self) -> None:
+        """TF Serving's own start-up lines: scripts and log alerts wait for them."""
+        log.info(
+            "Running gRPC ModelServer at %s:%d%s ...",
+            self.options.host,
+            self.options.port,
+            " (TLS)" if self.tls else "",
+        )
+
+    def log_rest_listening(self) -> None:
+        log.info(
+            "Exporting HTTP/REST API at:%s:%d ...", self.options.host, self.options.rest_api_port
+        )
 
     def stop(self) -> None:
         self.memory_returner.stop()

@@ -296,11 +296,7 @@ class ModelServer:
             app = self.frontend.rest_app(self.service, self.extra_routes())
             rest = rest_server(app, self.options, self.frontend.tls)
             tasks.append(asyncio.create_task(rest.serve()))
-            log.info(
-                "Exporting HTTP/REST API at:%s:%d ...",
-                self.options.host,
-                self.options.rest_api_port,
-            )
+            self.frontend.log_rest_listening()
         grpc_parts = await self._start_grpc()
 
         async def stop() -> None:
@@ -328,12 +324,7 @@ class ModelServer:
         if health is not None:
             await health.refresh()
             health.start()
-        log.info(
-            "Running gRPC ModelServer at %s:%d%s ...",
-            self.options.host,
-            self.options.port,
-            " (TLS)" if self.frontend.tls else "",
-        )
+        self.frontend.log_grpc_listening()
         return server, health
 
     def request_stop(self) -> None:

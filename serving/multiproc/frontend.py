@@ -103,6 +103,7 @@ class FrontendProcess:
         if health is not None:
             await health.refresh()
             health.start()
+        self.setup.log_grpc_listening()
         return server, health
 
     async def _start_rest(self):
@@ -113,6 +114,8 @@ class FrontendProcess:
         task = asyncio.create_task(_serve_rest(rest))
         while not rest.started and not task.done():
             await asyncio.sleep(0.01)
+        if rest.started:
+            self.setup.log_rest_listening()
         return rest, task
 
 
