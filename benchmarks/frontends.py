@@ -243,7 +243,7 @@ def bench_peers(model: str, base: str, bodies: dict[str, Path], args, report: di
     else:
         report["not_run"]["pytriton"] = "benchmarks/work/venv-pytriton missing (install.sh)"
     if venv_python("mlserver"):
-        for n in args.frontends:
+        for n in args.mlserver_workers:
             for server in build_servers(model, base, bodies, {"mlserver"}, mlserver_workers=n):
                 server.name += f" parallel_workers={n}"
                 peers.append((server, n))
@@ -277,6 +277,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--parts", default=",".join(PARTS), help=f"any of {','.join(PARTS)}")
     parser.add_argument("--frontends", default="0,1,2", help="values of --frontend_processes")
     parser.add_argument(
+        "--mlserver-workers",
+        default=None,
+        help="MLServer parallel_workers values to run (default: those of --frontends)",
+    )
+    parser.add_argument(
         "--memory-frontends", type=int, default=8, help="N of the extra server started for memory"
     )
     parser.add_argument("--model", default="mlp")
@@ -295,6 +300,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not args.parts <= set(PARTS):
         parser.error(f"--parts: choose from {','.join(PARTS)}")
     args.frontends = sorted({int(n) for n in args.frontends.split(",")})
+    args.mlserver_workers = (
+        sorted({int(n) for n in args.mlserver_workers.split(",")})
+        if args.mlserver_workers
+        else args.frontends
+    )
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.single_concurrency = [int(c) for c in args.single_concurrency.split(",")]
     if args.memory_frontends < 0:

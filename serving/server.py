@@ -24,20 +24,16 @@ from serving.batching.servable import BatchingSetup
 from serving.config_file import ConfigFileWatcher, read_model_config
 from serving.core.model_manager import RetryPolicy, VersionRecord
 from serving.core.server_core import ServerCore
-from serving.core.traffic_split import DEFAULT_ROUTING_HEADER, read_traffic_split
 from serving.errors import ServingError
 from serving.event_loop import run_event_loop
+from serving.frontend_setup import FrontendSetup
 from serving.grpc_api.health import ReadinessHealth
-from serving.grpc_api.server import GrpcSecurity, build_grpc_server
-from serving.memory import MemoryReturner
+from serving.grpc_api.server import build_grpc_server
 from serving.monitoring.config import read_monitoring_config
 from serving.monitoring.metrics import ServingMetrics
 from serving.options import OptionsError, ServerOptions
-from serving.request_limits import MemoryLimits, MemoryPool
-from serving.rest.app import ExtraRoute, RestApi, RestOptions
+from serving.rest.app import ExtraRoute
 from serving.rest.uvicorn_server import rest_server
-from serving.security.auth import TokenAuthenticator, load_tokens
-from serving.security.ssl_config import read_ssl_config
 from serving.servables.devices import configure_devices
 from serving.servables.loader import ServableLoader
 from serving.servables.op_libraries import load_op_libraries, parse_op_libraries
@@ -135,15 +131,8 @@ class ModelServer:
             if options.model_config_file and options.model_config_file_poll_wait_seconds > 0
             else None
         )
-        self.tls = read_ssl_config(options.ssl_config_file) if options.ssl_config_file else None
-        self.authenticator = TokenAuthenticator(
-            load_tokens(options.auth_token_file), options.auth_protect_health_probes
-        )
-        self.traffic = (
-            read_traffic_split(options.traffic_split_config_file)
-            if options.traffic_split_config_file
-            else None
-        )
+        self.frontend = FrontendSetup(options)
+        self.traffic = self.frontend.traffic
         threads = options.rest_api_num_threads or 4 * (os.cpu_count() or 1)
         self.service = InferenceService(
             self.core,
@@ -151,13 +140,6 @@ class ModelServer:
             options.max_queued_requests,
             self.metrics,
             observers=self.metadata.inference_observers() if self.metadata else (),
-        )
-        # One account of request memory for both front ends (serving.request_limits); a
-        # request that held much of it hands the freed memory back to the OS (serving.memory).
-        self.memory_returner = MemoryReturner()
-        self.memory = MemoryPool(
-            MemoryLimits(options.max_request_memory_bytes, options.max_total_request_memory_bytes),
-            on_release=self.memory_returner.note,
         )
         self._stopping: asyncio.Event | None = None
         self._stop_requested = threading.Event()
@@ -282,7 +264,7 @@ class ModelServer:
         self.service.close()  # joins the inference threads
         if self.metadata is not None:
             self.metadata.close()  # prediction-log writer thread, then the MLMD worker
-        self.memory_returner.stop()
+        self.frontend.stop()
         log.debug(
             "Threads left at exit: %s",
             [t.name for t in threading.enumerate() if t is not threading.current_thread()],
@@ -311,27 +293,10 @@ class ModelServer:
         tasks = []
         rest = None
         if self.options.rest_api_port:
-            app = RestApi(
-                self.service,
-                RestOptions(
-                    timeout_ms=self.options.rest_api_timeout_in_ms,
-                    enable_cors=self.options.rest_api_enable_cors_support,
-                    max_request_bytes=self.options.max_request_bytes,
-                    authenticator=self.authenticator,
-                    routing_header=(
-                        self.traffic.routing_header if self.traffic else DEFAULT_ROUTING_HEADER
-                    ).encode(),
-                    extra_routes=self.extra_routes(),
-                    memory=self.memory,
-                ),
-            )
-            rest = rest_server(app, self.options, self.tls)
+            app = self.frontend.rest_app(self.service, self.extra_routes())
+            rest = rest_server(app, self.options, self.frontend.tls)
             tasks.append(asyncio.create_task(rest.serve()))
-            log.info(
-                "Exporting HTTP/REST API at:%s:%d ...",
-                self.options.host,
-                self.options.rest_api_port,
-            )
+            self.frontend.log_rest_listening()
         grpc_parts = await self._start_grpc()
 
         async def stop() -> None:
@@ -352,22 +317,14 @@ class ModelServer:
         health = (
             ReadinessHealth(self.service) if self.options.enable_grpc_healthcheck_service else None
         )
-        security = GrpcSecurity(
-            tls=self.tls,
-            authenticator=self.authenticator,
-            routing_header=self.traffic.routing_header if self.traffic else DEFAULT_ROUTING_HEADER,
+        server = build_grpc_server(
+            self.service, self.options, self.frontend.grpc_security(), health, self.frontend.memory
         )
-        server = build_grpc_server(self.service, self.options, security, health, self.memory)
         await server.start()
         if health is not None:
             await health.refresh()
             health.start()
-        log.info(
-            "Running gRPC ModelServer at %s:%d%s ...",
-            self.options.host,
-            self.options.port,
-            " (TLS)" if self.tls else "",
-        )
+        self.frontend.log_grpc_listening()
         return server, health
 
     def request_stop(self) -> None:

@@ -17,10 +17,9 @@ import math
 import os
 import signal
 
-from serving.core.traffic_split import DEFAULT_ROUTING_HEADER, read_traffic_split
+from serving.frontend_setup import FrontendSetup
 from serving.grpc_api.health import ReadinessHealth
-from serving.grpc_api.server import GrpcSecurity, build_grpc_server
-from serving.memory import MemoryReturner
+from serving.grpc_api.server import build_grpc_server
 from serving.multiproc.protocol import (
     FRONTEND_ENV,
     MODEL_SOCKET_ENV,
@@ -30,11 +29,7 @@ from serving.multiproc.protocol import (
 )
 from serving.multiproc.remote import RemoteDataplane
 from serving.options import ServerOptions
-from serving.request_limits import MemoryLimits, MemoryPool
-from serving.rest.app import RestApi, RestOptions
 from serving.rest.uvicorn_server import rest_server
-from serving.security.auth import TokenAuthenticator, load_tokens
-from serving.security.ssl_config import read_ssl_config
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +48,7 @@ class FrontendProcess:
             ),
         )
         self.index = index
-        self.tls = read_ssl_config(options.ssl_config_file) if options.ssl_config_file else None
-        self.authenticator = TokenAuthenticator(
-            load_tokens(options.auth_token_file), options.auth_protect_health_probes
-        )
-        self.traffic = (
-            read_traffic_split(options.traffic_split_config_file)
-            if options.traffic_split_config_file
-            else None
-        )
-        self.memory_returner = MemoryReturner()
-        self.memory = MemoryPool(
-            MemoryLimits(options.max_request_memory_bytes, options.max_total_request_memory_bytes),
-            on_release=self.memory_returner.note,
-        )
+        self.setup = FrontendSetup(self.options)
         self.dataplane = RemoteDataplane(
             socket_path, arena_bytes(options.max_total_request_memory_bytes), f"frontend-{index}"
         )
@@ -78,14 +60,13 @@ class FrontendProcess:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
         if not await self.dataplane.connect(stopping):
             return 0  # stopped before the model process could be reached
-        routing_header = self.traffic.routing_header if self.traffic else DEFAULT_ROUTING_HEADER
         try:
             # gRPC first: once the REST port answers (what probes and tests wait for), both do.
-            grpc_server, health = await self._start_grpc(routing_header)
+            grpc_server, health = await self._start_grpc()
         except RuntimeError as exc:  # grpc: "Failed to bind to address"
             log.error("Cannot serve gRPC on %s:%d: %s", self.options.host, self.options.port, exc)
             return STARTUP_FAILURE
-        rest, rest_task = await self._start_rest(routing_header)
+        rest, rest_task = await self._start_rest()
         if rest_task is not None and rest_task.done():  # uvicorn could not bind: it exited
             return STARTUP_FAILURE
         log.info("Front end %d serving", self.index)
@@ -103,10 +84,10 @@ class FrontendProcess:
         if rest_task is not None:
             await rest_task
         self.dataplane.close()
-        self.memory_returner.stop()
+        self.setup.stop()
         return 0
 
-    async def _start_grpc(self, routing_header: str):
+    async def _start_grpc(self):
         if not self.options.port and not self.options.grpc_socket_path:
             return None, None
         health = (
@@ -114,33 +95,27 @@ class FrontendProcess:
             if self.options.enable_grpc_healthcheck_service
             else None
         )
-        security = GrpcSecurity(self.tls, self.authenticator, routing_header)
-        server = build_grpc_server(self.dataplane, self.options, security, health, self.memory)
+        security = self.setup.grpc_security()
+        server = build_grpc_server(
+            self.dataplane, self.options, security, health, self.setup.memory
+        )
         await server.start()
         if health is not None:
             await health.refresh()
             health.start()
+        self.setup.log_grpc_listening()
         return server, health
 
-    async def _start_rest(self, routing_header: str):
+    async def _start_rest(self):
         if not self.options.rest_api_port:
             return None, None
-        app = RestApi(
-            self.dataplane,
-            RestOptions(
-                timeout_ms=self.options.rest_api_timeout_in_ms,
-                enable_cors=self.options.rest_api_enable_cors_support,
-                max_request_bytes=self.options.max_request_bytes,
-                authenticator=self.authenticator,
-                routing_header=routing_header.encode(),
-                extra_routes=self.dataplane.extra_routes(),
-                memory=self.memory,
-            ),
-        )
-        rest = rest_server(app, self.options, self.tls, reuse_port=True)
+        app = self.setup.rest_app(self.dataplane, self.dataplane.extra_routes())
+        rest = rest_server(app, self.options, self.setup.tls, reuse_port=True)
         task = asyncio.create_task(_serve_rest(rest))
         while not rest.started and not task.done():
             await asyncio.sleep(0.01)
+        if rest.started:
+            self.setup.log_rest_listening()
         return rest, task
 
 

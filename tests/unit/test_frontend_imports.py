@@ -41,6 +41,7 @@ FRONTEND_MODULES = (
     "serving.ipc.channel",
     "serving.ipc.tensors",
     "serving.rest.uvicorn_server",
+    "serving.frontend_setup",
     # The processes of --frontend_processes that must stay small: the front end and the
     # supervisor (only the model process loads TensorFlow).
     "serving.multiproc.frontend",

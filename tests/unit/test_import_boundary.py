@@ -65,6 +65,7 @@ LAYERS: list[tuple[str, float, tuple[str, ...]]] = [
             "serving.heap",
             "serving.memory",
             "serving.event_loop",
+            "serving.frontend_setup",
             "serving.multiproc",  # the same wiring, spread over processes
         ),
     ),
