@@ -108,9 +108,7 @@ class SnapshotView:
         self.connected = False
 
     def update(self, snapshot: Mapping[str, Any]) -> None:
-        for fp, data in snapshot["signatures"].items():
-            if fp not in self._parsed:
-                self._parsed[fp] = protos.SignatureDef.FromString(unb64(data))
+        self.add_signatures(snapshot["signatures"])
         self._models = dict(snapshot["models"])
         self._waiting = list(snapshot["waiting"])
         self._guesses = {}
