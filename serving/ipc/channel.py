@@ -48,6 +48,9 @@ _SEND_FLAGS = socket.MSG_NOSIGNAL
 _RECV_FLAGS = socket.MSG_CMSG_CLOEXEC
 
 Receiver = Callable[[dict, list[int]], None]
+# start_call's on_settled: (the call's future, or None if it was already dropped; the reply
+# message, or None when the channel closed first).
+Settled = Callable[["asyncio.Future | None", "dict | None"], None]
 
 
 class ChannelClosed(ConnectionError):
@@ -374,6 +377,8 @@ class RpcClient:
         self._loop = asyncio.get_running_loop()
         self._on_push = on_push
         self._pending: dict[int, asyncio.Future] = {}
+        # start_call's on_settled callbacks, by call id: run when the call ends on the wire.
+        self._settled: dict[int, Settled] = {}
         self._next_id = 0
         channel.add_close_callback(self._on_close)
         channel.set_receiver(self._on_message)
@@ -412,16 +417,24 @@ class RpcClient:
                 timer.cancel()
             self._pending.pop(call_id, None)
 
-    def start_call(self, msg: dict) -> asyncio.Future:
+    def start_call(self, msg: dict, on_settled: Settled | None = None) -> asyncio.Future:
         """``call`` without a coroutine, for the request path: sends ``msg`` (adding its
         ``id`` to it) and returns the future of its reply, ``(reply, fds)``. Cancelling the
-        future abandons the call (a late reply is dropped)."""
+        future abandons the call (a late reply is dropped).
+
+        ``on_settled(future, reply)`` runs once the call has ended on the wire, whether or not
+        the future was cancelled meanwhile: with the reply message when it arrives (an
+        ``rpc_error`` too), with None when the channel closes first. Shared memory the peer
+        may read until it answers is freed there, so the caller can await the future itself
+        (no ``asyncio.shield``) and still never free a block under the peer's feet."""
         self._next_id += 1
         call_id = self._next_id
         future = self._loop.create_future()
         msg["id"] = call_id
         self._channel.send(msg)
         self._pending[call_id] = future
+        if on_settled is not None:
+            self._settled[call_id] = on_settled
         return future
 
     def notify(self, msg: dict, fds: Sequence[int] = ()) -> None:
@@ -439,6 +452,10 @@ class RpcClient:
                 self._on_push(msg)
             return
         future = self._pending.pop(call_id, None)
+        if self._settled:
+            on_settled = self._settled.pop(call_id, None)
+            if on_settled is not None:
+                on_settled(future, msg)
         if future is None or future.done():  # timed out or cancelled: nobody waits
             _close_fds(fds)
             return
@@ -458,6 +475,9 @@ class RpcClient:
 
     def _on_close(self, reason: ChannelClosed) -> None:
         pending, self._pending = self._pending, {}
+        settled, self._settled = self._settled, {}
+        for call_id, on_settled in settled.items():
+            on_settled(pending.get(call_id), None)
         for future in pending.values():
             if not future.done():
                 future.set_exception(ChannelClosed(str(reason)))

@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -88,6 +89,16 @@ class FrontendLink:
         self.replies.close()
 
 
+class _Connection:
+    """A front end's channel; its link exists once the front end has said hello."""
+
+    __slots__ = ("link", "server")
+
+    def __init__(self) -> None:
+        self.link: FrontendLink | None = None
+        self.server: RpcServer | None = None
+
+
 class DataplaneHost:
     """Serves the front-end processes' calls with this process's ``ModelServer`` parts."""
 
@@ -140,15 +151,16 @@ class DataplaneHost:
             os.unlink(self._socket_path)
 
     def _accept(self, channel: Channel) -> None:
-        holder: dict[str, FrontendLink] = {}
+        connection = _Connection()
+        connection.server = serve(
+            channel, partial(self._dispatch, connection), partial(self._closed, connection)
+        )
 
-        def on_close(reason: Exception) -> None:
-            link = holder.get("link")
-            if link is not None:
-                self._links.discard(link)
-                link.close()
-
-        server = serve(channel, lambda msg, fds: self._dispatch(holder, server, msg, fds), on_close)
+    def _closed(self, connection: _Connection, reason: Exception) -> None:
+        link = connection.link
+        if link is not None:
+            self._links.discard(link)
+            link.close()
 
     async def _publish_snapshots(self) -> None:
         """Pushes a snapshot to every front end when what the core serves changed (checked a
@@ -166,13 +178,11 @@ class DataplaneHost:
                     link.server.push({"op": op.SNAPSHOT, "snapshot": snapshot})
 
     # ------------------------------------------------------------------ dispatch
-    def _dispatch(
-        self, holder: dict[str, FrontendLink], server: RpcServer, msg: dict, fds: list[int]
-    ) -> Any:
+    def _dispatch(self, connection: _Connection, msg: dict, fds: list[int]) -> Any:
         kind = msg.get("op")
-        link = holder.get("link")
+        link = connection.link
         if kind == op.HELLO:
-            return self._hello(holder, server, msg, fds)
+            return self._hello(connection, msg, fds)
         if link is None:
             raise ServingError(Code.FAILED_PRECONDITION, "a front end must say hello first")
         freed = msg.get("free")  # reply blocks the front end is done with, on any message
@@ -194,15 +204,13 @@ class DataplaneHost:
         # (``serving.ipc.channel``), to be raised there again as the same error.
         return handler(self, link, msg)
 
-    def _hello(
-        self, holder: dict[str, FrontendLink], server: RpcServer, msg: dict, fds: list[int]
-    ) -> tuple[dict, list[int]]:
+    def _hello(self, connection: _Connection, msg: dict, fds: list[int]) -> tuple[dict, list[int]]:
         requests = ArenaMap(fds[0], msg["capacity"])  # owns the fd
         for fd in fds[1:]:
             os.close(fd)
         replies = Arena(self._reply_arena_bytes, f"replies-{msg.get('frontend', '?')}")
-        link = FrontendLink(server, requests, replies)
-        holder["link"] = link
+        link = FrontendLink(connection.server, requests, replies)
+        connection.link = link
         self._links.add(link)
         metrics_path = self._metrics.path if self._metrics is not None else None
         reply = {

@@ -31,7 +31,7 @@ from serving.api.types import PredictResult, ResolvedSpec
 from serving.core.model_spec import ModelSpec
 from serving.errors import Code, ServingError, unavailable
 from serving.ipc.arena import Arena, ArenaMap
-from serving.ipc.channel import Channel, ChannelClosed, RemoteError, RpcClient
+from serving.ipc.channel import Channel, ChannelClosed, RemoteError, RpcClient, Settled
 from serving.ipc.tensors import pack, unpack
 from serving.multiproc import protocol as op
 from serving.multiproc.snapshot import SignatureGuess, SnapshotView
@@ -95,6 +95,8 @@ class RemoteDataplane:
         self._snapshot = SnapshotView()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._frees: list[int] = []
+        # id(weak reference to a reply's views) -> (the reference, generation, reply block)
+        self._reply_blocks: dict[int, tuple[weakref.ref, int, int]] = {}
         self._free_scheduled = False
         self._generation = 0  # one per model process connected: its blocks are its own
         self._routes: list[list[str]] = []
@@ -173,7 +175,7 @@ class RemoteDataplane:
         elif kind == op.FLUSH:
             self.metrics.flush(msg["token"])
 
-    def _start(self, msg: dict) -> asyncio.Future:
+    def _start(self, msg: dict, on_settled: Settled | None = None) -> asyncio.Future:
         """Sends a call (with the request id for the prediction log, and the reply blocks
         this front end is done with) and returns the future of its reply."""
         client = self._client
@@ -182,7 +184,7 @@ class RemoteDataplane:
         msg["rid"] = request_context.current.get()
         if self._frees:
             msg["free"], self._frees = self._frees, []
-        return client.start_call(msg)
+        return client.start_call(msg, on_settled)
 
     async def _call(self, msg: dict) -> dict:
         return await _reply_of(self._start(msg))
@@ -207,25 +209,25 @@ class RemoteDataplane:
 
     async def _call_with_tensors(self, msg: dict, arrays: Mapping[str, np.ndarray]) -> dict:
         """The request block stays allocated until the model process answered: it may read
-        the tensors until then, also after this coroutine was cancelled."""
+        the tensors until then, also after the caller gave up (``_settled``)."""
         msg["in"], block = self._pack(arrays)
         try:
-            call = self._start(msg)
+            call = self._start(msg, partial(self._settled, block, self._generation))
         except BaseException:
             self._arena.free(block)
             raise
-        call.add_done_callback(lambda _: self._arena.free(block))
-        try:
-            return await _reply_of(asyncio.shield(call))
-        except asyncio.CancelledError:
-            call.add_done_callback(partial(self._free_abandoned_reply, self._generation))
-            raise
+        return await _reply_of(call)
 
-    def _free_abandoned_reply(self, generation: int, call: asyncio.Future) -> None:
-        if not call.cancelled() and call.exception() is None:
-            block = call.result()[0].get("block")
-            if block is not None:
-                self._free_later(generation, block)
+    def _settled(
+        self, block: int, generation: int, call: asyncio.Future | None, reply: dict | None
+    ) -> None:
+        """The model process has answered (or is gone): the request block is free again, and
+        the reply block of a call nobody awaits any more is returned."""
+        self._arena.free(block)
+        if reply is not None and (call is None or call.cancelled()):
+            reply_block = reply.get("block")
+            if reply_block is not None:
+                self._free_later(generation, reply_block)
 
     def _reply_arrays(self, reply: dict) -> dict[str, np.ndarray]:
         """Views of the reply block; the block is freed once the last of them is collected
@@ -240,8 +242,15 @@ class RemoteDataplane:
         arrays = unpack(
             descriptors, lambda offset, size: whole[offset - block : offset - block + size]
         )
-        weakref.finalize(base, self._free_later, self._generation, block)
+        # A plain weak reference with a callback: a third of weakref.finalize's cost per reply.
+        # (Keyed by the reference's id: a reference to an array is not hashable.)
+        ref = weakref.ref(base, self._reply_collected)
+        self._reply_blocks[id(ref)] = (ref, self._generation, block)
         return arrays
+
+    def _reply_collected(self, ref: weakref.ref) -> None:
+        _, generation, block = self._reply_blocks.pop(id(ref))
+        self._free_later(generation, block)
 
     def _reply_bytes(self, reply: dict) -> bytes:
         return self._reply_arrays(reply)["result"].tobytes()  # the view dies here: freed

@@ -1,10 +1,12 @@
-"""50 start / serve / SIGTERM cycles with the metadata flags on a Keras model with a TFT graph
+"""20 start / serve / SIGTERM cycles with the metadata flags on a Keras model with a TFT graph
 embedded by the Exporter: every exit is 0.
 
 Such a model aborted 3-5 of 15 stops (SIGABRT after "Server stopped": a daemon thread
 collecting the unloaded model's lookup tables while the interpreter finalized, see
-``serving.heap``). Two servers run at a time, each with its own metadata store and spool, so
-the 50 cycles take about half as long; each cycle is a fresh process, as in the report.
+``serving.heap``). At that rate (at least 1 in 5) 20 clean cycles happen by chance with a
+probability of 0.8**20 ~ 1 %, so 20 cycles catch the fault coming back while keeping the test to
+about two minutes of CI. Two servers run at a time, each with its own metadata store and spool,
+so the cycles take about half as long; each cycle is a fresh process, as in the report.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from tests.support.server_process import ServerProcess
 
 pytestmark = pytest.mark.integration
 
-CYCLES = 50
+CYCLES = 20
 PARALLEL = 2
 
 
@@ -90,7 +92,7 @@ def _cycle(store: str, metadata_dir: str) -> tuple[int, str]:
 
 
 @pytest.mark.timeout(1800)
-def test_sigterm_exits_0_in_every_one_of_50_cycles(transform_model_store, tmp_path):
+def test_sigterm_exits_0_in_every_one_of_20_cycles(transform_model_store, tmp_path):
     outcomes: list[tuple[int, str]] = []
     errors: list[BaseException] = []
     lock = threading.Lock()

@@ -214,6 +214,53 @@ def test_handler_errors_keep_their_code_timeouts_and_late_replies_are_harmless(r
     run(main())
 
 
+def test_on_settled_runs_once_per_call_when_answered_cancelled_or_cut_off(run):
+    """The hook a caller frees shared memory in: it must see the reply of a call whose future
+    was cancelled (the peer may read the request until it answers), and run on close."""
+
+    async def main():
+        client_end, server_end = _pair()
+        gates = {name: asyncio.Event() for name in ("cancelled", "never")}
+
+        async def handler(msg, fds):
+            if msg["op"] in gates:
+                await gates[msg["op"]].wait()
+            return {"op": msg["op"]}
+
+        serve(server_end, handler)
+        client = RpcClient(client_end)
+        settled: list[tuple[str, bool, str | None]] = []
+
+        def hook(name):
+            def on_settled(future, reply):
+                cancelled = future is not None and future.cancelled()
+                settled.append((name, cancelled, None if reply is None else reply["op"]))
+
+            return on_settled
+
+        answered = client.start_call({"op": "answered"}, hook("answered"))
+        assert (await answered)[0]["op"] == "answered"
+        assert settled == [("answered", False, "answered")]
+
+        cancelled = client.start_call({"op": "cancelled"}, hook("cancelled"))
+        cancelled.cancel()
+        await asyncio.sleep(0)
+        assert len(settled) == 1  # the peer has not answered: it may still read the request
+        gates["cancelled"].set()
+        while len(settled) < 2:
+            await asyncio.sleep(0.01)
+        assert settled[1] == ("cancelled", True, "cancelled")
+
+        never = client.start_call({"op": "never"}, hook("never"))
+        client.close()
+        with pytest.raises(ChannelClosed):
+            await never
+        assert settled[2] == ("never", False, None)
+        assert len(settled) == 3
+
+    run(main())
+
+
 def test_garbage_on_the_wire_closes_the_channel_with_a_clear_reason(run):
     async def main():
         raw, end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
