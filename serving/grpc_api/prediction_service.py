@@ -13,7 +13,7 @@ import numpy as np
 
 from serving import protos, tensor_codec
 from serving.api import request_context
-from serving.api.inference import InferenceService
+from serving.api.types import Dataplane, RequestMetrics
 from serving.core.traffic_split import DEFAULT_ROUTING_HEADER
 from serving.grpc_api import (
     metadata_value,
@@ -23,7 +23,6 @@ from serving.grpc_api import (
     set_model_spec,
     timeout_ms,
 )
-from serving.monitoring.metrics import ServingMetrics
 from serving.servables.signatures import SignatureDef, check_inputs
 
 Context = grpc.aio.ServicerContext
@@ -32,7 +31,7 @@ Context = grpc.aio.ServicerContext
 class PredictionServicer:
     def __init__(
         self,
-        service: InferenceService,
+        service: Dataplane,
         tensor_content: bool = False,
         routing_header: str = DEFAULT_ROUTING_HEADER,
     ) -> None:
@@ -46,7 +45,7 @@ class PredictionServicer:
         return request_spec(request, routing_key=metadata_value(context, self._routing_header))
 
     @property
-    def metrics(self) -> ServingMetrics | None:
+    def metrics(self) -> RequestMetrics | None:
         """For the call's request context (``rpc``): request_latency{entrypoint="GRPC"}."""
         return self._service.metrics
 

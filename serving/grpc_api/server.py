@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import grpc
 
 from serving import protos
-from serving.api.inference import InferenceService
+from serving.api.types import Dataplane
 from serving.core.traffic_split import DEFAULT_ROUTING_HEADER
 from serving.grpc_api.auth import TokenAuthInterceptor
 from serving.grpc_api.health import ReadinessHealth
@@ -108,7 +108,7 @@ def server_credentials(tls: TlsSettings) -> grpc.ServerCredentials:
 
 
 def build_grpc_server(
-    service: InferenceService,
+    service: Dataplane,
     options: ServerOptions,
     security: GrpcSecurity | None = None,
     health: ReadinessHealth | None = None,

@@ -137,3 +137,32 @@ def test_the_guard_refuses_tensorflow():
     result = _run_blocked("tensorflow_serving.apis.predict_pb2")
     assert result.returncode != 0
     assert "front ends must not import tensorflow" in result.stderr
+
+
+MODEL_PROCESS_ONLY = (
+    "serving.api.inference",
+    "serving.core.server_core",
+    "serving.core.model_manager",
+    "serving.batching",
+    "serving.storage",
+    "serving.metadata",
+    "serving.monitoring",
+    "prometheus_client",
+)
+
+
+def test_front_end_process_leaves_the_core_and_the_metrics_registry_to_the_model_process():
+    """A front end talks to a ``Dataplane``: importing the core, the batching, the stores or
+    the metrics registry would only add start-up time and memory to every front end."""
+    extra = textwrap.dedent(
+        f"""
+        owned = {MODEL_PROCESS_ONLY!r}
+        found = sorted(
+            m for m in sys.modules if any(m == o or m.startswith(o + ".") for o in owned)
+        )
+        assert not found, f"a front end imported model-process modules: {{found}}"
+        """
+    )
+    result = _run_blocked("serving.multiproc.frontend", extra)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
