@@ -7,12 +7,17 @@ prometheus-client's own exposition adds. Dashboards written for TF Serving query
 names, so ``exposition()`` renders the registry in TF Serving's format (``# TYPE`` lines, no
 ``# HELP``, no ``_created`` samples). Latencies are in microseconds, as in TF Serving.
 
+The metrics recorded on every request or batch are kept in :mod:`serving.monitoring.fast_metrics`
+(the same samples for a fraction of prometheus-client's CPU per observation); the rare ones
+(loading, warm-up, model stores) are prometheus-client's own.
+
 Metrics exist only when ``--monitoring_config_file`` enables them; otherwise the servers get
 ``None`` and record nothing, so an unmonitored server pays nothing per request.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -21,6 +26,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
 from serving.monitoring.config import DEFAULT_PATH
+from serving.monitoring.fast_metrics import FastCounter, FastHistogram
 
 # TF's monitoring::Buckets::Exponential(scale, power, count) plus +Inf.
 _LATENCY_US = tuple(round(10 * 1.8**i, 3) for i in range(33))  # request/runtime/warmup latency
@@ -53,7 +59,6 @@ class ServingMetrics:
         self.path = path
         self.registry = CollectorRegistry(auto_describe=False)
         self._version_states = version_states
-        self._children: dict[tuple[int, tuple[str, ...]], Counter | Histogram] = {}
 
         def counter(tf_name: str, doc: str, labels: tuple[str, ...]) -> Counter:
             return Counter(_name(tf_name), doc, labels, registry=self.registry)
@@ -61,48 +66,59 @@ class ServingMetrics:
         def histogram(tf_name: str, doc: str, labels: tuple[str, ...], buckets) -> Histogram:
             return Histogram(_name(tf_name), doc, labels, buckets=buckets, registry=self.registry)
 
-        self._request_count = counter(
+        # Recorded on every request or batch: kept in fast_metrics' cells (a bisect and two
+        # adds per observation instead of prometheus-client's bucket walk and mutexes), with
+        # the same exposition. Registration order is exposition order, as before.
+        def fast_counter(tf_name: str, doc: str, labels: tuple[str, ...]) -> FastCounter:
+            return FastCounter(_name(tf_name), doc, labels, self.registry)
+
+        def fast_histogram(
+            tf_name: str, doc: str, labels: tuple[str, ...], buckets
+        ) -> FastHistogram:
+            return FastHistogram(_name(tf_name), doc, labels, buckets, self.registry)
+
+        self._request_count = fast_counter(
             "/tensorflow/serving/request_count",
             "The total number of requests.",
             ("model_name", "status"),
         )
-        self._request_latency = histogram(
+        self._request_latency = fast_histogram(
             "/tensorflow/serving/request_latency",
             "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
             ("model_name", "API", "entrypoint"),
             _LATENCY_US,
         )
-        self._runtime_latency = histogram(
+        self._runtime_latency = fast_histogram(
             "/tensorflow/serving/runtime_latency",
             "Distribution of wall time (in microseconds) for Tensorflow runtime.",
             ("model_name", "API", "runtime"),
             _LATENCY_US,
         )
-        self._queuing_latency = histogram(
+        self._queuing_latency = fast_histogram(
             "/tensorflow/serving/batching_session/queuing_latency",
             "Distribution of wall time spent (in microseconds) in queuing",
             ("thread_pool_name",),
             _QUEUING_US,
         )
-        self._wrapped_run_count = counter(
+        self._wrapped_run_count = fast_counter(
             "/tensorflow/serving/batching_session/wrapped_run_count",
             "Total count of run calls on the wrapped session",
             (),
         )
         # Batch-size histograms use TF's batching metric names (batch_resource_base.cc).
-        self._input_batch_size = histogram(
+        self._input_batch_size = fast_histogram(
             "/tensorflow/serving/batching/input_batch_size",
             "Tracks the batch size distribution on the inputs by thread pool.",
             ("thread_pool_name",),
             _BATCH_SIZES,
         )
-        self._processed_batch_size = histogram(
+        self._processed_batch_size = fast_histogram(
             "/tensorflow/serving/batching/processed_batch_size",
             "Tracks the batch size distribution on processing by thread pool.",
             ("thread_pool_name",),
             _BATCH_SIZES,
         )
-        self._padding_size = histogram(
+        self._padding_size = fast_histogram(
             "/tensorflow/serving/batching/padding_size",
             "Tracks the padding size distribution on batches by execution batch size.",
             ("thread_pool_name", "execution_batch_size"),
@@ -147,7 +163,7 @@ class ServingMetrics:
         )
         # Per version (tfx-model-server only; TF Serving's latencies are per model): what the
         # status page shows as each version's request rate and latency.
-        self._version_runtime = histogram(
+        self._version_runtime = fast_histogram(
             "/tfx_serving/version_runtime_latency",
             "Distribution of wall time (in microseconds) of model calls, by model version.",
             ("model_name", "version"),
@@ -163,53 +179,40 @@ class ServingMetrics:
             self.registry.register(_VersionStateCollector(version_states))
 
     # ---------------------------------------------------------------- requests
-    def _child(self, metric: Counter | Histogram, *labels: str) -> Counter | Histogram:
-        """``metric.labels(...)`` validates and locks on every call; per-request recording
-        looks the child up in a plain dict instead (a dict read is atomic under the GIL)."""
-        key = (id(metric), labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
-
     def record_request(self, model: str, status: str) -> None:
-        self._child(self._request_count, model, status).inc()
+        self._request_count.inc((model, status))
 
     def record_request_latency(self, model: str, api: str, entrypoint: str, seconds: float) -> None:
-        self._child(self._request_latency, model, api, entrypoint).observe(seconds * 1e6)
+        self._request_latency.observe((model, api, entrypoint), seconds * 1e6)
 
     def record_runtime(self, model: str, version: int, api: str, seconds: float) -> None:
         micros = seconds * 1e6
-        self._child(self._runtime_latency, model, api, "TF1").observe(micros)
-        self._child(self._version_runtime, model, str(version)).observe(micros)
+        self._runtime_latency.observe((model, api, "TF1"), micros)
+        self._version_runtime.observe((model, str(version)), micros)
 
     def version_runtimes(self) -> dict[tuple[str, str], LatencyTotals]:
         """Per (model, version): calls so far, their summed time and cumulative bucket counts
         (the status page turns two of these into a rate and a latency)."""
+        bounds = self._version_runtime.bounds
         totals: dict[tuple[str, str], LatencyTotals] = {}
-        for metric in self._version_runtime.collect():
-            for sample in metric.samples:
-                key = (sample.labels["model_name"], sample.labels["version"])
-                entry = totals.setdefault(key, LatencyTotals())
-                if sample.name.endswith("_count"):
-                    entry.count = int(sample.value)
-                elif sample.name.endswith("_sum"):
-                    entry.sum_us = sample.value
-                elif sample.name.endswith("_bucket"):
-                    entry.buckets.append((float(sample.labels["le"]), int(sample.value)))
+        for (model, version), snapshot in self._version_runtime.snapshots().items():
+            cumulative = list(itertools.accumulate(snapshot.counts))
+            totals[(model, version)] = LatencyTotals(
+                count=cumulative[-1],
+                sum_us=snapshot.sum,
+                buckets=list(zip(bounds, cumulative, strict=True)),
+            )
         return totals
 
     # ---------------------------------------------------------------- batching (BatchMetrics)
     def record_input(self, pool: str, rows: int) -> None:
-        self._child(self._input_batch_size, pool).observe(rows)
+        self._input_batch_size.observe((pool,), rows)
 
     def record_batch(self, pool: str, rows: int, padded_rows: int, waits: list[float]) -> None:
         self._wrapped_run_count.inc()
-        self._child(self._processed_batch_size, pool).observe(padded_rows)
-        self._child(self._padding_size, pool, str(padded_rows)).observe(padded_rows - rows)
-        queuing = self._child(self._queuing_latency, pool)
-        for wait in waits:
-            queuing.observe(wait * 1e6)
+        self._processed_batch_size.observe((pool,), padded_rows)
+        self._padding_size.observe((pool, str(padded_rows)), padded_rows - rows)
+        self._queuing_latency.observe_all((pool,), [wait * 1e6 for wait in waits])
 
     # ---------------------------------------------------------------- loading
     def record_warmup(self, model_path: str, ok: bool, records: int, seconds: float) -> None:
