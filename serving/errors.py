@@ -32,6 +32,12 @@ class Code(enum.IntEnum):
     UNAUTHENTICATED = 16
 
 
+# Errors that say nothing about a request's own data: re-running the other requests of its
+# batch alone would only repeat them (and multiply the wait), so they fail the whole batch.
+BATCH_WIDE_CODES = frozenset(
+    {Code.DEADLINE_EXCEEDED, Code.CANCELLED, Code.UNAVAILABLE, Code.RESOURCE_EXHAUSTED}
+)
+
 # TF Serving's ToHTTPStatusCode (http_server.cc). Anything unlisted is a server fault (500).
 _HTTP_STATUS = {
     Code.OK: 200,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -34,7 +35,14 @@ from serving.api.types import (
 )
 from serving.core.model_spec import ModelSpec
 from serving.core.server_core import ServableHandle, ServerCore
-from serving.errors import Code, invalid_argument, unavailable, unimplemented
+from serving.errors import (
+    BATCH_WIDE_CODES,
+    Code,
+    ServingError,
+    invalid_argument,
+    unavailable,
+    unimplemented,
+)
 from serving.monitoring.metrics import ServingMetrics
 from serving.servables import examples
 from serving.servables.signatures import (
@@ -128,6 +136,86 @@ class InferenceService:
             for observer in self._observers:
                 observer.on_inference("predict", resolved, inputs, outputs)
             return PredictResult(resolved, outputs)
+
+    async def predict_calls(
+        self,
+        spec: ModelSpec,
+        decode_inputs: InputDecoder,
+        rows: Sequence[int],
+        output_filter: Sequence[str] = (),
+        timeout_ms: int = 0,
+        find: Callable[[Mapping[str, SignatureDef], str], SignatureDef] = find_signature,
+    ) -> PredictResult | list[PredictResult | ServingError]:
+        """Predict for several callers at once, each counted as one request.
+
+        ``decode_inputs`` returns the callers' inputs concatenated along the batch dimension,
+        caller ``i`` owning the next ``rows[i]`` rows of every tensor: a front-end process
+        sends the calls it decoded in one event-loop iteration this way
+        (``serving.multiproc.coalesce``), so the per-call work between the front end and the
+        batch queue is done once. One model call serves them all, as the batching scheduler
+        would have merged them, and the merged result comes back when every output has the
+        batch dimension. Otherwise (an error that is not the whole batch's, an output without
+        the batch dimension) each caller's rows run again on their own, on the same version,
+        and the list holds each caller's result or error: a request fails only for itself, as
+        with batching. Only for servers without inference observers: the prediction log needs
+        each request's own record and request id, which ``predict`` gives it.
+        """
+        if self._observers:
+            raise ServingError(
+                Code.INTERNAL, "coalesced calls reached a server with inference observers"
+            )
+        total = sum(rows)
+        group = _RequestCounter(self.metrics, spec.name, len(rows)) if self.metrics else None
+        with self.core.handle(spec) as handle:
+            with group or contextlib.nullcontext():
+                signature = find(handle.servable.signatures, spec.signature_name)
+                inputs = decode_inputs(signature)
+                check_inputs(signature, list(inputs))
+                aliases = output_aliases(signature, output_filter)
+                try:
+                    outputs = await self._model_call(
+                        handle, "Predict", signature, inputs, aliases, timeout_ms
+                    )
+                except ServingError as error:
+                    if error.code in BATCH_WIDE_CODES:
+                        raise
+                    outputs = None
+                if outputs is not None and all(
+                    output.ndim and len(output) == total for output in outputs.values()
+                ):
+                    return PredictResult(self._resolved(handle, spec), outputs)
+                if group is not None:
+                    group.calls = 0  # each caller is counted with its own outcome below
+            return await self._each_alone(
+                handle, spec, signature, inputs, aliases, rows, timeout_ms
+            )
+
+    async def _each_alone(
+        self,
+        handle: ServableHandle,
+        spec: ModelSpec,
+        signature: SignatureDef,
+        inputs: Mapping[str, np.ndarray],
+        aliases: Sequence[str],
+        rows: Sequence[int],
+        timeout_ms: int,
+    ) -> list[PredictResult | ServingError]:
+        resolved = self._resolved(handle, spec)
+        bounds = list(itertools.accumulate(rows, initial=0))
+
+        async def alone(start: int, stop: int) -> PredictResult:
+            part = {name: array[start:stop] for name, array in inputs.items()}
+            with self._counted(spec.name):
+                outputs = await self._model_call(
+                    handle, "Predict", signature, part, aliases, timeout_ms
+                )
+                return PredictResult(resolved, outputs)
+
+        results = await asyncio.gather(
+            *(alone(start, stop) for start, stop in itertools.pairwise(bounds)),
+            return_exceptions=True,
+        )
+        return [r if isinstance(r, PredictResult) else status_error(r) for r in results]
 
     # ------------------------------------------------------------------ classify / regress
     async def classify(
@@ -288,14 +376,16 @@ def _plan_tasks(
 
 
 class _RequestCounter:
-    """Counts one call under the status it ended with. A class rather than
-    ``@contextmanager``, which costs several times more on every request."""
+    """Counts ``calls`` calls (one API call, or a front end's coalesced ones) under the status
+    they ended with. A class rather than ``@contextmanager``, which costs several times more
+    on every request."""
 
-    __slots__ = ("_metrics", "_model")
+    __slots__ = ("_metrics", "_model", "calls")
 
-    def __init__(self, metrics: ServingMetrics, model: str) -> None:
+    def __init__(self, metrics: ServingMetrics, model: str, calls: int = 1) -> None:
         self._metrics = metrics
         self._model = model
+        self.calls = calls
 
     def __enter__(self) -> None:
         return None
@@ -309,4 +399,5 @@ class _RequestCounter:
             status = status_error(exc).code.name
         else:
             return
-        self._metrics.record_request(self._model, status)
+        for _ in range(self.calls):
+            self._metrics.record_request(self._model, status)

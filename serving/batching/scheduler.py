@@ -39,17 +39,11 @@ import numpy as np
 
 from serving.batching import merge
 from serving.batching.params import BatchingConfig
-from serving.errors import Code, ServingError, invalid_argument, unavailable
+from serving.errors import BATCH_WIDE_CODES, Code, ServingError, invalid_argument, unavailable
 
 log = logging.getLogger(__name__)
 
 QUEUE_FULL_MESSAGE = "The batch scheduling queue to which this task was submitted is full"
-
-# Errors that say nothing about a request's own data: re-running its batch-mates alone would
-# only repeat them (and multiply the wait), so they fail the whole batch.
-_BATCH_WIDE_CODES = frozenset(
-    {Code.DEADLINE_EXCEEDED, Code.CANCELLED, Code.UNAVAILABLE, Code.RESOURCE_EXHAUSTED}
-)
 
 Outputs = dict[str, np.ndarray]
 RunBatch = Callable[[dict[str, np.ndarray], int], Outputs]
@@ -259,7 +253,7 @@ class BatchQueue:
             parts = merge.split(outputs, [task.rows for task in tasks], padded)
         except Exception as exc:  # contained: it becomes each affected request's error
             error = _as_serving_error(exc)
-            if len(tasks) > 1 and error.code not in _BATCH_WIDE_CODES:
+            if len(tasks) > 1 and error.code not in BATCH_WIDE_CODES:
                 for task in tasks:
                     self._run_group([task], now, finished)
                 return

@@ -64,23 +64,32 @@ def _strings(name: str, array: np.ndarray) -> tuple[np.ndarray, bytes]:
 _Plan = list[tuple[str, str, list[int], int, int, Any]]
 
 
-def _plan(arrays: Mapping[str, np.ndarray]) -> tuple[_Plan, int]:
+def _plan(arrays: Mapping[str, np.ndarray | list[np.ndarray]]) -> tuple[_Plan, int]:
+    """A list of arrays (``pack_rows``) is planned as their concatenation along axis 0."""
     plan: _Plan = []
     position = 0
     for name, array in arrays.items():
-        if not isinstance(array, np.ndarray):
+        parts = None
+        if isinstance(array, list):
+            parts, array = array, array[0]
+        elif not isinstance(array, np.ndarray):
             array = np.asarray(array)
         dtype = array.dtype
         kind = dtype.kind
         if kind == "O":
+            if parts is not None:  # references only: cheap to join before encoding
+                array = np.concatenate(parts)
             lengths, data = _strings(name, array)
             nbytes = lengths.nbytes + len(data)
             plan.append((name, BYTES, list(array.shape), position, nbytes, (lengths, data)))
         else:
             if kind == "V" and dtype.fields is not None:
                 raise TypeError(f"tensor {name!r}: structured dtype {dtype} is not a tensor")
-            nbytes = array.nbytes
-            plan.append((name, dtype.str, list(array.shape), position, nbytes, array))
+            shape = list(array.shape)
+            if parts is not None:
+                shape[0] = sum(len(part) for part in parts)
+            nbytes = math.prod(shape) * dtype.itemsize
+            plan.append((name, dtype.str, shape, position, nbytes, parts or array))
         position += -(-nbytes // ALIGNMENT) * ALIGNMENT
     return plan, position
 
@@ -90,10 +99,13 @@ def block_size(arrays: Mapping[str, np.ndarray]) -> int:
     return _plan(arrays)[1]
 
 
-def pack(arrays: Mapping[str, np.ndarray], arena: Allocator) -> tuple[list, int] | None:
+def pack(
+    arrays: Mapping[str, np.ndarray | list[np.ndarray]], arena: Allocator
+) -> tuple[list, int] | None:
     """Copy ``arrays`` into one new arena block: (descriptors, block offset), or None when the
     arena has no room (the caller decides: wait, or answer RESOURCE_EXHAUSTED). The block
-    belongs to the caller until it frees it with ``arena.free(block_offset)``."""
+    belongs to the caller until it frees it with ``arena.free(block_offset)``. A list of
+    arrays is packed as their concatenation along axis 0 (``pack_rows``)."""
     plan, total = _plan(arrays)
     block = arena.alloc(total)
     if block is None:
@@ -107,6 +119,11 @@ def pack(arrays: Mapping[str, np.ndarray], arena: Allocator) -> tuple[list, int]
                 size = lengths.nbytes
                 memory[position : position + size] = lengths.view(np.uint8)
                 memory[position + size : position + nbytes] = data
+            elif isinstance(payload, list):  # pack_rows: concatenated straight into the block
+                destination = np.frombuffer(
+                    memory[position : position + nbytes], dtype=payload[0].dtype
+                ).reshape(shape)
+                np.concatenate(payload, out=destination, casting="no")
             elif payload.flags.c_contiguous and payload.dtype.kind not in "Mm":
                 # The buffer protocol's memcpy: cheaper than building a numpy destination.
                 memory[position : position + nbytes] = memoryview(payload).cast("B")
@@ -117,6 +134,16 @@ def pack(arrays: Mapping[str, np.ndarray], arena: Allocator) -> tuple[list, int]
                 np.copyto(destination, payload, casting="no")
         descriptors.append([name, dtype, shape, block + position, nbytes])
     return descriptors, block
+
+
+def pack_rows(parts: list[Mapping[str, np.ndarray]], arena: Allocator) -> tuple[list, int] | None:
+    """``pack`` for several requests' inputs at once: each tensor is the concatenation of the
+    parts' tensors of that name along axis 0, written straight into the block (one copy, as
+    ``pack``). Every part must hold the same names, with arrays of one dtype whose shapes
+    differ only in their first dimension."""
+    if len(parts) == 1:
+        return pack(parts[0], arena)
+    return pack({name: [part[name] for part in parts] for name in parts[0]}, arena)
 
 
 def unpack(descriptors: list, view_of: Callable[[int, int], memoryview]) -> dict[str, np.ndarray]:

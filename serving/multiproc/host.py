@@ -26,6 +26,8 @@ import numpy as np
 from serving import protos
 from serving.api import model_info, request_context
 from serving.api.model_control import ConfigReloader
+from serving.api.types import PredictResult
+from serving.batching.servable import BatchingServable
 from serving.core.model_spec import ModelSpec
 from serving.errors import Code, ServingError
 from serving.ipc.arena import Arena, ArenaMap
@@ -40,6 +42,14 @@ log = logging.getLogger(__name__)
 SNAPSHOT_INTERVAL_SECONDS = 0.2
 FLUSH_WAIT_SECONDS = 1.0  # a front end too busy to answer by then is read as it stands
 FINDERS = {"predict": find_signature, "rest": find_signature_rest}
+
+
+def _batched_rows(servable: Any) -> int:
+    return servable.config.max_batch_size if isinstance(servable, BatchingServable) else 0
+
+
+def _never(servable: Any) -> int:
+    return 0
 
 
 class _StaleSignature(ServingError):
@@ -114,6 +124,9 @@ class DataplaneHost:
         # The prediction log keeps inputs after the reply (its writer is asynchronous): it
         # must get its own copy, not views of a front end's arena the front end will reuse.
         self._copy_inputs = bool(server.metadata is not None)
+        # Front ends coalesce calls to batched versions (``InferenceService.predict_calls``),
+        # unless the prediction log and feedback observers need every request on its own.
+        self._merged_rows = _never if server.metadata is not None else _batched_rows
         self._fingerprints = SignatureFingerprints()
         self._links: set[FrontendLink] = set()
         self._listener: ChannelServer | None = None
@@ -126,7 +139,7 @@ class DataplaneHost:
     async def start(self) -> None:
         """Listens on the socket path, made visible only once listening (the supervisor starts
         front ends when the path appears)."""
-        self._snapshot = build_snapshot(self._core, self._fingerprints)
+        self._snapshot = build_snapshot(self._core, self._fingerprints, self._merged_rows)
         staging = f"{self._socket_path}.{os.getpid()}"
         for path in (staging, self._socket_path):
             if os.path.exists(path):
@@ -168,7 +181,7 @@ class DataplaneHost:
         while True:
             await asyncio.sleep(SNAPSHOT_INTERVAL_SECONDS)
             try:
-                snapshot = build_snapshot(self._core, self._fingerprints)
+                snapshot = build_snapshot(self._core, self._fingerprints, self._merged_rows)
             except Exception:  # never let a bad moment stop publishing
                 log.exception("Building the model snapshot failed")
                 continue
@@ -251,15 +264,28 @@ class DataplaneHost:
                 return {name: array.copy() for name, array in inputs.items()}
             return inputs
 
+        rows = msg.get("rows")  # several front-end calls coalesced (serving.multiproc.coalesce)
         try:
-            result = await self._service.predict(
-                spec, decode, msg["filter"], msg["timeout"], FINDERS[msg["find"]]
-            )
+            if rows is None:
+                result = await self._service.predict(
+                    spec, decode, msg["filter"], msg["timeout"], FINDERS[msg["find"]]
+                )
+            else:
+                result = await self._service.predict_calls(
+                    spec, decode, rows, msg["filter"], msg["timeout"], FINDERS[msg["find"]]
+                )
         except _StaleSignature as stale:
             return self._retry(spec, stale.signature)
+        if isinstance(result, list):  # each call answered on its own
+            return {"calls": [self._call_reply(link, outcome) for outcome in result]}
+        return self._call_reply(link, result)
+
+    def _call_reply(self, link: FrontendLink, outcome: PredictResult | ServingError) -> dict:
+        if isinstance(outcome, ServingError):
+            return {"error": [int(outcome.code), outcome.message]}
         return {
-            "spec": [result.spec.name, result.spec.version, result.spec.signature_name],
-            **self._packed_outputs(link, result.outputs),
+            "spec": [outcome.spec.name, outcome.spec.version, outcome.spec.signature_name],
+            **self._packed_outputs(link, outcome.outputs),
         }
 
     def _retry(self, spec: ModelSpec, signature: Any) -> dict:

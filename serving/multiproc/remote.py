@@ -27,13 +27,14 @@ import numpy as np
 
 from serving import protos
 from serving.api import request_context
-from serving.api.types import PredictResult, ResolvedSpec
+from serving.api.types import PredictResult, ResolvedSpec, status_error
 from serving.core.model_spec import ModelSpec
 from serving.errors import Code, ServingError, unavailable
 from serving.ipc.arena import Arena, ArenaMap
 from serving.ipc.channel import Channel, ChannelClosed, RemoteError, RpcClient, Settled
-from serving.ipc.tensors import pack, unpack
+from serving.ipc.tensors import pack, pack_rows, unpack
 from serving.multiproc import protocol as op
+from serving.multiproc.coalesce import Coalescer, PendingCall
 from serving.multiproc.snapshot import SignatureGuess, SnapshotView
 from serving.rest.app import ExtraRoute
 from serving.servables.signatures import (
@@ -45,7 +46,9 @@ from serving.servables.signatures import (
 
 log = logging.getLogger(__name__)
 
-RECONNECT_SECONDS = 0.2
+# A failed connect to a socket path that is not there yet costs microseconds: retrying often
+# keeps each front end's window of 503s after a model-process restart short.
+RECONNECT_SECONDS = 0.05
 FREE_DELAY_SECONDS = 0.05
 OBSERVE_FLUSH_SECONDS = 0.1
 _FINDER_NAMES = {find_signature: "predict", find_signature_rest: "rest"}
@@ -103,6 +106,7 @@ class RemoteDataplane:
         self._metrics_path: str | None = None
         self._keeper: asyncio.Task | None = None
         self.metrics = ForwardedMetrics(self._send_samples)
+        self._coalescer = Coalescer(self._send_calls)
 
     # ------------------------------------------------------------------ connection
     async def connect(self, stopping: asyncio.Event) -> bool:
@@ -181,7 +185,8 @@ class RemoteDataplane:
         client = self._client
         if client is None:
             raise unavailable("The model process is restarting; retry shortly")
-        msg["rid"] = request_context.current.get()
+        if "rid" not in msg:
+            msg["rid"] = request_context.current.get()
         if self._frees:
             msg["free"], self._frees = self._frees, []
         return client.start_call(msg, on_settled)
@@ -217,6 +222,67 @@ class RemoteDataplane:
             self._arena.free(block)
             raise
         return await _reply_of(call)
+
+    def _send_calls(self, msg: dict, calls: list[PendingCall]) -> None:
+        """The coalescer's send: the calls' inputs concatenated into one block, one message
+        listing each call's rows (one call alone goes as an ordinary predict)."""
+        try:
+            packed = pack_rows([call.inputs for call in calls], self._arena)
+            if packed is None:
+                raise ServingError(
+                    Code.RESOURCE_EXHAUSTED,
+                    f"The requests do not fit in this front end's shared memory "
+                    f"({self._arena.capacity} bytes, shared by its requests in flight); retry",
+                )
+            msg["in"], block = packed
+            if len(calls) > 1:
+                msg["rows"] = [call.rows for call in calls]
+            msg["rid"] = calls[0].rid if len(calls) == 1 else None
+            try:
+                reply = self._start(msg, partial(self._settled, block, self._generation))
+            except BaseException:
+                self._arena.free(block)
+                raise
+        except Exception as exc:  # each caller gets it, as a lone call would
+            error = status_error(exc)
+            for call in calls:
+                _fail(call.future, error)
+            return
+        reply.add_done_callback(partial(self._distribute, calls))
+
+    def _distribute(self, calls: list[PendingCall], reply_future: asyncio.Future) -> None:
+        """Each caller's part of the reply: views of its rows of the merged outputs, its own
+        result or error when the model process ran the calls one by one, or the retry."""
+        try:
+            self._split_reply(calls, reply_future.result()[0])
+        except (ChannelClosed, RemoteError) as exc:
+            error = _reply_error(exc)
+            for call in calls:
+                _fail(call.future, error)
+        except Exception as exc:  # a reply this front end cannot read: no caller is left hanging
+            log.exception("Could not split a coalesced reply")
+            for call in calls:
+                _fail(call.future, status_error(exc))
+
+    def _split_reply(self, calls: list[PendingCall], reply: dict) -> None:
+        if "retry" in reply:
+            for call in calls:
+                _succeed(call.future, reply)
+        elif "calls" in reply:
+            for call, part in zip(calls, reply["calls"], strict=True):
+                if "error" in part:
+                    _fail(call.future, op.error_from(*part["error"]))
+                else:  # unpacked even for a caller who left: the block is freed with its views
+                    arrays = self._reply_arrays(part)
+                    _succeed(call.future, {"spec": part["spec"], "arrays": arrays})
+        else:
+            arrays = self._reply_arrays(reply)
+            start = 0
+            for call in calls:
+                stop = start + call.rows
+                rows = arrays if len(calls) == 1 else {n: a[start:stop] for n, a in arrays.items()}
+                _succeed(call.future, {"spec": reply["spec"], "arrays": rows})
+                start = stop
 
     def _settled(
         self, block: int, generation: int, call: asyncio.Future | None, reply: dict | None
@@ -259,7 +325,7 @@ class RemoteDataplane:
         """Frees ride on the next call to the model process, or go on their own after a
         moment without one; blocks of a model process that is gone are forgotten with it.
         (A finalizer may run in another thread than the event loop's.)"""
-        if generation != self._generation or self._loop is None:
+        if generation != self._generation or self._loop is None or self._loop.is_closed():
             return
         self._frees.append(block)
         if not self._free_scheduled:
@@ -307,20 +373,26 @@ class RemoteDataplane:
                         raise
                     guess, confirmed = None, True
                     continue
-            reply = await self._call_with_tensors(
-                {
-                    "op": op.PREDICT,
-                    "spec": op.spec_fields(sent),
-                    "fp": guess.fingerprint_of(signature),
-                    "filter": list(output_filter),
-                    "timeout": timeout_ms,
-                    "find": _FINDER_NAMES.get(find, "predict"),
-                },
-                inputs,
-            )
+            fields = {
+                "op": op.PREDICT,
+                "spec": op.spec_fields(sent),
+                "fp": guess.fingerprint_of(signature),
+                "filter": list(output_filter),
+                "timeout": timeout_ms,
+                "find": _FINDER_NAMES.get(find, "predict"),
+            }
+            pending = None
+            if guess.coalesce_rows:
+                rid = request_context.current.get()
+                pending = self._coalescer.add(fields, inputs, guess.coalesce_rows, rid)
+            if pending is None:
+                reply = await self._call_with_tensors(fields, inputs)
+            else:
+                reply = await pending
             retry = reply.get("retry")
             if retry is None:
-                return PredictResult(_resolved(reply["spec"]), self._reply_arrays(reply))
+                arrays = reply["arrays"] if "arrays" in reply else self._reply_arrays(reply)
+                return PredictResult(_resolved(reply["spec"]), arrays)
             version, fp, data = retry
             self._snapshot.add_signatures({fp: data})
             guess = self._snapshot.guess_from(
@@ -452,12 +524,26 @@ async def _reply_of(call: Awaitable[tuple[dict, list[int]]]) -> dict:
     """The reply of a call, or the ``ServingError`` the model process raised for it."""
     try:
         return (await call)[0]
-    except ChannelClosed:
-        raise unavailable("The model process stopped during the request; retry") from None
-    except RemoteError as exc:
-        if exc.code is None:  # a fault there, not an answer: logged by the model process
-            raise ServingError(Code.INTERNAL, f"The model process failed the call: {exc}") from None
-        raise op.error_from(exc.code, exc.message) from None
+    except (ChannelClosed, RemoteError) as exc:
+        raise _reply_error(exc) from None
+
+
+def _reply_error(exc: ChannelClosed | RemoteError) -> ServingError:
+    if isinstance(exc, ChannelClosed):
+        return unavailable("The model process stopped during the request; retry")
+    if exc.code is None:  # a fault there, not an answer: logged by the model process
+        return ServingError(Code.INTERNAL, f"The model process failed the call: {exc}")
+    return op.error_from(exc.code, exc.message)
+
+
+def _succeed(future: asyncio.Future, reply: dict) -> None:
+    if not future.done():  # a caller who gave up has cancelled it
+        future.set_result(reply)
+
+
+def _fail(future: asyncio.Future, error: ServingError) -> None:
+    if not future.done():
+        future.set_exception(error)
 
 
 def _resolved(fields: list[Any]) -> ResolvedSpec:

@@ -4,7 +4,8 @@ A front end must know a signature's input dtypes before it can read a REST reque
 and it must answer ``/readyz`` without a round trip. The model process therefore pushes a
 snapshot whenever what it serves changes: per model the AVAILABLE versions, their signatures
 (by fingerprint, each SignatureDef sent once), the version labels and whether a traffic split
-applies, plus the models still without an AVAILABLE version.
+applies, the rows a front end may coalesce into one call per batched version, plus the
+models still without an AVAILABLE version.
 
 A snapshot is only a guess about the version a request will run on: the model process
 resolves every request itself (labels, traffic split, the version loaded a moment ago) and
@@ -15,7 +16,7 @@ from mixed versions.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,8 +45,16 @@ class SignatureFingerprints:
         return fp, data
 
 
-def build_snapshot(core: Any, fingerprints: SignatureFingerprints) -> dict[str, Any]:
-    """What the core serves now, as a JSON-able dict (``core``: a ``ServerCore``)."""
+def build_snapshot(
+    core: Any,
+    fingerprints: SignatureFingerprints,
+    merged_rows: Callable[[Any], int] = lambda servable: 0,
+) -> dict[str, Any]:
+    """What the core serves now, as a JSON-able dict (``core``: a ``ServerCore``).
+
+    ``merged_rows(servable)``: the most rows the version's batching merges into one model call
+    (0: it runs each request alone), which is how many rows a front end may coalesce into one
+    call to it (``serving.multiproc.coalesce``); 0 everywhere turns coalescing off."""
     models: dict[str, Any] = {}
     definitions: dict[str, str] = {}
     for name in core.model_names():
@@ -55,6 +64,7 @@ def build_snapshot(core: Any, fingerprints: SignatureFingerprints) -> dict[str, 
         except ServingError:  # removed by a concurrent config change
             continue
         versions: dict[str, dict[str, str]] = {}
+        rows: dict[str, int] = {}
         for version in manager.available_versions():
             try:
                 with core.handle(ModelSpec(name, version)) as handle:
@@ -65,13 +75,17 @@ def build_snapshot(core: Any, fingerprints: SignatureFingerprints) -> dict[str, 
                         names[key] = fp
                         if fp not in definitions:
                             definitions[fp] = b64(data)
+                    limit = merged_rows(handle.servable)
             except ServingError:  # unloaded between the listing and the pin
                 continue
             versions[str(version)] = names
+            if limit:
+                rows[str(version)] = limit
         models[name] = {
             "versions": versions,
             "labels": dict(config.version_labels),
             "split": core.traffic_split(name) is not None,
+            "rows": rows,
         }
     return {
         "models": models,
@@ -87,6 +101,8 @@ class SignatureGuess:
     version: int
     signatures: Mapping[str, Any]  # key -> SignatureDef (serving.protos)
     fingerprints: Mapping[str, str]  # key -> fingerprint
+    # Rows of calls to this version a front end may coalesce into one (0: send each alone).
+    coalesce_rows: int = 0
 
     def fingerprint_of(self, signature: Any) -> str:
         for key, candidate in self.signatures.items():
@@ -149,14 +165,19 @@ class SnapshotView:
         names = versions.get(str(version))
         if names is None:
             return None
-        guess = self.guess_from(version, names)
+        # A traffic split picks a version per request: calls coalesced into one would share
+        # a single pick.
+        rows = 0 if model["split"] else model.get("rows", {}).get(str(version), 0)
+        guess = self.guess_from(version, names, rows)
         if guess is not None:
             self._guesses[(spec.name, version)] = guess
         return guess
 
-    def guess_from(self, version: int, names: Mapping[str, str]) -> SignatureGuess | None:
+    def guess_from(
+        self, version: int, names: Mapping[str, str], coalesce_rows: int = 0
+    ) -> SignatureGuess | None:
         try:
             signatures = {key: self._parsed[fp] for key, fp in names.items()}
         except KeyError:
             return None
-        return SignatureGuess(version, signatures, dict(names))
+        return SignatureGuess(version, signatures, dict(names), coalesce_rows)

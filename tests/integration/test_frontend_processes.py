@@ -9,6 +9,7 @@ process server elsewhere: the request-path suites run again with front ends in C
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -21,6 +22,8 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from serving.core.model_spec import ModelSpec
+from serving.multiproc.remote import RemoteDataplane
 from tests.support.models import write_half_plus_two, write_tf2_scale
 from tests.support.server_process import ServerProcess
 
@@ -186,7 +189,9 @@ def test_front_ends_answer_unavailable_while_the_model_process_is_restarted(mode
         assert server.request("GET", "/readyz")[0] == 503
         # Then back, with its version reloaded, through the same front ends.
         server.wait_for(lambda: server.request("GET", "/readyz")[0] == 200, timeout=90)
-        assert predict_rest(server)[0] == 200
+        # Each front end reconnects on its own, within RECONNECT_SECONDS of the new model
+        # process listening: then every connection, whichever front end takes it, is served.
+        server.wait_for(lambda: all(predict_rest(server)[0] == 200 for _ in range(10)), timeout=5)
         assert set(children(server.process.pid)) - {model} >= {
             pid for pid, role in roles.items() if role == "frontend"
         }
@@ -260,3 +265,61 @@ def test_request_decoded_for_another_version_is_decoded_again(tmp_path):
             "POST", "/v1/models/m/versions/2:predict", {"instances": [[1.5]]}
         )
         assert (status, json.loads(body)) == (200, {"predictions": [[15.0]]})
+
+
+def _metric(server: ServerProcess, prefix: str) -> float:
+    """The sum of every sample whose line starts with ``prefix``."""
+    _, text = server.request("GET", "/monitoring/prometheus/metrics")
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.decode().splitlines()
+        if line.startswith(prefix)
+    )
+
+
+def test_calls_decoded_together_share_one_model_call_and_get_their_own_rows(model_dir):
+    """A front end's coalescing (``serving.multiproc.coalesce``) through the real model
+    process: 16 predicts of 1-3 rows started together run their decode in one event-loop
+    iteration of a front end -- here a ``RemoteDataplane`` in the test process, connected to
+    the server's model process as its front ends are -- so they reach the batch queue as one
+    call. Each caller gets exactly its own rows' outputs, and each counts as a request."""
+    (model_dir / "batching.txt").write_text(
+        "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 0 }\n"
+        "num_batch_threads { value: 1 }\n"
+    )
+    extra = ["--enable_batching", f"--batching_parameters_file={model_dir / 'batching.txt'}"]
+    with start(model_dir, frontends=1, extra=extra) as server:
+        frontend = next(pid for pid, role in all_serving(server, 1).items() if role == "frontend")
+        environ = Path(f"/proc/{frontend}/environ").read_bytes().split(b"\0")
+        socket_path = next(
+            item.split(b"=", 1)[1].decode()
+            for item in environ
+            if item.startswith(b"TFX_SERVING_MODEL_SOCKET=")
+        )
+        ok = ':tensorflow:serving:request_count{model_name="half",status="OK"}'
+        inputs_seen = ":tensorflow:serving:batching:input_batch_size_count"
+        before = (_metric(server, ok), _metric(server, inputs_seen))
+
+        def rows_of(i: int) -> np.ndarray:
+            return np.full((1 + i % 3, 1), float(i), np.float32)
+
+        async def main():
+            dataplane = RemoteDataplane(socket_path, 1 << 20, "test")
+            assert await dataplane.connect(asyncio.Event())
+            try:
+                return await asyncio.gather(
+                    *(
+                        dataplane.predict(ModelSpec("half"), lambda _, i=i: {"x": rows_of(i)})
+                        for i in range(16)
+                    )
+                )
+            finally:
+                dataplane.close()
+
+        results = asyncio.run(main())
+        for i, result in enumerate(results):
+            np.testing.assert_allclose(result.outputs["y"], rows_of(i) / 2 + 2)
+            assert (result.spec.name, result.spec.version) == ("half", 1)
+        after = (_metric(server, ok), _metric(server, inputs_seen))
+        assert after[0] - before[0] == 16  # every caller is a request
+        assert after[1] - before[1] == 1  # one entry in the batch queue for all of them

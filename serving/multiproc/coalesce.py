@@ -1,0 +1,123 @@
+"""Predict calls a front end decoded in one event-loop iteration, handed over as one call.
+
+Every call from a front-end process to the model process costs both sides work that does not
+depend on its size: a message each way, a task, the version pin, the signature checks, a
+batch-queue entry, the metrics. Batching merges the calls' rows in the model process anyway,
+and a front end under load decodes many requests per event-loop iteration (each iteration
+reads every connection that is ready), so it hands them over already merged: calls to the same
+version and signature, with the same options and tensors that differ only in their number of
+rows, are concatenated into one shared-memory block and sent as one call listing each caller's
+rows (``InferenceService.predict_calls``); the outputs come back merged and each caller gets
+views of its own rows. Nothing waits for company: the calls go out at the end of the
+iteration that decoded them, when a lone call would have been written to the socket anyway.
+
+Only calls to batched versions are coalesced (the snapshot's ``coalesce_rows``: the version's
+``max_batch_size``), never into more rows than that: an unbatched version runs each request
+on its own, and a model call never holds more rows than the batching allows. TF Serving has no
+such step because its front ends and batching share one process; this is the process hop's
+per-call cost paid once per group instead of once per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+Inputs = Mapping[str, np.ndarray]
+
+
+@dataclass(eq=False)
+class PendingCall:
+    """One decoded call waiting for the end of the iteration. Its future gets the call's
+    reply: ``{"spec": [...], "arrays": {...}}``, or the model process's ``{"retry": ...}``."""
+
+    inputs: Inputs
+    rows: int
+    rid: str | None  # the request id (prediction log), sent when the call goes alone
+    future: asyncio.Future
+
+
+# send(message fields, calls): packs the calls' inputs and sends them as one model call.
+Send = Callable[[dict, list[PendingCall]], None]
+
+
+def call_rows(inputs: Inputs) -> int:
+    """The rows every input of a call has along its first dimension; 0 when the call cannot
+    be merged with others (no inputs, a scalar, inputs with different row counts, no rows)."""
+    rows = 0
+    for array in inputs.values():
+        if not isinstance(array, np.ndarray) or not array.ndim:
+            return 0
+        count = array.shape[0]
+        if rows and count != rows:
+            return 0
+        rows = count
+    return rows
+
+
+class Coalescer:
+    """Groups the calls added in one iteration by everything the model process must see
+    equal for them to be one call, and sends each group at the iteration's end."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._groups: dict[tuple, tuple[dict, int, list[PendingCall]]] = {}
+        self._scheduled = False
+
+    def add(
+        self, fields: dict, inputs: Inputs, max_rows: int, rid: str | None
+    ) -> asyncio.Future | None:
+        """The future of this call's reply, or None when it cannot be coalesced (the caller
+        sends it alone). ``fields``: the call's message without its tensors."""
+        rows = call_rows(inputs)
+        if not rows or rows > max_rows:
+            return None
+        key = (
+            tuple(fields["spec"]),
+            fields["fp"],
+            tuple(fields["filter"]),
+            fields["timeout"],
+            fields["find"],
+            tuple(
+                sorted((name, array.dtype.str, array.shape[1:]) for name, array in inputs.items())
+            ),
+        )
+        loop = asyncio.get_running_loop()
+        call = PendingCall(inputs, rows, rid, loop.create_future())
+        group = self._groups.get(key)
+        if group is None:
+            self._groups[key] = (fields, max_rows, [call])
+        else:
+            group[2].append(call)
+        if not self._scheduled:
+            self._scheduled = True
+            # In a context of its own: the request that happened to come first lends the group
+            # neither its request id nor anything else of its context.
+            loop.call_soon(self._flush, context=contextvars.Context())
+        return call.future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        groups, self._groups = self._groups, {}
+        for fields, max_rows, calls in groups.values():
+            live = [call for call in calls if not call.future.done()]  # not given up on
+            for chunk in _chunks(live, max_rows):
+                self._send(dict(fields), chunk)
+
+
+def _chunks(calls: list[PendingCall], max_rows: int) -> Iterator[list[PendingCall]]:
+    """Consecutive runs of calls holding at most ``max_rows`` rows each."""
+    chunk: list[PendingCall] = []
+    rows = 0
+    for call in calls:
+        if chunk and rows + call.rows > max_rows:
+            yield chunk
+            chunk, rows = [], 0
+        chunk.append(call)
+        rows += call.rows
+    if chunk:
+        yield chunk

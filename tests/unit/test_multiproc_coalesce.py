@@ -1,0 +1,137 @@
+"""A front end's coalescing of predict calls (``serving.multiproc.coalesce``) and the packing
+of several calls' tensors into one block (``serving.ipc.tensors.pack_rows``).
+
+Calls are added from coroutines started together, so they run their first step in the same
+event-loop iteration: which calls share an iteration is decided by the test, not by timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from serving.ipc.arena import Arena
+from serving.ipc.tensors import pack, pack_rows, unpack
+from serving.multiproc.coalesce import Coalescer, PendingCall, call_rows
+
+FIELDS = {
+    "op": "predict",
+    "spec": ["m", None, None, "", None],
+    "fp": "f1",
+    "filter": [],
+    "timeout": 0,
+    "find": "rest",
+}
+
+
+def _x(rows: int, value: float = 0.0, dtype=np.float32, width: int = 3) -> dict[str, np.ndarray]:
+    return {"x": np.full((rows, width), value, dtype=dtype)}
+
+
+def test_call_rows_is_the_shared_first_dimension_or_zero():
+    assert call_rows({"a": np.zeros((3, 2)), "b": np.zeros(3)}) == 3
+    assert call_rows({"a": np.zeros((3, 2)), "b": np.zeros(2)}) == 0  # rows differ
+    assert call_rows({"a": np.zeros(())}) == 0  # a scalar has no rows
+    assert call_rows({"a": np.zeros((0, 4))}) == 0
+    assert call_rows({}) == 0
+
+
+def _sent_groups(adds: list[tuple[dict, dict, int]]) -> tuple[list[list[PendingCall]], list]:
+    """Adds every (fields, inputs, max_rows) in one iteration; returns the groups sent."""
+    sent: list[tuple[dict, list[PendingCall]]] = []
+
+    async def main():
+        coalescer = Coalescer(lambda fields, calls: sent.append((fields, calls)))
+        futures = [coalescer.add(fields, inputs, rows, None) for fields, inputs, rows in adds]
+        await asyncio.sleep(0)  # the flush runs at the end of this iteration
+        await asyncio.sleep(0)
+        return futures
+
+    futures = asyncio.run(main())
+    return [calls for _, calls in sent], futures
+
+
+def test_calls_of_one_iteration_with_equal_options_and_layouts_go_as_one_group():
+    groups, futures = _sent_groups([(FIELDS, _x(1, i), 64) for i in range(5)])
+    assert len(groups) == 1
+    assert [float(call.inputs["x"][0, 0]) for call in groups[0]] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert [call.future for call in groups[0]] == futures
+
+
+def test_what_the_model_process_must_see_equal_splits_groups():
+    adds = [
+        (FIELDS, _x(1), 64),
+        ({**FIELDS, "fp": "f2"}, _x(1), 64),  # another signature
+        ({**FIELDS, "timeout": 50}, _x(1), 64),  # another deadline
+        ({**FIELDS, "filter": ["y"]}, _x(1), 64),  # other outputs
+        ({**FIELDS, "spec": ["m", 2, None, "", None]}, _x(1), 64),  # another version
+        (FIELDS, _x(1, dtype=np.float64), 64),  # another dtype
+        (FIELDS, _x(1, width=4), 64),  # another inner shape
+        (FIELDS, _x(2), 64),  # same layout, more rows: joins the first
+    ]
+    groups, _ = _sent_groups(adds)
+    assert sorted(len(group) for group in groups) == [1, 1, 1, 1, 1, 1, 2]
+
+
+def test_groups_never_hold_more_rows_than_the_batch_allows():
+    groups, futures = _sent_groups([(FIELDS, _x(3), 8) for _ in range(6)] + [(FIELDS, _x(9), 8)])
+    assert [sum(call.rows for call in group) for group in groups] == [6, 6, 6]
+    assert futures[-1] is None  # larger than a batch: the caller sends it alone
+
+
+def test_calls_of_different_iterations_are_not_held_for_each_other():
+    sent: list[list[PendingCall]] = []
+
+    async def main():
+        coalescer = Coalescer(lambda fields, calls: sent.append(calls))
+        coalescer.add(FIELDS, _x(1), 64, None)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert len(sent) == 1  # gone at the end of its own iteration
+        coalescer.add(FIELDS, _x(1), 64, None)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert [len(calls) for calls in sent] == [1, 1]
+
+
+def test_a_call_given_up_before_the_send_is_left_out():
+    sent: list[list[PendingCall]] = []
+
+    async def main():
+        coalescer = Coalescer(lambda fields, calls: sent.append(calls))
+        kept = coalescer.add(FIELDS, _x(1, 1.0), 64, None)
+        left = coalescer.add(FIELDS, _x(1, 2.0), 64, None)
+        left.cancel()  # its client disconnected
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return kept
+
+    kept = asyncio.run(main())
+    assert len(sent) == 1 and [call.future for call in sent[0]] == [kept]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int64, np.uint8])
+def test_pack_rows_writes_the_concatenation_in_one_block(dtype):
+    arena = Arena(1 << 16, "test")
+    parts = [{"x": np.arange(rows * 3, dtype=dtype).reshape(rows, 3) + rows} for rows in (1, 4, 2)]
+    descriptors, block = pack_rows(parts, arena)
+    merged = unpack(descriptors, arena.view)["x"]
+    np.testing.assert_array_equal(merged, np.concatenate([part["x"] for part in parts]))
+    assert merged.dtype == dtype
+    arena.free(block)
+    arena.close()
+
+
+def test_pack_rows_joins_string_tensors_and_one_part_packs_as_pack_does():
+    arena = Arena(1 << 16, "test")
+    parts = [{"s": np.array([b"a", b"bc"], dtype=object)}, {"s": np.array(["d"], dtype=object)}]
+    descriptors, _ = pack_rows(parts, arena)
+    assert unpack(descriptors, arena.view)["s"].tolist() == [b"a", b"bc", b"d"]
+    one, _ = pack_rows(parts[:1], arena)
+    alone, _ = pack(parts[0], arena)
+    assert [[*d[:3], d[4]] for d in one] == [[*d[:3], d[4]] for d in alone]
+    arena.close()
