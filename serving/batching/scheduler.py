@@ -285,6 +285,11 @@ class BatchScheduler:
         self._stopped = False
         self._wake_pending: set[asyncio.AbstractEventLoop] = set()
 
+    @property
+    def num_threads(self) -> int:
+        """Batches that can run at once."""
+        return self._num_threads
+
     def queue(self, config: BatchingConfig, aliases: Sequence[str], run: RunBatch) -> BatchQueue:
         queue = BatchQueue(self, config, aliases, run)
         with self.condition:

@@ -131,6 +131,11 @@ class BatchingServable:
                 self._queues[key] = queue
         return queue
 
+    @property
+    def batch_threads(self) -> int:
+        """Batches of this version (and of every other sharing the pool) that run at once."""
+        return self._scheduler.num_threads
+
     def close(self) -> None:
         with self._lock:
             queues = list(self._queues.values())

@@ -8,8 +8,15 @@ reads every connection that is ready), so it hands them over already merged: cal
 version and signature, with the same options and tensors that differ only in their number of
 rows, are concatenated into one shared-memory block and sent as one call listing each caller's
 rows (``InferenceService.predict_calls``); the outputs come back merged and each caller gets
-views of its own rows. Nothing waits for company: the calls go out at the end of the
-iteration that decoded them, when a lone call would have been written to the socket anyway.
+views of its own rows.
+
+When to send: a group goes out at the end of the iteration that decoded its calls, unless the
+front end already has as many coalesced calls of that kind in flight as the model process can
+work on (its batch threads, plus one waiting): then the group keeps collecting until one of
+those answers, since sooner it would only wait in the model process's batch queue. A request
+arriving alone on an idle server is therefore sent at once, and under load the calls that
+would have queued in the model process are handed over as one. (The gRPC front end receives
+one call per event-loop iteration; without that rule it would send one call at a time.)
 
 Only calls to batched versions are coalesced (the snapshot's ``coalesce_rows``: the version's
 ``max_batch_size``), never into more rows than that: an unbatched version runs each request
@@ -23,7 +30,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -41,8 +49,25 @@ class PendingCall:
     future: asyncio.Future
 
 
-# send(message fields, calls): packs the calls' inputs and sends them as one model call.
-Send = Callable[[dict, list[PendingCall]], None]
+# send(message fields, calls): packs the calls' inputs and sends them as one model call; the
+# future of its reply, or None if it could not be sent (the calls have failed then).
+Send = Callable[[dict, list[PendingCall]], "asyncio.Future | None"]
+
+
+@dataclass(eq=False)
+class _Group:
+    fields: dict
+    max_rows: int
+    max_in_flight: int
+    calls: list[PendingCall] = field(default_factory=list)
+    rows: int = 0
+    in_flight: int = 0
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.calls) and (
+            self.in_flight < self.max_in_flight or self.rows >= self.max_rows
+        )
 
 
 def call_rows(inputs: Inputs) -> int:
@@ -60,16 +85,16 @@ def call_rows(inputs: Inputs) -> int:
 
 
 class Coalescer:
-    """Groups the calls added in one iteration by everything the model process must see
-    equal for them to be one call, and sends each group at the iteration's end."""
+    """Groups calls by everything the model process must see equal for them to be one call,
+    and sends each group when it may (see the module docstring)."""
 
     def __init__(self, send: Send) -> None:
         self._send = send
-        self._groups: dict[tuple, tuple[dict, int, list[PendingCall]]] = {}
+        self._groups: dict[tuple, _Group] = {}
         self._scheduled = False
 
     def add(
-        self, fields: dict, inputs: Inputs, max_rows: int, rid: str | None
+        self, fields: dict, inputs: Inputs, max_rows: int, max_in_flight: int, rid: str | None
     ) -> asyncio.Future | None:
         """The future of this call's reply, or None when it cannot be coalesced (the caller
         sends it alone). ``fields``: the call's message without its tensors."""
@@ -86,27 +111,44 @@ class Coalescer:
                 sorted((name, array.dtype.str, array.shape[1:]) for name, array in inputs.items())
             ),
         )
-        loop = asyncio.get_running_loop()
-        call = PendingCall(inputs, rows, rid, loop.create_future())
+        call = PendingCall(inputs, rows, rid, asyncio.get_running_loop().create_future())
         group = self._groups.get(key)
         if group is None:
-            self._groups[key] = (fields, max_rows, [call])
-        else:
-            group[2].append(call)
+            group = self._groups[key] = _Group(fields, max_rows, max(1, max_in_flight))
+        group.calls.append(call)
+        group.rows += rows
+        if group.ready:
+            self._schedule()
+        return call.future
+
+    def _schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
             # In a context of its own: the request that happened to come first lends the group
             # neither its request id nor anything else of its context.
-            loop.call_soon(self._flush, context=contextvars.Context())
-        return call.future
+            asyncio.get_running_loop().call_soon(self._flush, context=contextvars.Context())
 
     def _flush(self) -> None:
         self._scheduled = False
-        groups, self._groups = self._groups, {}
-        for fields, max_rows, calls in groups.values():
-            live = [call for call in calls if not call.future.done()]  # not given up on
-            for chunk in _chunks(live, max_rows):
-                self._send(dict(fields), chunk)
+        for key, group in list(self._groups.items()):
+            if not group.ready:
+                continue
+            live = [call for call in group.calls if not call.future.done()]  # not given up on
+            group.calls, group.rows = [], 0
+            for chunk in _chunks(live, group.max_rows):
+                reply = self._send(dict(group.fields), chunk)
+                if reply is not None:
+                    group.in_flight += 1
+                    reply.add_done_callback(partial(self._landed, key, group))
+            if not group.in_flight:
+                del self._groups[key]
+
+    def _landed(self, key: tuple, group: _Group, reply: asyncio.Future) -> None:
+        group.in_flight -= 1
+        if group.ready:
+            self._schedule()
+        elif not group.in_flight and not group.calls and self._groups.get(key) is group:
+            del self._groups[key]
 
 
 def _chunks(calls: list[PendingCall], max_rows: int) -> Iterator[list[PendingCall]]:

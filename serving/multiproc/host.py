@@ -44,12 +44,16 @@ FLUSH_WAIT_SECONDS = 1.0  # a front end too busy to answer by then is read as it
 FINDERS = {"predict": find_signature, "rest": find_signature_rest}
 
 
-def _batched_rows(servable: Any) -> int:
-    return servable.config.max_batch_size if isinstance(servable, BatchingServable) else 0
+def _batched_rows(servable: Any) -> tuple[int, int]:
+    """(rows per call, calls in flight) a front end may coalesce for this version: a batch's
+    rows, and one call more than the batch threads, so one batch waits while the others run."""
+    if not isinstance(servable, BatchingServable):
+        return 0, 0
+    return servable.config.max_batch_size, servable.batch_threads
 
 
-def _never(servable: Any) -> int:
-    return 0
+def _never(servable: Any) -> tuple[int, int]:
+    return 0, 0
 
 
 class _StaleSignature(ServingError):
@@ -126,7 +130,7 @@ class DataplaneHost:
         self._copy_inputs = bool(server.metadata is not None)
         # Front ends coalesce calls to batched versions (``InferenceService.predict_calls``),
         # unless the prediction log and feedback observers need every request on its own.
-        self._merged_rows = _never if server.metadata is not None else _batched_rows
+        self._coalescing = _never if server.metadata is not None else _batched_rows
         self._fingerprints = SignatureFingerprints()
         self._links: set[FrontendLink] = set()
         self._listener: ChannelServer | None = None
@@ -139,7 +143,7 @@ class DataplaneHost:
     async def start(self) -> None:
         """Listens on the socket path, made visible only once listening (the supervisor starts
         front ends when the path appears)."""
-        self._snapshot = build_snapshot(self._core, self._fingerprints, self._merged_rows)
+        self._snapshot = build_snapshot(self._core, self._fingerprints, self._coalescing)
         staging = f"{self._socket_path}.{os.getpid()}"
         for path in (staging, self._socket_path):
             if os.path.exists(path):
@@ -181,7 +185,7 @@ class DataplaneHost:
         while True:
             await asyncio.sleep(SNAPSHOT_INTERVAL_SECONDS)
             try:
-                snapshot = build_snapshot(self._core, self._fingerprints, self._merged_rows)
+                snapshot = build_snapshot(self._core, self._fingerprints, self._coalescing)
             except Exception:  # never let a bad moment stop publishing
                 log.exception("Building the model snapshot failed")
                 continue

@@ -223,7 +223,7 @@ class RemoteDataplane:
             raise
         return await _reply_of(call)
 
-    def _send_calls(self, msg: dict, calls: list[PendingCall]) -> None:
+    def _send_calls(self, msg: dict, calls: list[PendingCall]) -> asyncio.Future | None:
         """The coalescer's send: the calls' inputs concatenated into one block, one message
         listing each call's rows (one call alone goes as an ordinary predict)."""
         try:
@@ -247,8 +247,9 @@ class RemoteDataplane:
             error = status_error(exc)
             for call in calls:
                 _fail(call.future, error)
-            return
+            return None
         reply.add_done_callback(partial(self._distribute, calls))
+        return reply
 
     def _distribute(self, calls: list[PendingCall], reply_future: asyncio.Future) -> None:
         """Each caller's part of the reply: views of its rows of the merged outputs, its own
@@ -384,7 +385,9 @@ class RemoteDataplane:
             pending = None
             if guess.coalesce_rows:
                 rid = request_context.current.get()
-                pending = self._coalescer.add(fields, inputs, guess.coalesce_rows, rid)
+                pending = self._coalescer.add(
+                    fields, inputs, guess.coalesce_rows, guess.coalesce_in_flight, rid
+                )
             if pending is None:
                 reply = await self._call_with_tensors(fields, inputs)
             else:

@@ -48,13 +48,13 @@ class SignatureFingerprints:
 def build_snapshot(
     core: Any,
     fingerprints: SignatureFingerprints,
-    merged_rows: Callable[[Any], int] = lambda servable: 0,
+    coalescing: Callable[[Any], tuple[int, int]] = lambda servable: (0, 0),
 ) -> dict[str, Any]:
     """What the core serves now, as a JSON-able dict (``core``: a ``ServerCore``).
 
-    ``merged_rows(servable)``: the most rows the version's batching merges into one model call
-    (0: it runs each request alone), which is how many rows a front end may coalesce into one
-    call to it (``serving.multiproc.coalesce``); 0 everywhere turns coalescing off."""
+    ``coalescing(servable)``: (rows, calls) -- the most rows a front end may coalesce into one
+    call to the version (its batching's max_batch_size; 0: it runs each request alone) and how
+    many such calls it keeps in flight (``serving.multiproc.coalesce``); 0 turns it off."""
     models: dict[str, Any] = {}
     definitions: dict[str, str] = {}
     for name in core.model_names():
@@ -64,7 +64,7 @@ def build_snapshot(
         except ServingError:  # removed by a concurrent config change
             continue
         versions: dict[str, dict[str, str]] = {}
-        rows: dict[str, int] = {}
+        rows: dict[str, list[int]] = {}
         for version in manager.available_versions():
             try:
                 with core.handle(ModelSpec(name, version)) as handle:
@@ -75,17 +75,17 @@ def build_snapshot(
                         names[key] = fp
                         if fp not in definitions:
                             definitions[fp] = b64(data)
-                    limit = merged_rows(handle.servable)
+                    limit = coalescing(handle.servable)
             except ServingError:  # unloaded between the listing and the pin
                 continue
             versions[str(version)] = names
-            if limit:
-                rows[str(version)] = limit
+            if limit[0]:
+                rows[str(version)] = list(limit)
         models[name] = {
             "versions": versions,
             "labels": dict(config.version_labels),
             "split": core.traffic_split(name) is not None,
-            "rows": rows,
+            "coalesce": rows,
         }
     return {
         "models": models,
@@ -101,8 +101,10 @@ class SignatureGuess:
     version: int
     signatures: Mapping[str, Any]  # key -> SignatureDef (serving.protos)
     fingerprints: Mapping[str, str]  # key -> fingerprint
-    # Rows of calls to this version a front end may coalesce into one (0: send each alone).
+    # Rows of calls to this version a front end may coalesce into one (0: send each alone),
+    # and how many coalesced calls it keeps in flight (``serving.multiproc.coalesce``).
     coalesce_rows: int = 0
+    coalesce_in_flight: int = 0
 
     def fingerprint_of(self, signature: Any) -> str:
         for key, candidate in self.signatures.items():
@@ -167,17 +169,17 @@ class SnapshotView:
             return None
         # A traffic split picks a version per request: calls coalesced into one would share
         # a single pick.
-        rows = 0 if model["split"] else model.get("rows", {}).get(str(version), 0)
-        guess = self.guess_from(version, names, rows)
+        limits = None if model["split"] else model.get("coalesce", {}).get(str(version))
+        guess = self.guess_from(version, names, *(limits or (0, 0)))
         if guess is not None:
             self._guesses[(spec.name, version)] = guess
         return guess
 
     def guess_from(
-        self, version: int, names: Mapping[str, str], coalesce_rows: int = 0
+        self, version: int, names: Mapping[str, str], coalesce_rows: int = 0, in_flight: int = 0
     ) -> SignatureGuess | None:
         try:
             signatures = {key: self._parsed[fp] for key, fp in names.items()}
         except KeyError:
             return None
-        return SignatureGuess(version, signatures, dict(names), coalesce_rows)
+        return SignatureGuess(version, signatures, dict(names), coalesce_rows, in_flight)

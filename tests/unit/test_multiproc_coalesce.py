@@ -38,13 +38,23 @@ def test_call_rows_is_the_shared_first_dimension_or_zero():
     assert call_rows({}) == 0
 
 
+def _recorder(sent: list, fields: bool = True):
+    """A send that records what it was given and returns the (pending) reply future."""
+
+    def send(message_fields, calls):
+        sent.append((message_fields, calls) if fields else calls)
+        return asyncio.get_running_loop().create_future()
+
+    return send
+
+
 def _sent_groups(adds: list[tuple[dict, dict, int]]) -> tuple[list[list[PendingCall]], list]:
     """Adds every (fields, inputs, max_rows) in one iteration; returns the groups sent."""
     sent: list[tuple[dict, list[PendingCall]]] = []
 
     async def main():
-        coalescer = Coalescer(lambda fields, calls: sent.append((fields, calls)))
-        futures = [coalescer.add(fields, inputs, rows, None) for fields, inputs, rows in adds]
+        coalescer = Coalescer(_recorder(sent))
+        futures = [coalescer.add(fields, inputs, rows, 4, None) for fields, inputs, rows in adds]
         await asyncio.sleep(0)  # the flush runs at the end of this iteration
         await asyncio.sleep(0)
         return futures
@@ -85,12 +95,12 @@ def test_calls_of_different_iterations_are_not_held_for_each_other():
     sent: list[list[PendingCall]] = []
 
     async def main():
-        coalescer = Coalescer(lambda fields, calls: sent.append(calls))
-        coalescer.add(FIELDS, _x(1), 64, None)
+        coalescer = Coalescer(_recorder(sent, fields=False))
+        coalescer.add(FIELDS, _x(1), 64, 4, None)
         await asyncio.sleep(0)
         await asyncio.sleep(0)
         assert len(sent) == 1  # gone at the end of its own iteration
-        coalescer.add(FIELDS, _x(1), 64, None)
+        coalescer.add(FIELDS, _x(1), 64, 4, None)
         await asyncio.sleep(0)
         await asyncio.sleep(0)
 
@@ -102,9 +112,9 @@ def test_a_call_given_up_before_the_send_is_left_out():
     sent: list[list[PendingCall]] = []
 
     async def main():
-        coalescer = Coalescer(lambda fields, calls: sent.append(calls))
-        kept = coalescer.add(FIELDS, _x(1, 1.0), 64, None)
-        left = coalescer.add(FIELDS, _x(1, 2.0), 64, None)
+        coalescer = Coalescer(_recorder(sent, fields=False))
+        kept = coalescer.add(FIELDS, _x(1, 1.0), 64, 4, None)
+        left = coalescer.add(FIELDS, _x(1, 2.0), 64, 4, None)
         left.cancel()  # its client disconnected
         await asyncio.sleep(0)
         await asyncio.sleep(0)
@@ -112,6 +122,59 @@ def test_a_call_given_up_before_the_send_is_left_out():
 
     kept = asyncio.run(main())
     assert len(sent) == 1 and [call.future for call in sent[0]] == [kept]
+
+
+def test_calls_wait_while_the_model_process_has_enough_of_them_in_flight():
+    """Two coalesced calls in flight at most: the third iteration's calls are held (they
+    would only queue in the model process) and go as one group when a reply lands."""
+    sent: list[list[PendingCall]] = []
+    replies: list[asyncio.Future] = []
+
+    def send(fields, calls):
+        sent.append(calls)
+        replies.append(asyncio.get_running_loop().create_future())
+        return replies[-1]
+
+    async def iteration(coalescer, count):
+        for _ in range(count):
+            coalescer.add(FIELDS, _x(1), 64, 2, None)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    async def main():
+        coalescer = Coalescer(send)
+        await iteration(coalescer, 1)
+        await iteration(coalescer, 1)
+        assert [len(calls) for calls in sent] == [1, 1]  # an idle model process: at once
+        await iteration(coalescer, 3)
+        await iteration(coalescer, 2)
+        assert len(sent) == 2  # two in flight: held
+        replies[0].set_result(({}, []))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert [len(calls) for calls in sent] == [1, 1, 5]
+
+    asyncio.run(main())
+
+
+def test_a_full_batch_goes_even_while_others_are_in_flight():
+    sent: list[list[PendingCall]] = []
+
+    async def main():
+        coalescer = Coalescer(_recorder(sent, fields=False))
+        coalescer.add(FIELDS, _x(2), 4, 1, None)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        coalescer.add(FIELDS, _x(1), 4, 1, None)  # held: one call in flight
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert len(sent) == 1
+        coalescer.add(FIELDS, _x(3), 4, 1, None)  # now 4 rows: a full batch
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert [[call.rows for call in calls] for calls in sent] == [[2], [1, 3]]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.int64, np.uint8])
