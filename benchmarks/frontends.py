@@ -236,20 +236,26 @@ def bench_single(
     report["single"] = [asdict(row) for row in rows]
 
 
-def bench_peers(model: str, base: str, bodies: dict[str, Path], args, report: dict) -> None:
-    peers: list[tuple[Server, int | None]] = []
+def _peer_servers(model: str, base: str, bodies: dict[str, Path], args, report: dict):
+    """(server, MLServer parallel_workers) one at a time: each MLServer run writes its
+    settings into the one model folder, so it is built only when its turn comes (built all
+    at once, every run but the last would listen on the last one's ports)."""
     if venv_python("pytriton"):
-        peers += [(s, None) for s in build_servers(model, base, bodies, {"pytriton"})]
+        for server in build_servers(model, base, bodies, {"pytriton"}):
+            yield server, None
     else:
         report["not_run"]["pytriton"] = "benchmarks/work/venv-pytriton missing (install.sh)"
     if venv_python("mlserver"):
         for n in args.mlserver_workers:
             for server in build_servers(model, base, bodies, {"mlserver"}, mlserver_workers=n):
                 server.name += f" parallel_workers={n}"
-                peers.append((server, n))
+                yield server, n
     else:
         report["not_run"]["mlserver"] = "benchmarks/work/venv-mlserver missing (install.sh)"
-    for server, workers in peers:
+
+
+def bench_peers(model: str, base: str, bodies: dict[str, Path], args, report: dict) -> None:
+    for server, workers in _peer_servers(model, base, bodies, args, report):
         server.cpus = SERVER_CPUS
         report["settings"]["servers"][server.name] = server.settings
         print(f"  starting {server.name} (taskset -c {server.cpus})", flush=True)

@@ -9,6 +9,8 @@ decided here, per request, against the version it actually runs: a front end dec
 its snapshot's guess and sends that signature's fingerprint; if the version resolved here has a
 different signature, the call is answered ``retry`` with the right signature and version, and
 the front end decodes again -- never an answer computed from inputs decoded for another version.
+A predict may carry several front-end calls coalesced into one (``rows``, see
+``serving.multiproc.coalesce``): it runs as ``InferenceService.predict_calls``.
 """
 
 from __future__ import annotations
