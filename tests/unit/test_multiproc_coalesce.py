@@ -38,6 +38,12 @@ def test_call_rows_is_the_shared_first_dimension_or_zero():
     assert call_rows({}) == 0
 
 
+async def _iteration_end() -> None:
+    """Returns once the callbacks scheduled in the current iteration (the flush) have run."""
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+
 def _recorder(sent: list, fields: bool = True):
     """A send that records what it was given and returns the (pending) reply future."""
 
@@ -55,8 +61,7 @@ def _sent_groups(adds: list[tuple[dict, dict, int]]) -> tuple[list[list[PendingC
     async def main():
         coalescer = Coalescer(_recorder(sent))
         futures = [coalescer.add(fields, inputs, rows, 4, None) for fields, inputs, rows in adds]
-        await asyncio.sleep(0)  # the flush runs at the end of this iteration
-        await asyncio.sleep(0)
+        await _iteration_end()
         return futures
 
     futures = asyncio.run(main())
@@ -97,12 +102,10 @@ def test_calls_of_different_iterations_are_not_held_for_each_other():
     async def main():
         coalescer = Coalescer(_recorder(sent, fields=False))
         coalescer.add(FIELDS, _x(1), 64, 4, None)
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await _iteration_end()
         assert len(sent) == 1  # gone at the end of its own iteration
         coalescer.add(FIELDS, _x(1), 64, 4, None)
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await _iteration_end()
 
     asyncio.run(main())
     assert [len(calls) for calls in sent] == [1, 1]
@@ -116,8 +119,7 @@ def test_a_call_given_up_before_the_send_is_left_out():
         kept = coalescer.add(FIELDS, _x(1, 1.0), 64, 4, None)
         left = coalescer.add(FIELDS, _x(1, 2.0), 64, 4, None)
         left.cancel()  # its client disconnected
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await _iteration_end()
         return kept
 
     kept = asyncio.run(main())
@@ -138,8 +140,7 @@ def test_calls_wait_while_the_model_process_has_enough_of_them_in_flight():
     async def iteration(coalescer, count):
         for _ in range(count):
             coalescer.add(FIELDS, _x(1), 64, 2, None)
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await _iteration_end()
 
     async def main():
         coalescer = Coalescer(send)
@@ -150,8 +151,7 @@ def test_calls_wait_while_the_model_process_has_enough_of_them_in_flight():
         await iteration(coalescer, 2)
         assert len(sent) == 2  # two in flight: held
         replies[0].set_result(({}, []))
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await _iteration_end()
         assert [len(calls) for calls in sent] == [1, 1, 5]
 
     asyncio.run(main())
@@ -163,15 +163,12 @@ def test_a_full_batch_goes_even_while_others_are_in_flight():
     async def main():
         coalescer = Coalescer(_recorder(sent, fields=False))
         coalescer.add(FIELDS, _x(2), 4, 1, None)
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await _iteration_end()
         coalescer.add(FIELDS, _x(1), 4, 1, None)  # held: one call in flight
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await _iteration_end()
         assert len(sent) == 1
         coalescer.add(FIELDS, _x(3), 4, 1, None)  # now 4 rows: a full batch
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await _iteration_end()
 
     asyncio.run(main())
     assert [[call.rows for call in calls] for calls in sent] == [[2], [1, 3]]
