@@ -11,8 +11,9 @@ The metrics recorded on every request or batch are kept in :mod:`serving.monitor
 (the same samples for a fraction of prometheus-client's CPU per observation); the rare ones
 (loading, warm-up, model stores) are prometheus-client's own.
 
-Metrics exist only when ``--monitoring_config_file`` enables them; otherwise the servers get
-``None`` and record nothing, so an unmonitored server pays nothing per request.
+Metrics are recorded when ``--monitoring_config_file`` enables them (exported at its path) or
+when the status page needs their request figures (recorded, not exported); with neither, the
+servers get ``None`` and record nothing, so such a server pays nothing per request.
 """
 
 from __future__ import annotations
