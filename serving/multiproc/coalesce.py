@@ -5,8 +5,8 @@ depend on its size: a message each way, a task, the version pin, the signature c
 batch-queue entry, the metrics. Batching merges the calls' rows in the model process anyway,
 and a front end under load decodes many requests per event-loop iteration (each iteration
 reads every connection that is ready), so it hands them over already merged: calls to the same
-version and signature, with the same options and tensors that differ only in their number of
-rows, are concatenated into one shared-memory block and sent as one call listing each caller's
+version and signature, with the same output filter and tensors that differ only in their number
+of rows, are concatenated into one shared-memory block and sent as one call listing each caller's
 rows (``InferenceService.predict_calls``); the outputs come back merged and each caller gets
 views of its own rows.
 
@@ -45,6 +45,7 @@ class PendingCall:
 
     inputs: Inputs
     rows: int
+    timeout_ms: int  # the caller's remaining deadline (0: none)
     rid: str | None  # the request id (prediction log), sent when the call goes alone
     future: asyncio.Future
 
@@ -105,13 +106,13 @@ class Coalescer:
             tuple(fields["spec"]),
             fields["fp"],
             tuple(fields["filter"]),
-            fields["timeout"],
             fields["find"],
             tuple(
                 sorted((name, array.dtype.str, array.shape[1:]) for name, array in inputs.items())
             ),
         )
-        call = PendingCall(inputs, rows, rid, asyncio.get_running_loop().create_future())
+        future = asyncio.get_running_loop().create_future()
+        call = PendingCall(inputs, rows, fields["timeout"], rid, future)
         group = self._groups.get(key)
         if group is None:
             group = self._groups[key] = _Group(fields, max_rows, max(1, max_in_flight))
@@ -136,7 +137,7 @@ class Coalescer:
             live = [call for call in group.calls if not call.future.done()]  # not given up on
             group.calls, group.rows = [], 0
             for chunk in _chunks(live, group.max_rows):
-                reply = self._send(dict(group.fields), chunk)
+                reply = self._send({**group.fields, "timeout": _deadline(chunk)}, chunk)
                 if reply is not None:
                     group.in_flight += 1
                     reply.add_done_callback(partial(self._landed, key, group))
@@ -149,6 +150,14 @@ class Coalescer:
             self._schedule()
         elif not group.in_flight and not group.calls and self._groups.get(key) is group:
             del self._groups[key]
+
+
+def _deadline(calls: list[PendingCall]) -> int:
+    """The group's deadline, as the batching scheduler sets a merged batch's: the longest, or
+    none if a caller has none. (gRPC deadlines differ per call, to the millisecond; a caller
+    whose own deadline passes first is still cancelled by its front end.)"""
+    timeouts = [call.timeout_ms for call in calls]
+    return 0 if 0 in timeouts else max(timeouts)
 
 
 def _chunks(calls: list[PendingCall], max_rows: int) -> Iterator[list[PendingCall]]:

@@ -79,7 +79,6 @@ def test_what_the_model_process_must_see_equal_splits_groups():
     adds = [
         (FIELDS, _x(1), 64),
         ({**FIELDS, "fp": "f2"}, _x(1), 64),  # another signature
-        ({**FIELDS, "timeout": 50}, _x(1), 64),  # another deadline
         ({**FIELDS, "filter": ["y"]}, _x(1), 64),  # other outputs
         ({**FIELDS, "spec": ["m", 2, None, "", None]}, _x(1), 64),  # another version
         (FIELDS, _x(1, dtype=np.float64), 64),  # another dtype
@@ -87,7 +86,25 @@ def test_what_the_model_process_must_see_equal_splits_groups():
         (FIELDS, _x(2), 64),  # same layout, more rows: joins the first
     ]
     groups, _ = _sent_groups(adds)
-    assert sorted(len(group) for group in groups) == [1, 1, 1, 1, 1, 1, 2]
+    assert sorted(len(group) for group in groups) == [1, 1, 1, 1, 1, 2]
+
+
+def test_callers_with_different_deadlines_share_a_group_with_the_longest():
+    """gRPC deadlines differ per call to the millisecond: they must not keep calls apart. The
+    group gets the batching scheduler's rule for a merged batch: the longest, none if any."""
+    sent: list[tuple[dict, list[PendingCall]]] = []
+
+    async def main():
+        coalescer = Coalescer(_recorder(sent))
+        for timeout in (50, 80, 20):
+            coalescer.add({**FIELDS, "timeout": timeout}, _x(1), 64, 4, None)
+        await _iteration_end()
+        for timeout in (50, 0):
+            coalescer.add({**FIELDS, "timeout": timeout}, _x(1), 64, 4, None)
+        await _iteration_end()
+
+    asyncio.run(main())
+    assert [(fields["timeout"], len(calls)) for fields, calls in sent] == [(80, 3), (0, 2)]
 
 
 def test_groups_never_hold_more_rows_than_the_batch_allows():
