@@ -33,6 +33,7 @@ from serving.api.types import (
     ResolvedSpec,
     status_error,
 )
+from serving.batching.scheduler import CALLER_ROWS
 from serving.core.model_spec import ModelSpec
 from serving.core.server_core import ServableHandle, ServerCore
 from serving.errors import (
@@ -172,6 +173,7 @@ class InferenceService:
                 inputs = decode_inputs(signature)
                 check_inputs(signature, list(inputs))
                 aliases = output_aliases(signature, output_filter)
+                callers = CALLER_ROWS.set(tuple(rows))  # batching metrics count each caller
                 try:
                     outputs = await self._model_call(
                         handle, "Predict", signature, inputs, aliases, timeout_ms
@@ -180,6 +182,8 @@ class InferenceService:
                     if error.code in BATCH_WIDE_CODES:
                         raise
                     outputs = None
+                finally:
+                    CALLER_ROWS.reset(callers)
                 if outputs is not None and all(
                     output.ndim and len(output) == total for output in outputs.values()
                 ):

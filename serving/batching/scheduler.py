@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import logging
 import threading
 import time
@@ -58,20 +59,41 @@ class BatchMetrics(Protocol):
     def record_batch(self, pool: str, rows: int, padded_rows: int, waits: list[float]) -> None: ...
 
 
-class Request:
-    """What one caller waits on. Split requests resolve once all their pieces have run."""
+# The rows of each client request in a request that carries several (a front-end process's
+# coalesced calls, ``InferenceService.predict_calls``): set around that one model call, so the
+# batching metrics count client requests -- input sizes and queuing latencies -- as TF Serving
+# counts requests, whatever arrived merged.
+CALLER_ROWS: contextvars.ContextVar[tuple[int, ...] | None] = contextvars.ContextVar(
+    "batching_caller_rows", default=None
+)
 
-    __slots__ = ("deadline", "future", "lock", "loop", "parts", "remaining", "timeout_ms")
+
+class Request:
+    """What one caller waits on. Split requests resolve once all their pieces have run.
+    ``caller_rows``: the client requests it carries (``CALLER_ROWS``), None for one."""
+
+    __slots__ = (
+        "caller_rows",
+        "deadline",
+        "future",
+        "lock",
+        "loop",
+        "parts",
+        "remaining",
+        "timeout_ms",
+    )
 
     def __init__(
         self,
         future: AnyFuture,
         loop: asyncio.AbstractEventLoop | None,
         timeout_ms: int = 0,
+        caller_rows: tuple[int, ...] | None = None,
     ) -> None:
         self.future = future
         self.loop = loop
         self.timeout_ms = timeout_ms
+        self.caller_rows = caller_rows
         self.deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms > 0 else 0.0
         self.remaining = 1
         self.parts: list[Outputs | ServingError | None] = []
@@ -175,7 +197,8 @@ class BatchQueue:
             self._scheduler.wake(request.loop, len(batches) > 1 or batches[-1].closed)
         metrics = self._scheduler.metrics
         if metrics is not None:
-            metrics.record_input(self._scheduler.pool_name, rows)
+            for caller in request.caller_rows or (rows,):
+                metrics.record_input(self._scheduler.pool_name, caller)
 
     def _piece_sizes(self, rows: int, room: int) -> list[int]:
         """Without splitting a request is one piece; with it, a request that does not fit the
@@ -261,7 +284,11 @@ class BatchQueue:
             return
         metrics = self._scheduler.metrics
         if metrics is not None:
-            waits = [now - task.queued_at for task in tasks]
+            waits = [
+                now - task.queued_at
+                for task in tasks
+                for _ in range(len(task.request.caller_rows or (None,)))
+            ]
             metrics.record_batch(self._scheduler.pool_name, rows, padded, waits)
         finished.extend(zip(tasks, parts, strict=True))
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from serving.batching.params import PER_MODEL_FILE, BatchingConfig, read_batching_parameters
-from serving.batching.scheduler import BatchQueue, BatchScheduler, Outputs, Request
+from serving.batching.scheduler import CALLER_ROWS, BatchQueue, BatchScheduler, Outputs, Request
 from serving.errors import invalid_argument
 from serving.servables.servable import Offload, Servable
 from serving.servables.signatures import SignatureDef, signature_info
@@ -94,7 +94,7 @@ class BatchingServable:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue(signature, inputs, output_aliases).schedule(
-            inputs, Request(future, loop, timeout_ms)
+            inputs, Request(future, loop, timeout_ms, CALLER_ROWS.get())
         )
         return await future
 

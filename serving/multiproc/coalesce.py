@@ -11,12 +11,13 @@ rows (``InferenceService.predict_calls``); the outputs come back merged and each
 views of its own rows.
 
 When to send: a group goes out at the end of the iteration that decoded its calls, unless the
-front end already has as many coalesced calls of that kind in flight as the model process can
-work on (its batch threads, plus one waiting): then the group keeps collecting until one of
-those answers, since sooner it would only wait in the model process's batch queue. A request
-arriving alone on an idle server is therefore sent at once, and under load the calls that
-would have queued in the model process are handed over as one. (The gRPC front end receives
-one call per event-loop iteration; without that rule it would send one call at a time.)
+front end already has as many coalesced calls of that kind in flight as the model process has
+batch threads: then the group keeps collecting until one of those answers, or for
+``HOLD_SECONDS`` at most (then it joins the batch queue, where it would have waited anyway). A
+request arriving alone on an idle server is therefore sent at once, and under load the calls
+that would have queued one by one in the model process are handed over as one. (The gRPC front
+end receives one call per event-loop iteration; without that rule it would send one call at a
+time.)
 
 Only calls to batched versions are coalesced (the snapshot's ``coalesce_rows``: the version's
 ``max_batch_size``), never into more rows than that: an unbatched version runs each request
@@ -55,6 +56,13 @@ class PendingCall:
 Send = Callable[[dict, list[PendingCall]], "asyncio.Future | None"]
 
 
+# The longest a group is held for a call in flight to land: long enough for several calls to
+# join it (a gRPC front end decodes one every few hundred µs), short against a batch's run,
+# so held calls reach the batch queue -- its bound, deadlines, merging with the other front
+# ends' calls -- about when they would have anyway.
+HOLD_SECONDS = 0.001
+
+
 @dataclass(eq=False)
 class _Group:
     fields: dict
@@ -63,11 +71,13 @@ class _Group:
     calls: list[PendingCall] = field(default_factory=list)
     rows: int = 0
     in_flight: int = 0
+    hold: asyncio.TimerHandle | None = None  # armed while calls are held
+    due: bool = False  # held for HOLD_SECONDS already
 
     @property
     def ready(self) -> bool:
         return bool(self.calls) and (
-            self.in_flight < self.max_in_flight or self.rows >= self.max_rows
+            self.in_flight < self.max_in_flight or self.rows >= self.max_rows or self.due
         )
 
 
@@ -120,7 +130,15 @@ class Coalescer:
         group.rows += rows
         if group.ready:
             self._schedule()
+        elif group.hold is None:
+            group.hold = asyncio.get_running_loop().call_later(
+                HOLD_SECONDS, self._held_long_enough, group
+            )
         return call.future
+
+    def _held_long_enough(self, group: _Group) -> None:
+        group.hold, group.due = None, True
+        self._schedule()
 
     def _schedule(self) -> None:
         if not self._scheduled:
@@ -135,7 +153,10 @@ class Coalescer:
             if not group.ready:
                 continue
             live = [call for call in group.calls if not call.future.done()]  # not given up on
-            group.calls, group.rows = [], 0
+            group.calls, group.rows, group.due = [], 0, False
+            if group.hold is not None:
+                group.hold.cancel()
+                group.hold = None
             for chunk in _chunks(live, group.max_rows):
                 reply = self._send({**group.fields, "timeout": _deadline(chunk)}, chunk)
                 if reply is not None:

@@ -281,8 +281,9 @@ def test_calls_decoded_together_share_one_model_call_and_get_their_own_rows(mode
     """A front end's coalescing (``serving.multiproc.coalesce``) through the real model
     process: 16 predicts of 1-3 rows started together run their decode in one event-loop
     iteration of a front end -- here a ``RemoteDataplane`` in the test process, connected to
-    the server's model process as its front ends are -- so they reach the batch queue as one
-    call. Each caller gets exactly its own rows' outputs, and each counts as a request."""
+    the server's model process as its front ends are -- so they leave as one message. Each
+    caller gets exactly its own rows' outputs, and each counts as a request and as a batching
+    input."""
     (model_dir / "batching.txt").write_text(
         "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 0 }\n"
         "num_batch_threads { value: 1 }\n"
@@ -299,6 +300,7 @@ def test_calls_decoded_together_share_one_model_call_and_get_their_own_rows(mode
         ok = ':tensorflow:serving:request_count{model_name="half",status="OK"}'
         inputs_seen = ":tensorflow:serving:batching:input_batch_size_count"
         before = (_metric(server, ok), _metric(server, inputs_seen))
+        sent: list[int] = []  # calls per message this front end sent
 
         def rows_of(i: int) -> np.ndarray:
             return np.full((1 + i % 3, 1), float(i), np.float32)
@@ -306,6 +308,13 @@ def test_calls_decoded_together_share_one_model_call_and_get_their_own_rows(mode
         async def main():
             dataplane = RemoteDataplane(socket_path, 1 << 20, "test")
             assert await dataplane.connect(asyncio.Event())
+            send = dataplane._coalescer._send
+
+            def counted(fields, calls):
+                sent.append(len(calls))
+                return send(fields, calls)
+
+            dataplane._coalescer._send = counted
             try:
                 return await asyncio.gather(
                     *(
@@ -320,6 +329,7 @@ def test_calls_decoded_together_share_one_model_call_and_get_their_own_rows(mode
         for i, result in enumerate(results):
             np.testing.assert_allclose(result.outputs["y"], rows_of(i) / 2 + 2)
             assert (result.spec.name, result.spec.version) == ("half", 1)
+        assert sent == [16]  # one message for all of them
         after = (_metric(server, ok), _metric(server, inputs_seen))
-        assert after[0] - before[0] == 16  # every caller is a request
-        assert after[1] - before[1] == 1  # one entry in the batch queue for all of them
+        assert after[0] - before[0] == 16  # every caller is a request ...
+        assert after[1] - before[1] == 16  # ... and an input of the batching, as in one process

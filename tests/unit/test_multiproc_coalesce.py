@@ -14,6 +14,7 @@ import pytest
 
 from serving.ipc.arena import Arena
 from serving.ipc.tensors import pack, pack_rows, unpack
+from serving.multiproc import coalesce
 from serving.multiproc.coalesce import Coalescer, PendingCall, call_rows
 
 FIELDS = {
@@ -172,6 +173,26 @@ def test_calls_wait_while_the_model_process_has_enough_of_them_in_flight():
         assert [len(calls) for calls in sent] == [1, 1, 5]
 
     asyncio.run(main())
+
+
+def test_held_calls_go_after_the_hold_even_if_nothing_lands(monkeypatch):
+    """A call in flight that takes long (a slow model) must not keep the next ones out of
+    the batch queue for longer than HOLD_SECONDS."""
+    monkeypatch.setattr(coalesce, "HOLD_SECONDS", 0.02)
+    sent: list[list[PendingCall]] = []
+
+    async def main():
+        coalescer = Coalescer(_recorder(sent, fields=False))  # its replies never land
+        coalescer.add(FIELDS, _x(1), 64, 1, None)
+        await _iteration_end()
+        coalescer.add(FIELDS, _x(1), 64, 1, None)
+        coalescer.add(FIELDS, _x(1), 64, 1, None)
+        await _iteration_end()
+        assert len(sent) == 1  # held behind the first
+        await asyncio.sleep(0.1)
+
+    asyncio.run(main())
+    assert [len(calls) for calls in sent] == [1, 2]
 
 
 def test_a_full_batch_goes_even_while_others_are_in_flight():

@@ -63,8 +63,29 @@ class Metrics:
         pass
 
 
-def _run(model: FakeModel, rows: list[int], x: np.ndarray, observers=(), batched=True):
-    scheduler = BatchScheduler(num_threads=1)
+class BatchMetrics:
+    """The scheduler's metrics: input sizes and queuing waits as recorded."""
+
+    def __init__(self) -> None:
+        self.inputs: list[int] = []
+        self.waits = 0
+
+    def record_input(self, pool: str, rows: int) -> None:
+        self.inputs.append(rows)
+
+    def record_batch(self, pool, rows, padded_rows, waits) -> None:
+        self.waits += len(waits)
+
+
+def _run(
+    model: FakeModel,
+    rows: list[int],
+    x: np.ndarray,
+    observers=(),
+    batched=True,
+    batch_metrics: BatchMetrics | None = None,
+):
+    scheduler = BatchScheduler(num_threads=1, metrics=batch_metrics)
     servable = (
         BatchingServable(model, scheduler, BatchingConfig(max_batch_size=64)) if batched else model
     )
@@ -90,6 +111,17 @@ def test_callers_share_one_model_call_and_each_counts_as_a_request():
     np.testing.assert_array_equal(result.outputs["y"], x * 2)
     assert (result.spec.name, result.spec.version) == ("m", 1)
     assert requests == {"OK": 3}
+
+
+def test_batching_metrics_count_each_caller_as_a_request():
+    """TF Serving's batching metrics are per request: a coalesced call's callers each record
+    their input size and queuing latency, while the batch queue holds one entry for them."""
+    metrics = BatchMetrics()
+    model = FakeModel()
+    _run(model, [1, 3, 2], np.arange(6, dtype=np.float32), batch_metrics=metrics)
+    assert model.batches == [6]
+    assert metrics.inputs == [1, 3, 2]
+    assert metrics.waits == 3
 
 
 def test_a_caller_whose_rows_fail_the_model_fails_alone():
