@@ -48,7 +48,7 @@ FINDERS = {"predict": find_signature, "rest": find_signature_rest}
 
 def _batched_rows(servable: Any) -> tuple[int, int]:
     """(rows per call, calls in flight) a front end may coalesce for this version: a batch's
-    rows, and one call more than the batch threads, so one batch waits while the others run."""
+    rows, and one call per batch thread (more would only wait in the batch queue)."""
     if not isinstance(servable, BatchingServable):
         return 0, 0
     return servable.config.max_batch_size, servable.batch_threads
