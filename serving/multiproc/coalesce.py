@@ -12,12 +12,12 @@ views of its own rows.
 
 When to send: a group goes out at the end of the iteration that decoded its calls, unless the
 front end already has as many coalesced calls of that kind in flight as the model process has
-batch threads: then the group keeps collecting until one of those answers, or for
-``HOLD_SECONDS`` at most (then it joins the batch queue, where it would have waited anyway). A
-request arriving alone on an idle server is therefore sent at once, and under load the calls
-that would have queued one by one in the model process are handed over as one. (The gRPC front
-end receives one call per event-loop iteration; without that rule it would send one call at a
-time.)
+batch threads: then the group keeps collecting until one of those answers, or for about one
+round trip of that kind of call at most (:func:`hold_seconds`; then it joins the batch queue,
+where it would have waited for a batch thread anyway). A request arriving alone on an idle
+server is therefore sent at once, and under load the calls that would have queued one by one in
+the model process are handed over as one. (The gRPC front end receives one call per event-loop
+iteration; without that rule it would send one call at a time.)
 
 Only calls to batched versions are coalesced (the snapshot's ``coalesce_rows``: the version's
 ``max_batch_size``), never into more rows than that: an unbatched version runs each request
@@ -56,11 +56,25 @@ class PendingCall:
 Send = Callable[[dict, list[PendingCall]], "asyncio.Future | None"]
 
 
-# The longest a group is held for a call in flight to land: long enough for several calls to
-# join it (a gRPC front end decodes one every few hundred µs), short against a batch's run,
-# so held calls reach the batch queue -- its bound, deadlines, merging with the other front
-# ends' calls -- about when they would have anyway.
-HOLD_SECONDS = 0.001
+# How long a group is held for a call in flight to land: the recent round trip of its kind of
+# call (sent -> answered), within these bounds. A call in flight lands within about one round
+# trip, so held calls reach the batch queue -- its bound, deadlines, merging with the other
+# front ends' calls -- about when a batch thread would have been free for them anyway. The
+# floor lets several calls join a group (a gRPC front end decodes one every few hundred µs);
+# the ceiling keeps a slow model's calls, or one stuck call, from holding the next ones out of
+# the queue for long.
+HOLD_MIN_SECONDS = 0.001
+HOLD_MAX_SECONDS = 0.005
+# The weight of the newest round trip in the running mean.
+_ROUND_TRIP_WEIGHT = 0.125
+# Round trips are remembered per kind of call; more kinds than this (versions come and go)
+# start over.
+_ROUND_TRIP_KINDS = 1024
+
+
+def hold_seconds(round_trip: float) -> float:
+    """The hold for a group whose calls recently took ``round_trip`` seconds to answer."""
+    return min(max(round_trip, HOLD_MIN_SECONDS), HOLD_MAX_SECONDS)
 
 
 @dataclass(eq=False)
@@ -72,7 +86,7 @@ class _Group:
     rows: int = 0
     in_flight: int = 0
     hold: asyncio.TimerHandle | None = None  # armed while calls are held
-    due: bool = False  # held for HOLD_SECONDS already
+    due: bool = False  # held for its hold already
 
     @property
     def ready(self) -> bool:
@@ -102,6 +116,7 @@ class Coalescer:
     def __init__(self, send: Send) -> None:
         self._send = send
         self._groups: dict[tuple, _Group] = {}
+        self._round_trips: dict[tuple, float] = {}  # running mean per kind of call, seconds
         self._scheduled = False
 
     def add(
@@ -132,7 +147,7 @@ class Coalescer:
             self._schedule()
         elif group.hold is None:
             group.hold = asyncio.get_running_loop().call_later(
-                HOLD_SECONDS, self._held_long_enough, group
+                hold_seconds(self._round_trips.get(key, 0.0)), self._held_long_enough, group
             )
         return call.future
 
@@ -157,20 +172,32 @@ class Coalescer:
             if group.hold is not None:
                 group.hold.cancel()
                 group.hold = None
+            sent_at = asyncio.get_running_loop().time()
             for chunk in _chunks(live, group.max_rows):
                 reply = self._send({**group.fields, "timeout": _deadline(chunk)}, chunk)
                 if reply is not None:
                     group.in_flight += 1
-                    reply.add_done_callback(partial(self._landed, key, group))
+                    reply.add_done_callback(partial(self._landed, key, group, sent_at))
             if not group.in_flight:
                 del self._groups[key]
 
-    def _landed(self, key: tuple, group: _Group, reply: asyncio.Future) -> None:
+    def _landed(self, key: tuple, group: _Group, sent_at: float, reply: asyncio.Future) -> None:
         group.in_flight -= 1
+        self._observe_round_trip(key, asyncio.get_running_loop().time() - sent_at)
         if group.ready:
             self._schedule()
         elif not group.in_flight and not group.calls and self._groups.get(key) is group:
             del self._groups[key]
+
+    def _observe_round_trip(self, key: tuple, seconds: float) -> None:
+        round_trips = self._round_trips
+        previous = round_trips.get(key)
+        if previous is None:
+            if len(round_trips) >= _ROUND_TRIP_KINDS:
+                round_trips.clear()
+            round_trips[key] = seconds
+        else:
+            round_trips[key] = previous + _ROUND_TRIP_WEIGHT * (seconds - previous)
 
 
 def _deadline(calls: list[PendingCall]) -> int:

@@ -177,8 +177,8 @@ def test_calls_wait_while_the_model_process_has_enough_of_them_in_flight():
 
 def test_held_calls_go_after_the_hold_even_if_nothing_lands(monkeypatch):
     """A call in flight that takes long (a slow model) must not keep the next ones out of
-    the batch queue for longer than HOLD_SECONDS."""
-    monkeypatch.setattr(coalesce, "HOLD_SECONDS", 0.02)
+    the batch queue for longer than the hold."""
+    monkeypatch.setattr(coalesce, "HOLD_MAX_SECONDS", 0.02)
     sent: list[list[PendingCall]] = []
 
     async def main():
@@ -193,6 +193,43 @@ def test_held_calls_go_after_the_hold_even_if_nothing_lands(monkeypatch):
 
     asyncio.run(main())
     assert [len(calls) for calls in sent] == [1, 2]
+
+
+def test_the_hold_is_the_recent_round_trip_within_its_bounds():
+    assert coalesce.hold_seconds(0.0) == coalesce.HOLD_MIN_SECONDS
+    assert coalesce.hold_seconds(0.003) == 0.003
+    assert coalesce.hold_seconds(1.0) == coalesce.HOLD_MAX_SECONDS
+
+
+def test_held_calls_wait_about_as_long_as_recent_calls_took_to_land(monkeypatch):
+    """Calls that took 0.2 s to answer: a group held behind one of them is not sent after the
+    1 ms floor, but after about that round trip."""
+    monkeypatch.setattr(coalesce, "HOLD_MAX_SECONDS", 10.0)
+    sent: list[list[PendingCall]] = []
+    replies: list[asyncio.Future] = []
+
+    def send(fields, calls):
+        sent.append(calls)
+        replies.append(asyncio.get_running_loop().create_future())
+        return replies[-1]
+
+    async def main():
+        coalescer = Coalescer(send)
+        coalescer.add(FIELDS, _x(1), 64, 1, None)
+        await _iteration_end()
+        await asyncio.sleep(0.2)
+        replies[0].set_result(({}, []))  # one round trip of at least 0.2 s observed
+        coalescer.add(FIELDS, _x(1), 64, 1, None)  # in flight, never lands
+        await _iteration_end()
+        coalescer.add(FIELDS, _x(1), 64, 1, None)
+        coalescer.add(FIELDS, _x(1), 64, 1, None)
+        await _iteration_end()
+        await asyncio.sleep(0.02)
+        assert len(sent) == 2  # still held: 20 times the floor, a tenth of the round trip
+        await asyncio.sleep(0.4)
+        assert [len(calls) for calls in sent] == [1, 1, 2]
+
+    asyncio.run(main())
 
 
 def test_a_full_batch_goes_even_while_others_are_in_flight():
