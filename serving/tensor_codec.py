@@ -144,12 +144,15 @@ def _decode(tensor: TensorProto, alias: str) -> np.ndarray:
     count = math.prod(shape)
     if count == 0:
         return np.empty(shape, dtype)
+    # Read once: every read of a bytes field copies it out of the message (both protobuf
+    # runtimes), and this one holds the whole tensor.
+    content = tensor.tensor_content
     request_limits.charge(
-        _decoded_bytes(tensor, dtype, count),
+        _decoded_bytes(tensor, dtype, count, content),
         lambda: f"input {alias} ({dtype_name(tensor.dtype)} {list(shape)})",
     )
-    if tensor.tensor_content:
-        return _from_content(tensor.tensor_content, tensor.dtype, dtype, count).reshape(shape)
+    if content:
+        return _from_content(content, tensor.dtype, dtype, count).reshape(shape)
     return _fill(_from_field(tensor, dtype), dtype, count).reshape(shape)
 
 
@@ -171,17 +174,18 @@ def _check_numpy_limits(shape: tuple[int, ...], dtype: np.dtype, alias: str) -> 
         raise _ParseError(f"shape {list(shape)} needs more than 2^63 bytes")
 
 
-def _decoded_bytes(tensor: TensorProto, dtype: np.dtype, count: int) -> int:
-    """What decoding allocates, computed from sizes protobuf already knows (no value is read)."""
+def _decoded_bytes(tensor: TensorProto, dtype: np.dtype, count: int, content: bytes) -> int:
+    """What decoding allocates, computed from sizes protobuf already knows (no value is read);
+    ``content``: the tensor's ``tensor_content``."""
     if tensor.dtype == DT_STRING:
-        if tensor.tensor_content:
-            return request_limits.string_bytes(count, len(tensor.tensor_content))
+        if content:
+            return request_limits.string_bytes(count, len(content))
         values = tensor.string_val
         filled = count - len(values)
         fill_payload = filled * len(values[-1]) if filled > 0 and values else 0
         # ByteSize bounds the present values' bytes without copying them out.
         return request_limits.string_bytes(count, tensor.ByteSize() + fill_payload)
-    if tensor.tensor_content:
+    if content:
         return count * dtype.itemsize
     present = len(getattr(tensor, _VALUE_FIELDS[tensor.dtype].name))
     return count * dtype.itemsize + present * max(dtype.itemsize, 8)

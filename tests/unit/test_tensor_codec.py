@@ -150,6 +150,31 @@ def test_tensor_content_is_decoded_without_copying():
     assert not decoded.flags.owndata
 
 
+class _CountingReads:
+    """A TensorProto that counts reads of ``tensor_content`` (each read copies the bytes out
+    of the message)."""
+
+    def __init__(self, proto) -> None:
+        self._proto = proto
+        self.content_reads = 0
+
+    def __getattr__(self, name):
+        if name == "tensor_content":
+            self.content_reads += 1
+        return getattr(self._proto, name)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.bytes_])
+def test_tensor_content_is_read_out_of_the_message_once(dtype):
+    values = np.array([b"a", b"bc"]) if dtype is np.bytes_ else np.arange(6, dtype=dtype)
+    tensor = _CountingReads(tf.make_tensor_proto(values))
+    if dtype is np.bytes_:  # TF's own encoder puts strings in string_val: frame them instead
+        tensor._proto.string_val[:] = []
+        tensor._proto.tensor_content = b"\x01\x02abc"
+    tensor_codec.decode(tensor, "x")
+    assert tensor.content_reads == 1
+
+
 def test_string_tensor_content_varint_framing():
     proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_content=b"\x01\x02abc")
     proto.tensor_shape.dim.add().size = 2
