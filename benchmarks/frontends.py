@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -50,6 +51,7 @@ from benchmarks.run import (
     bench_server,
     build_servers,
     machine,
+    prometheus_values,
     start,
     stop,
     validate,
@@ -82,6 +84,48 @@ class Point:
     cpu_us_per_request: dict[str, float] | None  # role -> µs (benchmarks.process_tree roles)
     process_counts: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # ours: the server's own mean request_latency and runtime_latency (ms) over the run
+    server_ms: dict[str, float] | None = None
+
+
+# The server's own latency metrics: request_latency is taken where a call is received and
+# answered (a front end), runtime_latency around the model call (batch queue, batch thread,
+# the model), so their difference is the time a call spends outside the model call.
+_LATENCY_SERIES = {
+    "request": ":tensorflow:serving:request_latency",
+    "runtime": ":tensorflow:serving:runtime_latency",
+}
+
+
+def latency_sums(server: Server) -> dict[str, float] | None:
+    """Sums (µs) and counts of the server's latency histograms so far; None for a server
+    without them (a peer) or when the metrics page does not answer."""
+    rest = next((e for e in server.endpoints if e.protocol == "REST"), None)
+    if rest is None or not server.name.startswith("ours"):
+        return None
+    port = urllib.parse.urlsplit(rest.target).port
+    try:
+        values = prometheus_values(f"http://127.0.0.1:{port}/monitoring/prometheus/metrics")
+    except OSError:
+        return None
+    return {
+        f"{key}_{part}": values.get(f"{series}_{part}", 0.0)
+        for key, series in _LATENCY_SERIES.items()
+        for part in ("sum", "count")
+    }
+
+
+def mean_latency_ms(before: dict | None, after: dict | None) -> dict[str, float] | None:
+    """Mean request and runtime latency (ms) of the calls between two ``latency_sums``."""
+    if not before or not after:
+        return None
+    means = {}
+    for key in _LATENCY_SERIES:
+        calls = after[f"{key}_count"] - before[f"{key}_count"]
+        if calls <= 0:
+            return None
+        means[key] = (after[f"{key}_sum"] - before[f"{key}_sum"]) / calls / 1000
+    return means
 
 
 def server_supports_frontends(python: Path = PROJECT_PY) -> bool:
@@ -136,9 +180,11 @@ def point(
     runner = RUNNERS[endpoint.protocol]
     runner(endpoint, concurrency, args.warmup)  # discarded
     batch_before = server.batch_probe() if server.batch_probe else None
+    latency_before = latency_sums(server)
     cpu_before = process_tree.sample(pid)
     result = runner(endpoint, concurrency, args.seconds)
     cpu_after = process_tree.sample(pid)
+    latency_after = latency_sums(server)
     batch_after = server.batch_probe() if server.batch_probe else None
     validate(endpoint)  # still answering correctly after the run
     mean_batch = None
@@ -163,6 +209,7 @@ def point(
         cost,
         process_tree.counts(cpu_after),
         notes,
+        mean_latency_ms(latency_before, latency_after),
     )
     print(
         f"    {endpoint.protocol:4} c={concurrency:<3} {row.rps:8.0f} req/s  "

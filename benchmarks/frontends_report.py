@@ -124,8 +124,9 @@ def projection_table(points: list[dict], concurrency: int) -> list[str]:
 
 def hop_table(points: list[dict], concurrency: int) -> list[str]:
     lines = [
-        f"| server | protocol | p50 ms at c={concurrency} | vs N=0 | p99 ms | busy before |",
-        "|---|---|---|---|---|---|",
+        f"| server | protocol | p50 ms at c={concurrency} | vs N=0 | p99 ms "
+        "| server mean ms | model call mean ms | outside the model call ms | busy before |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for point in _ours(points):
         if point["concurrency"] != concurrency:
@@ -135,9 +136,17 @@ def hop_table(points: list[dict], concurrency: int) -> list[str]:
             delta = "baseline"
         else:
             delta = f"{point['p50_ms'] - base['p50_ms']:+.3f} ms" if base else "—"
+        server_ms = point.get("server_ms")
+        if server_ms:
+            split = (
+                f"{server_ms['request']:.3f} | {server_ms['runtime']:.3f} "
+                f"| {server_ms['request'] - server_ms['runtime']:.3f}"
+            )
+        else:
+            split = "— | — | —"
         lines.append(
             f"| {point['server']} | {point['protocol']} | {point['p50_ms']:.3f} | {delta} "
-            f"| {point['p99_ms']:.2f} | {point['busy_before']:.0%} |"
+            f"| {point['p99_ms']:.2f} | {split} | {point['busy_before']:.0%} |"
         )
     return lines
 
@@ -367,6 +376,12 @@ def markdown(report: dict) -> str:
             *projection_table(points, c),
             "",
             "## Process hop latency",
+            "",
+            "*server mean*: the server's own `request_latency` (from receiving a call to "
+            "answering it, in the process that received it); *model call*: its "
+            "`runtime_latency` (batch queue, batch thread and the model, in the model "
+            "process); the difference is what a call spends outside the model call: "
+            "decoding and encoding, and with front ends the message each way.",
             "",
             *hop_table(points, settings["hop_concurrency"]),
         ]

@@ -120,3 +120,29 @@ def test_memory_totals_sum_rss_per_role_and_server():
     totals = memory_totals(memory)
     assert totals[0] == {"parent": 500, "all": 500, "pss": 400}
     assert totals[2] == {"parent": 30, "model": 450, "frontend": 130, "all": 610, "pss": 370}
+
+
+def test_mean_latency_is_the_runs_share_of_the_sums_in_ms():
+    from benchmarks.frontends import mean_latency_ms
+
+    before = {"request_sum": 1000.0, "request_count": 2, "runtime_sum": 400.0, "runtime_count": 2}
+    after = {"request_sum": 7000.0, "request_count": 6, "runtime_sum": 2400.0, "runtime_count": 6}
+    assert mean_latency_ms(before, after) == {"request": 1.5, "runtime": 0.5}
+    assert mean_latency_ms(before, before) is None  # no call in between
+    assert mean_latency_ms(None, after) is None
+
+
+def test_hop_table_splits_the_servers_time_at_the_model_call():
+    from benchmarks.frontends_report import hop_table
+
+    def point(n, p50, server_ms):
+        return {
+            "server": f"ours N={n}", "frontends": n, "protocol": "REST", "concurrency": 1,
+            "p50_ms": p50, "p99_ms": 1.0, "busy_before": 0.0, "server_ms": server_ms,
+        }  # fmt: skip
+
+    rows = hop_table(
+        [point(0, 0.5, {"request": 0.4, "runtime": 0.3}), point(1, 0.75, None)], concurrency=1
+    )
+    assert rows[2] == "| ours N=0 | REST | 0.500 | baseline | 1.00 | 0.400 | 0.300 | 0.100 | 0% |"
+    assert rows[3] == "| ours N=1 | REST | 0.750 | +0.250 ms | 1.00 | — | — | — | 0% |"
