@@ -17,7 +17,13 @@ the model process, the front ends, the supervisor. Parts (``--parts``):
   started for it;
 - single: benchmarks.run's single-core servers (ours with batching in-process, the no-op
   ceiling, the naive Flask pattern) at ``--single-concurrency``;
-- peers: PyTriton and MLServer with ``parallel_workers`` = N on both cores at c=64.
+- peers: PyTriton and MLServer with ``parallel_workers`` = N on both cores at c=64;
+- restart: on the N=``--restart-frontends`` server, ``--restarts`` times: SIGKILL its oldest
+  front end and time, from /proc, the supervisor starting the replacement (its pid appears) and
+  the replacement listening on both ports, under a paced REST load (benchmarks.paced_load) whose
+  failed requests are counted. Not in the default parts: a front end is killed only once it has
+  run ``--restart-after`` s (61: one that ran a minute is restarted at once, as a front end that
+  dies once; sooner, the supervisor's back-off is what is measured), two per minute at N=2.
 
 Writes ``benchmarks/results/frontends/`` results.json, results.md (benchmarks.frontends_report:
 tables with ratios to N=0, the targets, the projection to 8/16/64 cores) and frontends.png.
@@ -26,16 +32,24 @@ tables with ratios to N=0, the targets, the projection to 8/16/64 cores) and fro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import re
+import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
 import urllib.parse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from statistics import median
+from urllib.parse import urlsplit
 
-from benchmarks import models, process_tree
+from benchmarks import models, paced_load, process_tree
+from benchmarks.frontends_report import kinds
 from benchmarks.frontends_report import main as report_main
 from benchmarks.run import (
     CLIENT_CPU,
@@ -60,11 +74,18 @@ from benchmarks.run import (
     wait_for_quiet,
     write_bodies,
 )
+from serving.multiproc.supervisor import STABLE_SECONDS
 
-PARTS = ("scaling", "cost", "hop", "memory", "single", "peers")
+PARTS = ("scaling", "cost", "hop", "memory", "single", "peers", "restart")
+DEFAULT_PARTS = ("scaling", "cost", "hop", "memory", "single", "peers")
 SERVER_CPUS = "0,1"  # the server may use both cores; the load generator shares CPU 1
 FLAG = "--frontend_processes"
 CHILDREN_TIMEOUT_S = 120
+RESTART_POLL_S = 0.005  # /proc is read this often while a replacement starts
+RESTART_TIMEOUT_S = 60.0  # kill to listening; the supervisor backs off up to 30 s
+LOAD_LEAD_S = 1.0  # paced load before the kill (requests that must all succeed)
+LOAD_TAIL_S = 1.0  # and after the replacement listens
+MAX_RESTARTS = 20  # at N=2 and --restart-after 61, two a minute
 
 
 @dataclass
@@ -232,7 +253,8 @@ def bench_ours(
     server = ours(model, base, bodies, n, supported)
     report["settings"]["servers"][server.name] = server.settings
     print(f"  starting {server.name} (taskset -c {server.cpus})", flush=True)
-    process = start(server, WORK / f"frontends-N{n}.log")
+    log_path = WORK / f"frontends-N{n}.log"
+    process = start(server, log_path)
     try:
         wait_for_children(process.pid, n)
         loaded = False
@@ -258,6 +280,8 @@ def bench_ours(
             report["memory"].append({"server": server.name, "frontends": n, "processes": processes})
             total = sum(p["rss_bytes"] for p in processes) / 2**20
             print(f"    memory: {len(processes)} processes, VmRSS {total:.0f} MB", flush=True)
+        if "restart" in args.parts and n == args.restart_frontends:  # after memory: fresh ones
+            bench_restart(server, process.pid, log_path, args, report)
     finally:
         stop(process)
 
@@ -325,9 +349,228 @@ def bench_peers(model: str, base: str, bodies: dict[str, Path], args, report: di
             stop(process)
 
 
+@dataclass
+class Restart:
+    """One SIGKILLed front end and its replacement; times in seconds."""
+
+    victim: int
+    victim_age_s: float  # how long the killed front end had run
+    replacement: int
+    restart_delay_s: float | None  # the back-off the supervisor logged ("starting it again in")
+    kill_to_spawn_s: float  # the replacement's pid first seen under the supervisor
+    kill_to_spawn_stat_s: float  # the same from its /proc starttime (clock ticks): a check
+    spawn_to_grpc_s: float  # its LISTEN socket on the gRPC port first seen
+    spawn_to_listening_s: float  # LISTEN on both ports (REST, bound after gRPC, is the later)
+    kill_to_listening_s: float
+    cpu_to_listening_s: float  # the replacement's own CPU (utime + stime) when seen listening
+    busy_before: float
+    load: dict  # benchmarks.paced_load.phases: requests and failures around the kill
+
+
+def _boot_offset() -> float:
+    """``CLOCK_BOOTTIME`` (what /proc starttime counts) minus ``time.monotonic()``."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - time.monotonic()
+
+
+@contextlib.contextmanager
+def _on_cpu(cpu: str):
+    """Runs the block on the load generator's CPU (the /proc polling is the client's work)."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {int(cpu)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+class PacedLoad:
+    """benchmarks.paced_load in its own process on the load generator's CPU."""
+
+    def __init__(self, endpoint: Endpoint, rate: float, clients: int) -> None:
+        command = [
+            "taskset",
+            "-c",
+            CLIENT_CPU,
+            str(PROJECT_PY),
+            "-m",
+            "benchmarks.paced_load",
+            endpoint.target,
+            str(endpoint.body),
+            f"--rate={rate}",
+            f"--clients={clients}",
+        ]
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        ready, _, _ = select.select([self.process.stdout], [], [], 30)
+        if not ready or self.process.stdout.readline().strip() != "ready":
+            self.process.kill()
+            raise RuntimeError(f"benchmarks.paced_load did not start: {command}")
+
+    def stop(self) -> list[list]:
+        self.process.send_signal(signal.SIGTERM)
+        out, _ = self.process.communicate(timeout=paced_load.TIMEOUT_S + 20)
+        return json.loads(out.strip().splitlines()[-1])["requests"]
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def _frontends_by_age(pid: int) -> list[int]:
+    """The tree's front ends, oldest first."""
+    frontends = [s.pid for s in process_tree.sample(pid) if s.role == "frontend"]
+    return sorted(frontends, key=process_tree.started_seconds)
+
+
+def _restart_delay(log_path: Path, victim: int) -> float | None:
+    """The back-off the supervisor chose for ``victim`` (its log line "frontend-I (pid P)
+    exited with signal SIGKILL; starting it again in D s")."""
+    found = re.search(
+        rf"\(pid {victim}\) exited with [^;]*; starting it again in ([\d.]+) s",
+        log_path.read_text(errors="replace"),
+    )
+    return float(found.group(1)) if found else None
+
+
+@dataclass
+class Watched:
+    """What /proc showed after a kill; times from ``time.monotonic()``."""
+
+    replacement: int
+    killed: float
+    spawned: float  # its pid first seen under the supervisor
+    spawned_stat: float  # its /proc starttime, to the clock tick
+    listening: dict[int, float]  # port -> its LISTEN socket on it first seen
+    cpu_seconds: float  # its utime + stime then
+
+
+def kill_and_watch(supervisor: int, victim: int, ports: set[int]) -> Watched:
+    """SIGKILLs ``victim``, then polls /proc until a new child of the supervisor holds LISTEN
+    sockets on every one of ``ports``. Each time is taken just after the read that saw it, so
+    it is late by at most one poll (``RESTART_POLL_S`` plus the read)."""
+    before = set(process_tree.children(supervisor))
+    offset = _boot_offset()
+    killed = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    replacement, spawned, seen = None, 0.0, {}
+    while set(seen) != ports:
+        if time.monotonic() - killed > RESTART_TIMEOUT_S:
+            raise RuntimeError(
+                f"front end {victim} SIGKILLed: after {RESTART_TIMEOUT_S:.0f} s, "
+                + (
+                    f"its replacement {replacement} listens on {sorted(seen)} of {sorted(ports)}"
+                    if replacement
+                    else "the supervisor had started no replacement"
+                )
+            )
+        time.sleep(RESTART_POLL_S)
+        if replacement is None:
+            new = [p for p in process_tree.children(supervisor) if p not in before]
+            if not new:
+                continue
+            replacement, spawned = new[0], time.monotonic()
+        try:
+            listening = process_tree.listening_ports(replacement, ports - set(seen))
+        except FileNotFoundError as exc:
+            raise RuntimeError(f"replacement front end {replacement} exited: {exc}") from exc
+        now = time.monotonic()
+        seen.update({port: now for port in listening})
+    ticks = process_tree.cpu_ticks((process_tree.PROC / str(replacement) / "stat").read_text())
+    stat = process_tree.started_seconds(replacement) - offset
+    return Watched(replacement, killed, spawned, stat, seen, ticks / os.sysconf("SC_CLK_TCK"))
+
+
+def bench_restart(server: Server, pid: int, log_path: Path, args, report: dict) -> None:
+    """``--restarts`` times: the oldest front end, once it has run ``--restart-after`` s, is
+    SIGKILLed under a paced REST load; the replacement is timed from /proc (fork, then LISTEN
+    on both ports: a front end binds only after its hello with the model process has brought
+    the model metadata, gRPC first, so once the REST port listens it can answer both), and the
+    load's requests are sorted by where they fell (benchmarks.paced_load.phases)."""
+    rest = next(e for e in server.endpoints if e.protocol == "REST")
+    port_of = {e.protocol: urlsplit(e.target).port for e in server.endpoints}
+    ports = set(port_of.values())
+    sysctl = Path("/proc/sys/net/ipv4/tcp_migrate_req")
+    report["settings"]["restart"] = {
+        "server": server.name,
+        "frontends": args.restart_frontends,
+        "restarts": args.restarts,
+        "restart_after_s": args.restart_after,
+        "load_rate": args.restart_rate,
+        "load_clients": args.restart_clients,
+        "poll_s": RESTART_POLL_S,
+        "tcp_migrate_req": sysctl.read_text().strip() if sysctl.exists() else "absent",
+    }
+    for index in range(1, args.restarts + 1):
+        victim = _frontends_by_age(pid)[0]
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - process_tree.started_seconds(victim)
+        if age < args.restart_after:
+            print(
+                f"    restart {index}: waiting {args.restart_after - age:.0f} s until front end "
+                f"{victim} has run {args.restart_after:.0f} s",
+                flush=True,
+            )
+            time.sleep(args.restart_after - age)
+        busy = wait_for_quiet(args.max_busy, args.patience)
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - process_tree.started_seconds(victim)
+        load = PacedLoad(rest, args.restart_rate, args.restart_clients)
+        try:
+            time.sleep(LOAD_LEAD_S)
+            with _on_cpu(CLIENT_CPU):
+                watched = kill_and_watch(pid, victim, ports)
+            time.sleep(LOAD_TAIL_S)
+            requests = load.stop()
+        finally:
+            load.kill()
+        listening = max(watched.listening.values())
+        row = Restart(
+            victim,
+            age,
+            watched.replacement,
+            _restart_delay(log_path, victim),
+            watched.spawned - watched.killed,
+            watched.spawned_stat - watched.killed,
+            watched.listening[port_of["gRPC"]] - watched.spawned,
+            listening - watched.spawned,
+            listening - watched.killed,
+            watched.cpu_seconds,
+            busy,
+            paced_load.phases(requests, watched.killed, listening),
+        )
+        report["restarts"].append(asdict(row))
+        failed = sum(phase["failed"] for phase in row.load["phases"].values())
+        print(
+            f"    restart {index}: kill -> spawn {row.kill_to_spawn_s * 1000:.0f} ms "
+            f"(back-off {row.restart_delay_s} s), spawn -> listening "
+            f"{row.spawn_to_listening_s * 1000:.0f} ms (its CPU {row.cpu_to_listening_s:.2f} s), "
+            f"kill -> listening "
+            f"{row.kill_to_listening_s * 1000:.0f} ms; load: {failed} of "
+            f"{row.load['requests']} failed"
+            + (f" ({kinds(row.load['errors'])})" if failed else "")
+            + (f"  busy {busy:.0%}" if busy > args.max_busy else ""),
+            flush=True,
+        )
+    for endpoint in server.endpoints:
+        validate(endpoint)  # both protocols still answer correctly
+    wait_for_children(pid, args.restart_frontends)
+    spawn = [r["spawn_to_listening_s"] for r in report["restarts"]]
+    print(
+        f"    spawn -> listening: median {median(spawn) * 1000:.0f} ms, "
+        f"max {max(spawn) * 1000:.0f} ms over {len(spawn)} restarts",
+        flush=True,
+    )
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"any of {','.join(PARTS)}")
+    parser.add_argument(
+        "--parts", default=",".join(DEFAULT_PARTS), help=f"any of {','.join(PARTS)}"
+    )
     parser.add_argument("--frontends", default="0,1,2", help="values of --frontend_processes")
     parser.add_argument(
         "--mlserver-workers",
@@ -347,6 +590,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--max-busy", type=float, default=0.15, help="wait while others use more of the CPUs"
     )
     parser.add_argument("--patience", type=float, default=30, help="longest wait per point (s)")
+    parser.add_argument(
+        "--restart-frontends", type=int, default=2, help="N of the server the restarts run on"
+    )
+    parser.add_argument("--restarts", type=int, default=4, help="front ends killed, one by one")
+    parser.add_argument(
+        "--restart-after",
+        type=float,
+        default=STABLE_SECONDS + 1,
+        help="kill a front end once it has run this long (s); the supervisor restarts one that "
+        f"ran {STABLE_SECONDS:.0f} s at once and backs off for one that dies sooner",
+    )
+    parser.add_argument("--restart-rate", type=float, default=200, help="paced REST load, req/s")
+    parser.add_argument("--restart-clients", type=int, default=4, help="its concurrent requests")
     parser.add_argument("--out", default=str(RESULTS / "frontends"))
     args = parser.parse_args(argv)
     args.parts = set(args.parts.split(","))
@@ -362,6 +618,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.single_concurrency = [int(c) for c in args.single_concurrency.split(",")]
     if args.memory_frontends < 0:
         parser.error("--memory-frontends must be >= 0 (0: only the N=0 server's memory)")
+    if not 1 <= args.restarts <= MAX_RESTARTS or args.restart_frontends < 1:
+        parser.error(f"--restarts: 1 to {MAX_RESTARTS}; --restart-frontends: at least 1")
+    if args.restart_after < 0:
+        parser.error("--restart-after must be >= 0")
     return args
 
 
@@ -376,6 +636,8 @@ def main(argv: list[str] | None = None) -> int:
         ours_ns |= set(args.frontends)
     if "memory" in args.parts:
         ours_ns |= {0, args.memory_frontends}
+    if "restart" in args.parts:
+        ours_ns.add(args.restart_frontends)
     supported = server_supports_frontends()
     if not supported and any(ours_ns):
         print(
@@ -412,6 +674,7 @@ def main(argv: list[str] | None = None) -> int:
         "points": [],
         "memory": [],
         "single": [],
+        "restarts": [],
         "not_run": {},
         "failures": {},
     }

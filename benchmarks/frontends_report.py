@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -232,6 +233,119 @@ def peer_table(points: list[dict], report: dict) -> list[str]:
     return lines
 
 
+def kinds(errors: dict[str, int]) -> str:
+    """``{"ConnectionResetError": 2}`` -> ``ConnectionResetError x2``."""
+    return ", ".join(f"{kind} x{count}" for kind, count in sorted(errors.items()))
+
+
+def restart_summary(restarts: list[dict]) -> dict:
+    """Medians and maxima of the restart times (s) and the load's requests and failures summed
+    over every restart, by phase (benchmarks.paced_load.PHASES) and by error."""
+    summary: dict = {
+        "count": len(restarts),
+        "requests": 0,
+        "failed": {},
+        "errors": {},
+        "last_failure_ms": None,
+    }
+    for key in (
+        "kill_to_spawn_s",
+        "spawn_to_listening_s",
+        "cpu_to_listening_s",
+        "kill_to_listening_s",
+    ):
+        values = [r[key] for r in restarts]
+        summary[key] = (statistics.median(values), max(values)) if values else None
+    for restart in restarts:
+        load = restart["load"]
+        summary["requests"] += load["requests"]
+        for phase, counts in load["phases"].items():
+            summary["failed"][phase] = summary["failed"].get(phase, 0) + counts["failed"]
+        for kind, count in load["errors"].items():
+            summary["errors"][kind] = summary["errors"].get(kind, 0) + count
+        if load["last_failure_ms"] is not None:
+            last = summary["last_failure_ms"]
+            summary["last_failure_ms"] = max(last or 0.0, load["last_failure_ms"])
+    return summary
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f}"
+
+
+def _median_max(pair: tuple[float, float] | None) -> str:
+    return "not measured" if pair is None else f"median {pair[0]:.2f} s (max {pair[1]:.2f} s)"
+
+
+def restart_table(restarts: list[dict]) -> list[str]:
+    lines = [
+        "| # | killed pid (had run) | replacement | back-off | kill → spawn ms "
+        "| spawn → gRPC listening ms | spawn → both listening ms | its CPU by then ms "
+        "| kill → both listening ms | requests "
+        "| failed: in flight at kill / sent before serving / after | errors "
+        "| last failure, ms after kill | slowest answer ms | busy before |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for index, r in enumerate(restarts, 1):
+        phases = r["load"]["phases"]
+        failed = " / ".join(
+            str(phases[name]["failed"])
+            for name in ("in flight at the kill", "sent before serving", "sent after")
+        )
+        if phases["before the kill"]["failed"]:
+            failed += f" (and {phases['before the kill']['failed']} before the kill)"
+        delay = "—" if r["restart_delay_s"] is None else f"{r['restart_delay_s']:.0f} s"
+        lines.append(
+            f"| {index} | {r['victim']} ({r['victim_age_s']:.0f} s) | {r['replacement']} "
+            f"| {delay} | {r['kill_to_spawn_s'] * 1000:.0f} "
+            f"| {r['spawn_to_grpc_s'] * 1000:.0f} | {r['spawn_to_listening_s'] * 1000:.0f} "
+            f"| {r['cpu_to_listening_s'] * 1000:.0f} | {r['kill_to_listening_s'] * 1000:.0f} "
+            f"| {r['load']['requests']} | {failed} "
+            f"| {kinds(r['load']['errors']) or '—'} | {_ms(r['load']['last_failure_ms'])} "
+            f"| {r['load']['slowest_ms']:.0f} "
+            f"| {r['busy_before']:.0%} |"
+        )
+    return lines
+
+
+def restart_targets(report: dict) -> list[str]:
+    restarts = report.get("restarts", [])
+    if not restarts:
+        return [
+            "| front end spawn to serving | well under 1 s | not measured |",
+            "| a front end that dies is restarted, the others keep serving | restarted; only "
+            "requests on the dead one fail | not measured |",
+        ]
+    summary = restart_summary(restarts)
+    cpu = summary["cpu_to_listening_s"]
+    failed = summary["failed"]
+    lost = sum(failed.values())
+    return [
+        "| front end spawn to serving (LISTEN on both ports) | well under 1 s "
+        f"| {_median_max(summary['spawn_to_listening_s'])} over {summary['count']} restarts; "
+        f"its own CPU by then median {cpu[0]:.2f} s (max {cpu[1]:.2f} s) |",
+        "| a front end that dies is restarted, the others keep serving | restarted; only "
+        f"requests on the dead one fail | {summary['count']} of "
+        f"{report['settings']['restart']['restarts']} killed front ends replaced, kill to "
+        f"serving {_median_max(summary['kill_to_listening_s'])}; {lost} of "
+        f"{summary['requests']} paced requests failed ({failed.get('in flight at the kill', 0)} "
+        f"in flight at the kill, {failed.get('sent before serving', 0)} sent before the "
+        f"replacement served, {failed.get('sent after', 0)} after"
+        + (
+            f", {failed['before the kill']} before the kill"
+            if failed.get("before the kill")
+            else ""
+        )
+        + (
+            f"; {kinds(summary['errors'])}; the last {summary['last_failure_ms']:.0f} ms after "
+            "its kill"
+            if lost
+            else ""
+        )
+        + ") |",
+    ]
+
+
 def targets(report: dict) -> list[str]:
     """Issue 14's targets, each with what was measured here (or why not)."""
     points, settings = report["points"], report["settings"]
@@ -296,6 +410,7 @@ def targets(report: dict) -> list[str]:
                 f"{point['server']} (both on 2 cores) | ≥ 2x "
                 f"| {_ratio(_find(ours, frontends=n, **key), point)} |"
             )
+    lines += restart_targets(report)
     single = report["single"]
 
     def row(server: str, protocol: str, concurrency: int) -> dict | None:
@@ -411,6 +526,39 @@ def markdown(report: dict) -> str:
             "## Peers at equal CPU allowance (both cores)",
             "",
             *peer_table(points, report),
+        ]
+    if report.get("restarts"):
+        restart = settings["restart"]
+        lines += [
+            "",
+            "## Front-end restart",
+            "",
+            f"On the `--frontend_processes={restart['frontends']}` server (as above): "
+            f"{restart['restarts']} times, the oldest front end, once it had run "
+            f"{restart['restart_after_s']:.0f} s, was SIGKILLed; the times come from `/proc`, "
+            f"read every {restart['poll_s'] * 1000:.0f} ms from the load generator's CPU: "
+            "*spawn* is the replacement's pid first seen under the supervisor (its "
+            "`/proc/<pid>/stat` starttime agrees to the clock tick, kept in results.json), "
+            "*listening* its socket inodes (`/proc/<pid>/fd`) first seen LISTEN on the port in "
+            "`/proc/net/tcp`. A front end binds its ports only after its hello with the model "
+            "process has brought it the model metadata, gRPC first, then REST: once both "
+            "listen, it can answer both. *back-off* is the delay the supervisor logged for "
+            "the restart (0 for a front end that had run a minute).",
+            "",
+            f"Load meanwhile: benchmarks.paced_load, {restart['load_rate']:.0f} REST "
+            f"predictions/s from {restart['load_clients']} threads, each on a new connection "
+            "(the kernel spreads new connections over the listening front ends), from 1 s "
+            "before the kill to 1 s after the replacement listens. Failures are counted where "
+            "they fell: in flight at the kill (on the killed front end, or queued on its "
+            "listening socket: lost with it), sent before the replacement served (only the "
+            "other front end listened), sent after. A SIGKILLed process takes some "
+            "milliseconds to go, and connections made meanwhile still reach its listening "
+            "socket: a request sent just after the kill can be lost with it too (see the last "
+            "failure's time after the kill). "
+            f"`net.ipv4.tcp_migrate_req` was {restart['tcp_migrate_req']} (1 hands connections "
+            "queued on a closed listener to the others).",
+            "",
+            *restart_table(report["restarts"]),
         ]
     noted = [p for p in points if p.get("notes")]
     if noted:

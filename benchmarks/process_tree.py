@@ -6,7 +6,10 @@ benchmark reads each one's CPU time (``utime + stime`` in ``/proc/<pid>/stat``) 
 a measured run and divides by the requests served, and reads resident memory (``VmRSS`` in
 ``/proc/<pid>/status``; ``Pss`` from ``smaps_rollup``, which splits pages the processes share).
 Children are found through ``/proc/<pid>/task/*/children`` (every thread's children, as a
-forked child's parent may be any thread), recursively.
+forked child's parent may be any thread), recursively. For the restart figures it also tells when
+a process started (``starttime`` in ``/proc/<pid>/stat``) and which TCP ports it listens on: the
+socket inodes among its ``/proc/<pid>/fd`` links that ``/proc/net/tcp`` and ``tcp6`` list in the
+LISTEN state.
 """
 
 from __future__ import annotations
@@ -38,6 +41,18 @@ def cpu_ticks(stat_text: str) -> int:
     return int(rest[11]) + int(rest[12])
 
 
+def start_ticks(stat_text: str) -> int:
+    """``starttime`` (field 22: clock ticks after boot at which the process was forked) from a
+    ``/proc/<pid>/stat`` line, counted after the last ')' as in ``cpu_ticks``."""
+    return int(stat_text[stat_text.rindex(")") + 2 :].split()[19])
+
+
+def started_seconds(pid: int, proc: Path = PROC) -> float:
+    """When ``pid`` was forked, in seconds after boot (``CLOCK_BOOTTIME``'s scale), to the
+    clock tick (10 ms with the usual ``CLK_TCK`` of 100)."""
+    return start_ticks((proc / str(pid) / "stat").read_text()) / os.sysconf("SC_CLK_TCK")
+
+
 def kib_field(text: str, name: str) -> int | None:
     """``name:  1234 kB`` from /proc/<pid>/status or smaps_rollup, in bytes."""
     for line in text.splitlines():
@@ -52,6 +67,43 @@ def role(cmdline: str, is_root: bool) -> str:
     if FRONTEND_MODULE in cmdline:
         return "frontend"
     return "parent" if is_root else "other"
+
+
+TCP_LISTEN = "0A"  # the state column of /proc/net/tcp (include/net/tcp_states.h)
+
+
+def socket_inodes(pid: int, proc: Path = PROC) -> set[int]:
+    """Inodes of the sockets ``pid`` holds (its ``/proc/<pid>/fd`` links read ``socket:[N]``)."""
+    found = set()
+    for fd in (proc / str(pid) / "fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # closed while being read
+        if target.startswith("socket:["):
+            found.add(int(target[len("socket:[") : -1]))
+    return found
+
+
+def listening_ports(pid: int, ports: set[int], proc: Path = PROC) -> set[int]:
+    """Which of ``ports`` ``pid`` holds a LISTEN socket on. Sockets shared with
+    ``SO_REUSEPORT`` are each their own line in /proc/net/tcp{,6}, with their own inode, so this
+    tells the listeners of one port apart."""
+    inodes = socket_inodes(pid, proc)
+    if not inodes:
+        return set()
+    found = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = (proc / "net" / table).read_text().splitlines()[1:]
+        except FileNotFoundError:  # no IPv6 here
+            continue
+        for line in lines:
+            fields = line.split()
+            port = int(fields[1].rsplit(":", 1)[1], 16)
+            if fields[3] == TCP_LISTEN and port in ports and int(fields[9]) in inodes:
+                found.add(port)
+    return found
 
 
 def children(pid: int, proc: Path = PROC) -> list[int]:

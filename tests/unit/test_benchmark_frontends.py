@@ -1,27 +1,45 @@
-"""The pure parts of benchmarks.frontends: reading a process tree from /proc and the many-core
-projection. No server, no timing: a fake /proc tree and hand-computed figures."""
+"""The pure parts of benchmarks.frontends: reading a process tree from /proc, the many-core
+projection, and the restart part's bookkeeping (listening sockets, requests sorted around a
+kill, the report's rows). No server, no timing: a fake /proc tree, one socket of this process,
+and hand-computed figures."""
 
 from __future__ import annotations
 
 import math
 import os
+import socket
 from pathlib import Path
 
 import pytest
 
-from benchmarks import process_tree
-from benchmarks.frontends_report import memory_totals, projection
+from benchmarks import paced_load, process_tree
+from benchmarks.frontends_report import (
+    memory_totals,
+    projection,
+    restart_summary,
+    restart_table,
+    restart_targets,
+)
 
 
-def _stat(pid: int, comm: str, utime: int, stime: int) -> str:
+def _stat(pid: int, comm: str, utime: int, stime: int, starttime: int = 0) -> str:
     # Fields after the command name: state, ppid, pgrp, session, tty, tpgid, flags, minflt,
-    # cminflt, majflt, cmajflt, utime, stime, cutime, cstime, ...
-    return f"{pid} ({comm}) S 1 1 1 0 -1 4194304 10 0 0 0 {utime} {stime} 7 9 20 0 1 0\n"
+    # cminflt, majflt, cmajflt, utime, stime, cutime, cstime, priority, nice, num_threads,
+    # itrealvalue, starttime, vsize, rss, ...
+    return (
+        f"{pid} ({comm}) S 1 1 1 0 -1 4194304 10 0 0 0 {utime} {stime} 7 9 20 0 1 0 "
+        f"{starttime} 1000 50\n"
+    )
 
 
 def test_cpu_ticks_adds_utime_and_stime_even_when_the_name_holds_parentheses():
     assert process_tree.cpu_ticks(_stat(42, "python", 120, 30)) == 150
     assert process_tree.cpu_ticks(_stat(42, "a) (b c) S 9", 5, 6)) == 11
+
+
+def test_start_ticks_is_field_22_even_when_the_name_holds_parentheses():
+    assert process_tree.start_ticks(_stat(42, "python", 120, 30, starttime=987654)) == 987654
+    assert process_tree.start_ticks(_stat(42, "a) (b c) S 9", 5, 6, starttime=12)) == 12
 
 
 def test_kib_fields_are_bytes_and_absent_fields_none():
@@ -146,3 +164,136 @@ def test_hop_table_splits_the_servers_time_at_the_model_call():
     )
     assert rows[2] == "| ours N=0 | REST | 0.500 | baseline | 1.00 | 0.400 | 0.300 | 0.100 | 0% |"
     assert rows[3] == "| ours N=1 | REST | 0.750 | +0.250 ms | 1.00 | — | — | — | 0% |"
+
+
+# ---------------------------------------------------------------------------- restart part
+def _tcp_table(rows: list[tuple[str, int, str, int]]) -> str:
+    """/proc/net/tcp's layout: (local address in hex, port, state, inode) per socket."""
+    lines = [
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
+        "timeout inode"
+    ]
+    for index, (address, port, state, inode) in enumerate(rows):
+        lines.append(
+            f"   {index}: {address}:{port:04X} 00000000:0000 {state} 00000000:00000000 "
+            f"00:00000000 00000000     0        0 {inode} 1 0000000000000000 100 0 0 10 0"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def test_listening_ports_are_this_processs_listen_sockets_only(tmp_path: Path):
+    # pid 7 holds sockets 100 (LISTEN on 8500), 101 (an accepted connection on 8501) and
+    # 102 (LISTEN on 8501 over IPv6); 200 is another front end's LISTEN socket on 8501
+    # (SO_REUSEPORT: same port, its own line and inode).
+    fds = tmp_path / "7" / "fd"
+    fds.mkdir(parents=True)
+    for fd, target in enumerate(["/dev/null", "socket:[100]", "socket:[101]", "pipe:[5]"]):
+        os.symlink(target, fds / str(fd))
+    os.symlink("socket:[102]", fds / "9")
+    (tmp_path / "net").mkdir()
+    (tmp_path / "net" / "tcp").write_text(
+        _tcp_table(
+            [
+                ("0100007F", 8500, "0A", 100),
+                ("0100007F", 8501, "01", 101),
+                ("0100007F", 8501, "0A", 200),
+                ("0100007F", 9000, "0A", 100),
+            ]
+        )
+    )
+    (tmp_path / "net" / "tcp6").write_text(
+        _tcp_table([("00000000000000000000000001000000", 8501, "0A", 102)])
+    )
+    assert process_tree.socket_inodes(7, proc=tmp_path) == {100, 101, 102}
+    assert process_tree.listening_ports(7, {8500, 8501}, proc=tmp_path) == {8500, 8501}
+    (tmp_path / "net" / "tcp6").unlink()  # no IPv6: only the IPv4 table counts
+    assert process_tree.listening_ports(7, {8500, 8501}, proc=tmp_path) == {8500}
+
+
+def test_listening_ports_sees_a_real_socket_once_it_listens():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        assert process_tree.listening_ports(os.getpid(), {port}) == set()  # bound, not listening
+        sock.listen(1)
+        assert process_tree.listening_ports(os.getpid(), {port}) == {port}
+
+
+def test_requests_are_sorted_by_where_they_fell_around_the_kill():
+    killed, serving = 10.0, 11.0
+    requests = [
+        [9.0, 9.01, None],  # answered before the kill
+        [9.99, 10.2, None],  # in flight, answered by the other front end
+        [9.995, 10.012, "ConnectionResetError: [Errno 104] Connection reset by peer"],
+        [10.004, 10.018, "RemoteDisconnected: Remote end closed connection"],  # sent after
+        [10.5, 10.51, None],  # only the other front end listens
+        [11.5, 11.53, None],
+        [11.6, 11.61, "HTTP 503"],
+    ]
+    summary = paced_load.phases(requests, killed, serving)
+    assert summary["requests"] == 7
+    assert summary["phases"] == {
+        "before the kill": {"requests": 1, "failed": 0},
+        "in flight at the kill": {"requests": 2, "failed": 1},
+        "sent before serving": {"requests": 2, "failed": 1},
+        "sent after": {"requests": 2, "failed": 1},
+    }
+    assert summary["errors"] == {"ConnectionResetError": 1, "RemoteDisconnected": 1, "HTTP 503": 1}
+    assert [round(f["ms_after_kill"]) for f in summary["failures"]] == [12, 18, 1610]
+    assert summary["last_failure_ms"] == pytest.approx(1610)
+    assert summary["slowest_ms"] == pytest.approx(210)
+    assert paced_load.phases([[1.0, 1.1, None]], killed, serving)["last_failure_ms"] is None
+
+
+def _restart(spawn: float, listening: float, cpu: float, requests: list[list]) -> dict:
+    return {
+        "victim": 100,
+        "victim_age_s": 61.5,
+        "replacement": 200,
+        "restart_delay_s": 0.0,
+        "kill_to_spawn_s": spawn,
+        "kill_to_spawn_stat_s": spawn,
+        "spawn_to_grpc_s": listening - 0.05,
+        "spawn_to_listening_s": listening,
+        "kill_to_listening_s": spawn + listening,
+        "cpu_to_listening_s": cpu,
+        "busy_before": 0.05,
+        "load": paced_load.phases(requests, 10.0, 10.0 + spawn + listening),
+    }
+
+
+def test_restart_rows_give_median_and_max_and_every_failure():
+    reset = "ConnectionResetError: [Errno 104] Connection reset by peer"
+    restarts = [
+        _restart(0.05, 0.70, 0.60, [[9.0, 9.1, None], [9.99, 10.01, reset]]),
+        _restart(0.10, 0.90, 0.65, [[9.0, 9.1, None]]),
+        _restart(0.08, 1.30, 0.70, [[10.001, 10.03, reset], [10.5, 10.6, None]]),
+    ]
+    summary = restart_summary(restarts)
+    assert summary["spawn_to_listening_s"] == (pytest.approx(0.90), pytest.approx(1.30))
+    assert summary["kill_to_listening_s"] == (pytest.approx(1.00), pytest.approx(1.38))
+    assert summary["requests"] == 5
+    assert summary["failed"]["in flight at the kill"] == 1
+    assert summary["failed"]["sent before serving"] == 1
+    assert summary["errors"] == {"ConnectionResetError": 2}
+    assert summary["last_failure_ms"] == pytest.approx(30)
+    report = {"restarts": restarts, "settings": {"restart": {"restarts": 3}}}
+    spawn_row, restart_row = restart_targets(report)
+    assert spawn_row == (
+        "| front end spawn to serving (LISTEN on both ports) | well under 1 s "
+        "| median 0.90 s (max 1.30 s) over 3 restarts; its own CPU by then median 0.65 s "
+        "(max 0.70 s) |"
+    )
+    assert "3 of 3 killed front ends replaced" in restart_row
+    assert "2 of 5 paced requests failed (1 in flight at the kill, 1 sent before" in restart_row
+    assert "ConnectionResetError x2; the last 30 ms after its kill" in restart_row
+    table = restart_table(restarts)
+    assert len(table) == 2 + 3
+    assert table[2].startswith("| 1 | 100 (62 s) | 200 | 0 s | 50 | 650 | 700 | 600 | 750 | 2 ")
+    assert "| 1 / 0 / 0 | ConnectionResetError x1 | 10 | 100 | 5% |" in table[2]
+
+
+def test_restart_rows_say_not_measured_without_restarts():
+    rows = restart_targets({"settings": {}})
+    assert rows[0] == "| front end spawn to serving | well under 1 s | not measured |"
+    assert rows[1].endswith("| not measured |")
