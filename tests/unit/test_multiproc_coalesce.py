@@ -55,6 +55,17 @@ def _recorder(sent: list, fields: bool = True):
     return send
 
 
+def _answerable(sent: list, replies: list[asyncio.Future]):
+    """A send that records each group and keeps its reply future, for the test to answer."""
+
+    def send(message_fields, calls):
+        sent.append(calls)
+        replies.append(asyncio.get_running_loop().create_future())
+        return replies[-1]
+
+    return send
+
+
 def _sent_groups(adds: list[tuple[dict, dict, int]]) -> tuple[list[list[PendingCall]], list]:
     """Adds every (fields, inputs, max_rows) in one iteration; returns the groups sent."""
     sent: list[tuple[dict, list[PendingCall]]] = []
@@ -149,11 +160,7 @@ def test_calls_wait_while_the_model_process_has_enough_of_them_in_flight():
     would only queue in the model process) and go as one group when a reply lands."""
     sent: list[list[PendingCall]] = []
     replies: list[asyncio.Future] = []
-
-    def send(fields, calls):
-        sent.append(calls)
-        replies.append(asyncio.get_running_loop().create_future())
-        return replies[-1]
+    send = _answerable(sent, replies)
 
     async def iteration(coalescer, count):
         for _ in range(count):
@@ -207,11 +214,7 @@ def test_held_calls_wait_about_as_long_as_recent_calls_took_to_land(monkeypatch)
     monkeypatch.setattr(coalesce, "HOLD_MAX_SECONDS", 10.0)
     sent: list[list[PendingCall]] = []
     replies: list[asyncio.Future] = []
-
-    def send(fields, calls):
-        sent.append(calls)
-        replies.append(asyncio.get_running_loop().create_future())
-        return replies[-1]
+    send = _answerable(sent, replies)
 
     async def main():
         coalescer = Coalescer(send)
