@@ -254,7 +254,6 @@ class ModelManager:
                 return
             record.servable = servable
             self._set_state(record, State.AVAILABLE)
-            self._publish()
             self._failures.pop(record.version, None)
         log.info(
             "Model %s: version %d AVAILABLE (loaded in %.2f s)",
@@ -293,8 +292,7 @@ class ModelManager:
         self._reconcile()  # fall back to the best version that can load
 
     def _start_unload(self, record: VersionRecord) -> None:
-        self._set_state(record, State.UNLOADING)
-        self._publish()  # out of the serving map first: no new request can pin it
+        self._set_state(record, State.UNLOADING)  # no new request can pin it from here on
         thread = threading.Thread(
             target=self._unload,
             args=(record,),
@@ -333,7 +331,10 @@ class ModelManager:
         self._latest = available[max(available)] if available else None
 
     def _set_state(self, record: VersionRecord, state: State) -> None:
+        """Observers hear of a change once the serving map shows it: one that reads the map
+        (the model process's snapshot publisher) must never read the map of before."""
         record.state = state
+        self._publish()
         if self._on_state_change is not None:
             self._on_state_change(self.name, record)
 

@@ -127,6 +127,8 @@ class ServerCore:
         self._poll_wait = poll_wait_seconds
         self._retry = retry or RetryPolicy()
         self._on_state_change = on_state_change
+        self._listeners: tuple[Callable[[], None], ...] = ()  # replaced whole: read lock-free
+        self._listeners_lock = threading.Lock()
         self._load_executor = ThreadPoolExecutor(
             max_workers=num_load_threads or max(2, os.cpu_count() or 1),
             thread_name_prefix="load",
@@ -142,24 +144,27 @@ class ServerCore:
         """Replaces the config whole, or (on a validation error) changes nothing."""
         validate_config(config)
         wanted = {m.name: m for m in config.model_config_list.config}
-        with self._lock:
-            for name, model_config in wanted.items():
-                current = self._models.get(name)
-                if current is not None:
-                    self._check_label_moves(current, model_config)
-            for name in list(self._models):
-                if name not in wanted:
-                    log.info("Model %s removed from the config; unloading it", name)
-                    self._models.pop(name).manager.remove()
-            for name, model_config in wanted.items():
-                current = self._models.get(name)
-                if current is not None and current.config.base_path == model_config.base_path:
-                    current.config = model_config
-                    current.manager.policy = model_config.model_version_policy
-                    continue
-                if current is not None:
-                    current.manager.remove()
-                self._models[name] = self._new_model(model_config)
+        try:
+            with self._lock:
+                for name, model_config in wanted.items():
+                    current = self._models.get(name)
+                    if current is not None:
+                        self._check_label_moves(current, model_config)
+                for name in list(self._models):
+                    if name not in wanted:
+                        log.info("Model %s removed from the config; unloading it", name)
+                        self._models.pop(name).manager.remove()
+                for name, model_config in wanted.items():
+                    current = self._models.get(name)
+                    if current is not None and current.config.base_path == model_config.base_path:
+                        current.config = model_config
+                        current.manager.policy = model_config.model_version_policy
+                        continue
+                    if current is not None:
+                        current.manager.remove()
+                    self._models[name] = self._new_model(model_config)
+        finally:  # also after a failure part-way: what did change is told
+            self._changed()
         self._wake.set()
 
     def set_traffic_splits(self, splits: dict[str, TrafficSplit]) -> None:
@@ -176,6 +181,7 @@ class ServerCore:
                         f"config does not define (version_labels: {sorted(labels)})"
                     )
             self._splits = dict(splits)
+        self._changed()
 
     def traffic_split(self, name: str) -> TrafficSplit | None:
         return self._splits.get(name)
@@ -203,10 +209,38 @@ class ServerCore:
                 "not currently available for inference"
             )
 
+    # ------------------------------------------------------------------ change listeners
+    def add_change_listener(self, listener: Callable[[], None]) -> None:
+        """``listener()`` is called after anything requests resolve against changes: a version's
+        state (and with it the serving map), the config (models, labels, policies) or the
+        traffic splits. It runs on the thread making the change, possibly under a model
+        manager's lock, so it must only note the change and return (the model process's
+        snapshot publisher schedules a rebuild on its event loop). Like TF Serving's event bus
+        of servable states, with config changes added: labels change without a state change."""
+        with self._listeners_lock:
+            self._listeners = (*self._listeners, listener)
+
+    def remove_change_listener(self, listener: Callable[[], None]) -> None:
+        """Removes ``listener`` (or an equal one: a bound method of the same object)."""
+        with self._listeners_lock:
+            self._listeners = tuple(known for known in self._listeners if known != listener)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            try:
+                listener()
+            except Exception:  # a listener must never fail a load, an unload or a config
+                log.exception("A core change listener failed")
+
+    def _state_changed(self, model: str, record: VersionRecord) -> None:
+        if self._on_state_change is not None:
+            self._on_state_change(model, record)
+        self._changed()
+
     def _new_model(self, config: ModelConfig) -> _Model:
         source = self._source_factory(config.name, config.base_path)
         loader = self._loader
-        on_state_change = self._on_state_change
+        on_state_change: StateHook = self._state_changed
         if isinstance(source, BucketVersionSource):
             loader = _fetch_then_load(source, loader)
             on_state_change = _track_cache_use(source, on_state_change)

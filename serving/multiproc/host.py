@@ -36,12 +36,12 @@ from serving.ipc.arena import Arena, ArenaMap
 from serving.ipc.channel import Channel, ChannelServer, RpcServer, serve
 from serving.ipc.tensors import pack, unpack
 from serving.multiproc import protocol as op
+from serving.multiproc.publisher import Snapshot, SnapshotPublisher
 from serving.multiproc.snapshot import SignatureFingerprints, build_snapshot
 from serving.servables.signatures import find_signature, find_signature_rest
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_INTERVAL_SECONDS = 0.2
 FLUSH_WAIT_SECONDS = 1.0  # a front end too busy to answer by then is read as it stands
 FINDERS = {"predict": find_signature, "rest": find_signature_rest}
 
@@ -136,8 +136,7 @@ class DataplaneHost:
         self._fingerprints = SignatureFingerprints()
         self._links: set[FrontendLink] = set()
         self._listener: ChannelServer | None = None
-        self._snapshot: dict[str, Any] | None = None
-        self._publisher: asyncio.Task | None = None
+        self._publisher = SnapshotPublisher(self._build_snapshot, self._push_snapshot)
         self._flush_token = 0
         self._flushes = _Condition()
 
@@ -145,7 +144,8 @@ class DataplaneHost:
     async def start(self) -> None:
         """Listens on the socket path, made visible only once listening (the supervisor starts
         front ends when the path appears)."""
-        self._snapshot = build_snapshot(self._core, self._fingerprints, self._coalescing)
+        self._core.add_change_listener(self._publisher.changed)
+        self._publisher.start()
         staging = f"{self._socket_path}.{os.getpid()}"
         for path in (staging, self._socket_path):
             if os.path.exists(path):
@@ -156,12 +156,12 @@ class DataplaneHost:
         sock.setblocking(False)
         self._listener = ChannelServer(sock, self._accept)
         os.rename(staging, self._socket_path)
-        self._publisher = asyncio.create_task(self._publish_snapshots())
         log.info("Model process serving front ends at %s", self._socket_path)
 
     async def stop(self) -> None:
-        if self._publisher is not None:
-            self._publisher.cancel()
+        # The core outlives this loop (it unloads every version after it closes).
+        self._core.remove_change_listener(self._publisher.changed)
+        self._publisher.stop()
         if self._listener is not None:
             self._listener.close()
         for link in list(self._links):
@@ -181,20 +181,12 @@ class DataplaneHost:
             self._links.discard(link)
             link.close()
 
-    async def _publish_snapshots(self) -> None:
-        """Pushes a snapshot to every front end when what the core serves changed (checked a
-        few times a second: loads and swaps take far longer than the delay)."""
-        while True:
-            await asyncio.sleep(SNAPSHOT_INTERVAL_SECONDS)
-            try:
-                snapshot = build_snapshot(self._core, self._fingerprints, self._coalescing)
-            except Exception:  # never let a bad moment stop publishing
-                log.exception("Building the model snapshot failed")
-                continue
-            if snapshot != self._snapshot:
-                self._snapshot = snapshot
-                for link in list(self._links):
-                    link.server.push({"op": op.SNAPSHOT, "snapshot": snapshot})
+    def _build_snapshot(self) -> Snapshot:
+        return build_snapshot(self._core, self._fingerprints, self._coalescing)
+
+    def _push_snapshot(self, snapshot: Snapshot) -> None:
+        for link in list(self._links):
+            link.server.push({"op": op.SNAPSHOT, "snapshot": snapshot})
 
     # ------------------------------------------------------------------ dispatch
     def _dispatch(self, connection: _Connection, msg: dict, fds: list[int]) -> Any:
@@ -234,7 +226,7 @@ class DataplaneHost:
         metrics_path = self._metrics.path if self._metrics is not None else None
         reply = {
             "capacity": replies.capacity,
-            "snapshot": self._snapshot,
+            "snapshot": self._publisher.snapshot,
             "routes": [
                 [r.method, r.pattern.pattern, r.content_type.decode()] for r in self._routes
             ],

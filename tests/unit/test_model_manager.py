@@ -21,7 +21,7 @@ class FakeServable:
 class Harness:
     """A manager whose loader can be blocked or made to fail per path."""
 
-    def __init__(self, policy: VersionPolicy | None = None) -> None:
+    def __init__(self, policy: VersionPolicy | None = None, on_state_change=None) -> None:
         self.gates: dict[str, threading.Event] = {}
         self.failing: set[str] = set()
         self.closed: list[str] = []
@@ -33,6 +33,7 @@ class Harness:
             self._close,
             self.executor,
             RetryPolicy(max_retries=5, interval_seconds=3600),
+            on_state_change,
         )
 
     def _load(self, path: str) -> FakeServable:
@@ -103,6 +104,33 @@ def test_old_version_serves_until_new_one_is_available(harness):
     harness.wait(lambda: harness.state(1) == State.END)
     assert harness.manager.available_versions() == [2]
     assert harness.closed == ["/m/1"]
+
+
+def test_state_observers_see_the_serving_map_after_the_change():
+    """An observer that reads the serving map when told of a change (the model process's
+    snapshot publisher, on its own thread) must never read the map of before: it would
+    publish the old versions and hear of no further change."""
+    seen: list[tuple[int, State, list[int]]] = []
+    harness = Harness(
+        on_state_change=lambda model, record: seen.append(
+            (record.version, record.state, harness.manager.available_versions())
+        )
+    )
+    try:
+        harness.discover(1)
+        harness.wait(lambda: harness.manager.latest_version() == 1)
+        harness.discover(1, 2)
+        harness.wait(lambda: harness.state(1) == State.END)
+    finally:
+        harness.executor.shutdown(wait=False, cancel_futures=True)
+    assert seen == [
+        (1, State.LOADING, []),
+        (1, State.AVAILABLE, [1]),
+        (2, State.LOADING, [1]),
+        (2, State.AVAILABLE, [1, 2]),
+        (1, State.UNLOADING, [2]),  # out of the map before anyone hears it is unloading
+        (1, State.END, [2]),
+    ]
 
 
 def test_unload_waits_for_in_flight_requests(harness):
