@@ -71,6 +71,9 @@ class Child:
     failures: int = 0
     next_start: float = 0.0
     ready_fd: int | None = field(default=None, repr=False)
+    # The model process: its socket appeared, so its handlers (SIGUSR1) are in place. Kept
+    # after it removes the socket at stop, so one that hangs while stopping still dumps.
+    listened: bool = False
 
 
 class Supervisor:
@@ -166,6 +169,7 @@ class Supervisor:
     def _watch(self) -> None:
         while not self._stop.wait(0.1):
             now = time.monotonic()
+            self._note_model_listening()
             for child in self.frontends:  # a restarted front end reports it listens
                 if child.ready_fd is not None and select.select([child.ready_fd], [], [], 0)[0]:
                     os.read(child.ready_fd, 1)
@@ -195,7 +199,17 @@ class Supervisor:
         child.next_start = now + delay
 
     # ------------------------------------------------------------------ processes
+    def _note_model_listening(self) -> None:
+        if not self.model.listened and self.model.process is not None:
+            self.model.listened = os.path.exists(self.socket_path)
+
     def _spawn(self, child: Child) -> None:
+        if child is self.model:
+            # A killed model process leaves its socket behind: the path must appear anew
+            # before this one counts as listening.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.socket_path)
+            child.listened = False
         env = {**os.environ, **child.env, MODEL_SOCKET_ENV: self.socket_path}
         pass_fds: tuple[int, ...] = ()
         if child is not self.model:
@@ -253,7 +267,8 @@ class Supervisor:
 
     def _started(self, child: Child) -> bool:
         if child is self.model:
-            return os.path.exists(self.socket_path)
+            self._note_model_listening()
+            return child.listened
         return child.ready_fd is None
 
 
