@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # The project's test command: lint, then every test on the TFX 1.16 stack (.venv, Python 3.10),
 # then the serving test suite again on the current serving stack (.venv-serving, Python 3.12,
-# TensorFlow 2.21) — the stack the serving image ships (docs/stacks.md).
+# TensorFlow 2.21) — the stack the serving image ships (docs/stacks.md) — then the request-path
+# tests once more on the current stack with one front-end process.
 #
 #   scripts/test.sh [pytest arguments]      e.g. scripts/test.sh -m "not integration" -x
 #
-# Pytest arguments go to both runs. TEST_STACKS picks the runs (default "tfx serving"), e.g.
-# TEST_STACKS=tfx scripts/test.sh tests/components/test_pusher_executor.py. The serving run
+# Pytest arguments go to every run. TEST_STACKS picks the runs (default "tfx serving frontends1"),
+# e.g. TEST_STACKS=tfx scripts/test.sh tests/components/test_pusher_executor.py. The serving run
 # always selects SERVING_SUITE below: what imports neither tfx nor ml-metadata. Tests that need
 # TFX (components, pipelines) and the container and Kubernetes tests run once, on the TFX stack;
 # the cross-stack tests among them start servers on the current stack too. The bucket serving
-# tests run once, on the current stack. Test servers run in
-# one process on the TFX stack and with two front-end processes on the current one.
+# tests run once, on the current stack. Test servers (tests/support/server_process.py) run in
+# one process on the TFX stack, with two front-end processes around a model process in the
+# serving run, and with one in the frontends1 run (FRONTENDS1_SUITE below): the request path is
+# tested with --frontend_processes=0, 2 and 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +31,26 @@ SERVING_SUITE=(
   tests/storage/test_bucket_serving.py
   tests/storage/test_bucket_store.py
 )
-read -r -a stacks <<<"${TEST_STACKS:-tfx serving}"
+# The frontends1 run: the tests whose servers answer requests in ways the process model could
+# change -- REST and gRPC semantics, batching (with one front end, all concurrent calls meet in
+# the process that coalesces them), hot swap and the version lifecycle, TLS and tokens, config
+# reload and labels, overload and the REST connection cap (one front end holds all of it), and
+# the hostile-input and fuzz tests (limits, shared memory, odd tensors through the arenas; no
+# other run has them with front ends). About 4 minutes. Left to the other two runs, to keep CI
+# inside its time budget: the model formats and op libraries (TF Lite, TF Text, MultiInference,
+# TFX's test models), the status page, clean stop and the TF-free client, whose front-end code
+# runs the same with one front end as with two.
+FRONTENDS1_SUITE=(
+  tests/integration/test_rest_api.py
+  tests/integration/test_grpc_api.py
+  tests/integration/test_batching.py
+  tests/integration/test_version_lifecycle.py
+  tests/integration/test_security.py
+  tests/integration/test_model_config.py
+  tests/integration/test_overload.py
+  tests/robustness
+)
+read -r -a stacks <<<"${TEST_STACKS:-tfx serving frontends1}"
 
 scripts/bootstrap.sh tfx serving
 # The metadata tests start a private MariaDB server and a private PostgreSQL cluster; install
@@ -56,11 +78,13 @@ for stack in "${stacks[@]}"; do
     # The bucket serving tests (real servers against fake GCS and S3, ~2 minutes) run once, on
     # the serving stack that ships in the image.
     tfx) command=(.venv/bin/python -m pytest --ignore=tests/storage/test_bucket_serving.py "$@") ;;
-    # The serving suite's servers run as front-end processes around a model process here
-    # (--frontend_processes=2; tests/support/server_process.py), the TFX stack's in one process:
-    # every request-path test runs in both process models.
+    # The serving suite's servers run as two front-end processes around a model process here
+    # (--frontend_processes=2; tests/support/server_process.py), the TFX stack's in one process.
     serving) command=(env TFX_SERVING_TEST_FRONTENDS=2 .venv-serving/bin/python -m pytest "${SERVING_SUITE[@]}" "$@") ;;
-    *) echo "test.sh: unknown stack $stack in TEST_STACKS (tfx, serving)" >&2; exit 2 ;;
+    # The request-path tests again with one front end (--frontend_processes=1), on the current
+    # stack: its servers start faster than the TFX stack's.
+    frontends1) command=(env TFX_SERVING_TEST_FRONTENDS=1 .venv-serving/bin/python -m pytest "${FRONTENDS1_SUITE[@]}" "$@") ;;
+    *) echo "test.sh: unknown stack $stack in TEST_STACKS (tfx, serving, frontends1)" >&2; exit 2 ;;
   esac
   echo "test.sh: the $stack stack: ${command[*]}" >&2
   code=0
@@ -73,7 +97,7 @@ for stack in "${stacks[@]}"; do
   fi
 done
 
-# One closing line for both runs, from pytest's own JUnit reports.
+# One closing line for every run, from pytest's own JUnit reports.
 .venv/bin/python - "$reports" <<'EOF'
 import pathlib, sys
 import xml.etree.ElementTree as ET

@@ -22,7 +22,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from tests.support.gate import OPEN, Gate, write_gated_double
-from tests.support.server_process import ServerProcess
+from tests.support.server_process import ServerProcess, frontend_processes
 
 pytestmark = pytest.mark.integration
 
@@ -142,9 +142,10 @@ def capped_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("capped")
     write_gated_double(str(root / "gated" / "1"))
     args = ["--model_name=gated", f"--model_base_path={root / 'gated'}"]
-    # One process: with front-end processes each takes a share of the cap (docs/serving.md),
-    # and which one a connection reaches is the kernel's choice.
-    cap = ["--rest_api_max_connections=3", "--frontend_processes=0"]
+    # At most one front end: with several, each takes a share of the cap (docs/serving.md) and
+    # which one a connection reaches is the kernel's choice. One front end holds the whole cap,
+    # so the runs with front-end processes (scripts/test.sh) test it there.
+    cap = ["--rest_api_max_connections=3", f"--frontend_processes={min(frontend_processes(), 1)}"]
     with ServerProcess([*args, *cap]) as server:
         server.wait_for(lambda: server.available_versions("gated") == [1])
         yield server

@@ -49,18 +49,30 @@ def models(tmp_path):
 
 
 def test_swap_under_concurrent_load_drops_nothing(models):
+    """Four clients on keep-alive connections while version 2 replaces version 1: no request
+    fails, each connection moves from the old answer to the new one once and never back, and
+    every request sent after version 1 reached END gets version 2 (TF Serving unloads a version
+    only once the requests holding it are done, and new ones resolve to the new latest).
+
+    Outcomes are tagged when their request is sent, not ordered by when a client thread records
+    them: a thread that gets its last version-1 answer just before the END may be scheduled
+    after other threads have finished requests that followed it."""
     base, built = models
     _publish(built[2.0], str(base), 1)
     with ServerProcess(["--model_name=m", f"--model_base_path={base}"]) as server:
         assert _predict_x2(server) == (200, 3.0)
         stop = threading.Event()
-        results: list[tuple[int, object]] = []
+        ended = threading.Event()  # set once the status shows version 1 END
+        # (client, sent after the END was seen, HTTP status, predictions or error), in the
+        # order the clients recorded them.
+        results: list[tuple[int, bool, int, object]] = []
         lock = threading.Lock()
 
-        def client() -> None:
+        def client(index: int) -> None:
             conn = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
             body = json.dumps({"instances": [2.0]})
             while not stop.is_set():
+                after_end = ended.is_set()
                 try:
                     conn.request("POST", "/v1/models/m:predict", body)
                     response = conn.getresponse()
@@ -70,33 +82,38 @@ def test_swap_under_concurrent_load_drops_nothing(models):
                     outcome = (-1, repr(exc))
                     conn = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
                 with lock:
-                    results.append(outcome)
+                    results.append((index, after_end, *outcome))
 
-        threads = [threading.Thread(target=client) for _ in range(4)]
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
         for thread in threads:
             thread.start()
 
-        def answered(count: int) -> bool:
+        def answered(after_end: bool) -> bool:
+            """25 requests answered that were sent before (after) the END was seen."""
             with lock:
-                return len(results) >= count
+                return sum(1 for result in results if result[1] == after_end) >= 25
 
-        server.wait_for(lambda: answered(25), interval=0.02)  # traffic before the swap
+        server.wait_for(lambda: answered(False), interval=0.02)  # traffic before the swap
+        with lock:
+            before_swap = len(results)  # answered before version 2 existed
         _publish(built[10.0], str(base), 2)
         server.wait_for(lambda: _states(server) == {1: "END", 2: "AVAILABLE"}, timeout=60)
-        with lock:
-            swapped_at = len(results)
-        server.wait_for(lambda: answered(swapped_at + 25), interval=0.02)  # and after it
+        ended.set()
+        server.wait_for(lambda: answered(True), interval=0.02)  # and after it
         stop.set()
         for thread in threads:
             thread.join()
 
-    failures = [r for r in results if r[0] != 200]
+    failures = [r for r in results if r[2] != 200]
     assert not failures, failures[:5]
-    answers = [r[1][0] for r in results]
+    answers = [r[3][0] for r in results]
     assert set(answers) == {3.0, 11.0}
-    first_new = answers.index(11.0)
-    assert len(results) > 50
-    assert answers[-1] == 11.0 and first_new > 0
+    assert before_swap >= 25 and answers[:before_swap] == [3.0] * before_swap
+    after_end = [r[3][0] for r in results if r[1]]
+    assert len(after_end) >= 25 and after_end == [11.0] * len(after_end)
+    for index in range(4):
+        seen = [r[3][0] for r in results if r[0] == index]
+        assert seen == sorted(seen), f"client {index} went back to version 1: {seen}"
 
 
 def test_half_written_failed_and_rolled_back_versions(models, tmp_path):

@@ -36,25 +36,43 @@ _UNLIMITED = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_l
 
 @dataclass
 class Memory:
-    """The server's resident memory: peak since :meth:`reset`, from /proc/<pid>/status."""
+    """The server's resident memory: peak growth since :meth:`reset`, from /proc/<pid>/status,
+    summed over its processes -- with ``--frontend_processes`` the supervisor, the model process
+    and the front ends, where requests are decoded. The sum of each process's peak is at least
+    the peak of their sum, so a bound on it holds for the server as a whole."""
 
     pid: int
 
-    def _kib(self, key: str) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+    def _processes(self) -> list[int]:
+        pids, queue = [], [self.pid]
+        while queue:
+            pid = queue.pop()
+            pids.append(pid)
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                queue.extend(int(child) for child in (task / "children").read_text().split())
+        return pids
+
+    @staticmethod
+    def _kib(pid: int, key: str) -> int:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(key + ":"):
                 return int(line.split()[1])
         raise KeyError(key)
 
     def reset(self) -> None:
-        Path(f"/proc/{self.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
-        self._base = self._kib("VmRSS")
+        self._base = {}
+        for pid in self._processes():
+            Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+            self._base[pid] = self._kib(pid, "VmRSS")
+
+    def _growth_mib(self, key: str) -> float:
+        return sum(self._kib(pid, key) - base for pid, base in self._base.items()) / 1024
 
     def peak_growth_mib(self) -> float:
-        return (self._kib("VmHWM") - self._base) / 1024
+        return self._growth_mib("VmHWM")
 
     def __repr__(self) -> str:  # shown when a bound fails: peak and what is still held
-        held = (self._kib("VmRSS") - self._base) / 1024
+        held = self._growth_mib("VmRSS")
         return f"Memory(peak +{self.peak_growth_mib():.0f} MiB, now +{held:.0f} MiB)"
 
 

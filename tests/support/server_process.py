@@ -22,6 +22,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 FRONTENDS_ENV = "TFX_SERVING_TEST_FRONTENDS"
 
 
+def frontend_processes() -> int:
+    """The ``--frontend_processes`` test servers run with: 0 (one process) unless the run sets
+    ``TFX_SERVING_TEST_FRONTENDS`` (scripts/test.sh runs the request-path suites at 0, 1 and 2)."""
+    return int(os.environ.get(FRONTENDS_ENV, "0"))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -50,10 +56,10 @@ class ServerProcess:
             f"--rest_api_port={self.rest_port}",
             f"--port={self.grpc_port}",
             "--host=127.0.0.1",
-            # The suites run once per process model (scripts/test.sh): one process, or front-end
-            # processes around a model process. A test that needs one of them says so in its
-            # own arguments, which come later and win.
-            f"--frontend_processes={os.environ.get(FRONTENDS_ENV, '0')}",
+            # The suites run once per process model (scripts/test.sh): one process, or one or two
+            # front-end processes around a model process. A test that needs one of them says so
+            # in its own arguments, which come later and win.
+            f"--frontend_processes={frontend_processes()}",
             *args,
         ]
         self._env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
