@@ -4,7 +4,7 @@ Started by the supervisor (``serving.multiproc.supervisor``) with the server's o
 line; ``TFX_SERVING_MODEL_SOCKET`` names the model process's socket, ``TFX_SERVING_FRONTEND``
 this front end's number and ``TFX_SERVING_READY_FD`` the pipe it reports "listening" on. It
 never imports TensorFlow (``tests/unit/test_frontend_imports.py`` checks): a crash costs no
-model memory, and it starts on about 0.8 s of CPU, most of it importing numpy, uvicorn and
+model memory, and it starts on about 0.6 s of CPU, most of it importing numpy, uvicorn and
 grpc (``benchmarks.frontends --parts restart`` measures spawn to serving).
 """
 
