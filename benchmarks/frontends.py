@@ -42,7 +42,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.parse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import median
@@ -124,9 +123,10 @@ def latency_sums(server: Server) -> dict[str, float] | None:
     rest = next((e for e in server.endpoints if e.protocol == "REST"), None)
     if rest is None or not server.name.startswith("ours"):
         return None
-    port = urllib.parse.urlsplit(rest.target).port
     try:
-        values = prometheus_values(f"http://127.0.0.1:{port}/monitoring/prometheus/metrics")
+        values = prometheus_values(
+            f"http://127.0.0.1:{urlsplit(rest.target).port}/monitoring/prometheus/metrics"
+        )
     except OSError:
         return None
     return {
