@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks.paced_load import PHASES
+
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS_PY = ROOT / "benchmarks" / "work" / "venv-tools" / "bin" / "python"
 PROJECTED_CORES = (8, 16, 64)
@@ -290,7 +292,7 @@ def restart_table(restarts: list[dict]) -> list[str]:
         phases = r["load"]["phases"]
         failed = " / ".join(
             str(phases[name]["failed"])
-            for name in ("in flight at the kill", "sent before serving", "sent after")
+            for name in PHASES[1:]  # from the kill on; failures before it are noted apart
         )
         if phases["before the kill"]["failed"]:
             failed += f" (and {phases['before the kill']['failed']} before the kill)"
