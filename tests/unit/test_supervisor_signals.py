@@ -27,3 +27,19 @@ def test_the_model_process_gets_dumps_from_its_socket_on_even_once_it_removed_it
         stand_in.kill()
         stand_in.wait()
         shutil.rmtree(supervisor.runtime_dir, ignore_errors=True)
+
+
+def test_a_restarted_model_process_is_not_started_by_its_predecessors_socket():
+    """A SIGKILLed model process leaves its socket file behind; until the new one creates
+    its own, SIGUSR1 (whose handler it has not installed yet) would kill it."""
+    supervisor = Supervisor(ServerOptions(), ["--no_such_flag"], frontends=1)  # exits at once
+    try:
+        open(supervisor.socket_path, "w").close()  # the killed predecessor's
+        supervisor.model.listened = True
+        supervisor._spawn(supervisor.model)
+        assert not supervisor._started(supervisor.model)
+    finally:
+        if supervisor.model.process is not None:
+            supervisor.model.process.kill()
+            supervisor.model.process.wait()
+        shutil.rmtree(supervisor.runtime_dir, ignore_errors=True)
