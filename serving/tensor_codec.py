@@ -119,6 +119,12 @@ _VALUE_FIELDS: dict[int, _ValueField] = {
 }
 
 
+# tensor_content is little-endian whatever the host's byte order.
+_LITTLE_ENDIAN: dict[int, np.dtype] = {
+    tf_type: numpy_dtype(tf_type).newbyteorder("<") for tf_type in _VALUE_FIELDS
+}
+
+
 class _ParseError(ValueError):
     """Why a TensorProto was rejected; logged, while the client gets TF Serving's short text."""
 
@@ -135,36 +141,47 @@ def decode(tensor: TensorProto, alias: str) -> np.ndarray:
 
 
 def _decode(tensor: TensorProto, alias: str) -> np.ndarray:
-    shape = _shape(tensor)
+    # Each field read goes through protobuf's Python layer: every one is read once.
+    tf_type = tensor.dtype
+    shape, count = _shape(tensor)
     try:
-        dtype = numpy_dtype(tensor.dtype)
+        dtype = numpy_dtype(tf_type)
     except KeyError:
-        raise _ParseError(f"unsupported dtype {tensor.dtype}") from None
-    _check_numpy_limits(shape, dtype, alias)
-    count = math.prod(shape)
+        raise _ParseError(f"unsupported dtype {tf_type}") from None
+    _check_numpy_limits(shape, count, dtype, alias)
     if count == 0:
         return np.empty(shape, dtype)
     # Read once: every read of a bytes field copies it out of the message (both protobuf
     # runtimes), and this one holds the whole tensor.
     content = tensor.tensor_content
+    if content and tf_type != DT_STRING:  # the common case, without the general helpers
+        request_limits.charge(
+            count * dtype.itemsize, lambda: f"input {alias} ({dtype_name(tf_type)} {list(shape)})"
+        )
+        if len(content) != count * dtype.itemsize:
+            raise _ParseError(
+                f"tensor_content has {len(content)} bytes, expected {count * dtype.itemsize}"
+            )
+        return np.frombuffer(content, _LITTLE_ENDIAN[tf_type]).reshape(shape)
     request_limits.charge(
         _decoded_bytes(tensor, dtype, count, content),
-        lambda: f"input {alias} ({dtype_name(tensor.dtype)} {list(shape)})",
+        lambda: f"input {alias} ({dtype_name(tf_type)} {list(shape)})",
     )
-    if content:
-        return _from_content(content, tensor.dtype, dtype, count).reshape(shape)
+    if content:  # strings
+        return _decode_string_list(content, count).reshape(shape)
     return _fill(_from_field(tensor, dtype), dtype, count).reshape(shape)
 
 
-def _check_numpy_limits(shape: tuple[int, ...], dtype: np.dtype, alias: str) -> None:
+def _check_numpy_limits(shape: tuple[int, ...], count: int, dtype: np.dtype, alias: str) -> None:
     """Shapes TF accepts but numpy cannot hold; a tensor whose bytes overflow 63 bits could
-    never be allocated, which TF reports as a parsing error."""
+    never be allocated, which TF reports as a parsing error. ``count``: the shape's elements."""
     if len(shape) > _NUMPY_MAX_RANK:
         raise invalid_argument(
             f"Input {alias} has {len(shape)} dimensions: tensors of more than "
             f"{_NUMPY_MAX_RANK} dimensions are not supported"
         )
-    nonzero = math.prod(size for size in shape if size) * dtype.itemsize
+    # Without a zero dimension the nonzero ones are all of them: their product is ``count``.
+    nonzero = (count or math.prod(size for size in shape if size)) * dtype.itemsize
     if nonzero > _NUMPY_MAX_BYTES:
         if 0 in shape:
             raise invalid_argument(
@@ -191,26 +208,18 @@ def _decoded_bytes(tensor: TensorProto, dtype: np.dtype, count: int, content: by
     return count * dtype.itemsize + present * max(dtype.itemsize, 8)
 
 
-def _shape(tensor: TensorProto) -> tuple[int, ...]:
+def _shape(tensor: TensorProto) -> tuple[tuple[int, ...], int]:
+    """The tensor's dimensions and their product (its number of elements)."""
     # unknown_rank is ignored, as TensorShape (not PartialTensorShape) does.
-    dims = tuple(d.size for d in tensor.tensor_shape.dim)
+    dims = tuple([d.size for d in tensor.tensor_shape.dim])
     if len(dims) > _MAX_RANK:
         raise _ParseError(f"rank {len(dims)} exceeds {_MAX_RANK}")
-    if any(d < 0 for d in dims):
+    if dims and min(dims) < 0:
         raise _ParseError(f"negative dimension in shape {list(dims)}")
-    if math.prod(dims) > _MAX_ELEMENTS:
+    count = math.prod(dims)
+    if count > _MAX_ELEMENTS:
         raise _ParseError(f"shape {list(dims)} has too many elements")
-    return dims
-
-
-def _from_content(content: bytes, tf_type: int, dtype: np.dtype, count: int) -> np.ndarray:
-    if tf_type == DT_STRING:
-        return _decode_string_list(content, count)
-    if len(content) != count * dtype.itemsize:
-        raise _ParseError(
-            f"tensor_content has {len(content)} bytes, expected {count * dtype.itemsize}"
-        )
-    return np.frombuffer(content, dtype.newbyteorder("<"))
+    return dims, count
 
 
 def _decode_string_list(content: bytes, count: int) -> np.ndarray:
