@@ -27,6 +27,7 @@ packed wire-format bytes that the C++ protobuf runtime copies at memory speed: 1
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -358,6 +359,47 @@ def encode(
     return out
 
 
+def encode_bytes(value: np.ndarray | bytes, tensor_content: bool = False) -> bytes:
+    """The serialized ``TensorProto`` :func:`encode` fills, written directly for number
+    tensors that go as packed or ``tensor_content`` bytes (no message is built, which costs
+    more than the values for small tensors); other tensors are built by :func:`encode`."""
+    array = _as_array(value)
+    tf_type = _DTYPE_BY_NUMPY_FAST.get(array.dtype)
+    if tf_type is None or not array.size:  # strings, unknown dtypes: encode() says why
+        return encode(array, tensor_content).SerializeToString()
+    if tensor_content:
+        number = _TENSOR_CONTENT_NUMBER
+        payload = np.ascontiguousarray(array, _LITTLE_ENDIAN[tf_type]).tobytes()
+    else:
+        field = _VALUE_FIELDS[tf_type]
+        if field.packed is None:  # varint fields: protobuf encodes them
+            return encode(array, tensor_content).SerializeToString()
+        number = field.number
+        payload = np.ascontiguousarray(array, field.packed).tobytes()
+    return b"".join(
+        (
+            _DTYPE_KEYS[tf_type],
+            _shape_bytes(array.shape),
+            _varint(number << 3 | _WIRE_LENGTH_DELIMITED),
+            _varint(len(payload)),
+            payload,
+        )
+    )
+
+
+def length_delimited(number: int, payload: bytes) -> bytes:
+    """Field ``number`` of a message holding ``payload`` (bytes, a string, a sub-message)."""
+    return _varint(number << 3 | _WIRE_LENGTH_DELIMITED) + _varint(len(payload)) + payload
+
+
+def varint_field(number: int, value: int) -> bytes:
+    """Field ``number`` holding the integer ``value`` (int64 two's complement when negative);
+    empty for 0, which proto3 does not serialize."""
+    if not value:
+        return b""
+    return _varint(number << 3 | _WIRE_VARINT) + _varint(value & 0xFFFFFFFFFFFFFFFF)
+
+
 def _as_array(value: np.ndarray | bytes) -> np.ndarray:
     # A TF session returns a scalar string as plain bytes; np.asarray would make it 'S' dtype.
     if isinstance(value, (bytes, str)):
@@ -382,3 +424,31 @@ def _varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+_TENSOR_CONTENT_NUMBER = TensorProto.DESCRIPTOR.fields_by_name["tensor_content"].number
+_TENSOR_SHAPE_NUMBER = TensorProto.DESCRIPTOR.fields_by_name["tensor_shape"].number
+_DIM_FIELD = TensorProto.DESCRIPTOR.fields_by_name["tensor_shape"].message_type.fields_by_name[
+    "dim"
+]
+_DIM_NUMBER = _DIM_FIELD.number
+_DIM_SIZE_NUMBER = _DIM_FIELD.message_type.fields_by_name["size"].number
+# Numeric dtypes only: strings (object, bytes and str arrays) take encode().
+_DTYPE_BY_NUMPY_FAST: dict[np.dtype, int] = {
+    numpy_dtype(tf_type): tf_type for tf_type in _VALUE_FIELDS if tf_type != DT_STRING
+}
+_DTYPE_KEYS: dict[int, bytes] = {
+    tf_type: varint_field(TensorProto.DESCRIPTOR.fields_by_name["dtype"].number, tf_type)
+    for tf_type in _VALUE_FIELDS
+}
+
+
+@functools.lru_cache(maxsize=1024)
+def _shape_bytes(shape: tuple[int, ...]) -> bytes:
+    """The ``tensor_shape`` field :func:`encode` sets: absent for a scalar (no dim added)."""
+    if not shape:
+        return b""
+    dims = b"".join(
+        length_delimited(_DIM_NUMBER, varint_field(_DIM_SIZE_NUMBER, size)) for size in shape
+    )
+    return length_delimited(_TENSOR_SHAPE_NUMBER, dims)
