@@ -418,6 +418,8 @@ def _as_bytes(value: object) -> bytes:
 
 
 def _varint(value: int) -> bytes:
+    if value < 0x80:  # field keys, and the lengths of small responses' parts
+        return _ONE_BYTE[value]
     out = bytearray()
     while value > 0x7F:
         out.append(value & 0x7F | 0x80)
@@ -426,6 +428,7 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+_ONE_BYTE = [bytes((value,)) for value in range(0x80)]
 _TENSOR_CONTENT_NUMBER = TensorProto.DESCRIPTOR.fields_by_name["tensor_content"].number
 _TENSOR_SHAPE_NUMBER = TensorProto.DESCRIPTOR.fields_by_name["tensor_shape"].number
 _DIM_FIELD = TensorProto.DESCRIPTOR.fields_by_name["tensor_shape"].message_type.fields_by_name[

@@ -42,13 +42,19 @@ def predict_response(result: PredictResult, tensor_content: bool) -> bytes:
     entries = [
         length_delimited(
             _OUTPUTS,
-            length_delimited(_MAP_KEY, alias.encode())
+            _map_key(alias)
             + length_delimited(_MAP_VALUE, tensor_codec.encode_bytes(value, tensor_content)),
         )
         for alias, value in result.outputs.items()
     ]
     entries.append(_model_spec_field(result.spec))
     return b"".join(entries)
+
+
+@functools.lru_cache(maxsize=1024)
+def _map_key(alias: str) -> bytes:
+    """An ``outputs`` entry's key field (output aliases repeat on every call)."""
+    return length_delimited(_MAP_KEY, alias.encode())
 
 
 @functools.lru_cache(maxsize=256)
