@@ -16,6 +16,9 @@ long as it likes. This subclass adds, per connection:
 
 A missed deadline is answered 408 (when no response has started) and the connection closed;
 the application sees a disconnect. TF Serving's libevent server has no such limits.
+
+It also sends each response in one write (``_OneWriteResponse``): uvicorn writes the head and
+the body separately, and uvloop turns each write into a system call at once.
 """
 
 from __future__ import annotations
@@ -95,6 +98,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._body_progress = self.loop.time()
         self._arm(self._limits.body_timeout, self._body_timed_out)
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.transport is self.transport:  # a new request's cycle
+            cycle.transport = _OneWriteResponse(self.transport, cycle)
 
     def on_body(self, body: bytes) -> None:
         self._body_progress = self.loop.time()  # the deadline timer rechecks it when it fires
@@ -148,6 +154,56 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if self.cycle is not None:  # the application's answer would follow this one
                 self.cycle.response_started = self.cycle.response_complete = True
         self.transport.close()
+
+
+class _OneWriteResponse:
+    """The transport as one request's cycle sees it: the response head is held until the body
+    (or the response's end), so a response is one write, not two.
+
+    uvicorn writes the status line and headers on ``http.response.start`` and the body on
+    ``http.response.body``; uvloop sends each write at once, so every response cost two
+    ``write`` system calls (and the client two reads). This server's app sends both messages
+    back to back; a head is never held past its response's end or the connection's close.
+    ``100 Continue``, written before the response starts, passes straight through.
+    """
+
+    __slots__ = ("_cycle", "_head", "_head_seen", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._head: bytes | None = None
+        self._head_seen = False
+        on_response = cycle.on_response
+
+        def completed() -> None:  # a HEAD response has no body write
+            self.flush()
+            on_response()
+
+        cycle.on_response = completed
+
+    def write(self, data: bytes) -> None:
+        if not self._head_seen and self._cycle.response_started:
+            self._head_seen = True
+            self._head = data
+            return
+        if self._head is not None:
+            head, self._head = self._head, None
+            self._transport.writelines((head, data))
+            return
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        if self._head is not None:
+            head, self._head = self._head, None
+            self._transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
 
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
