@@ -1,4 +1,5 @@
-"""Each response leaves the REST connection in one write (serving.rest.connection).
+"""The REST connection (serving.rest.connection): one write per response, and the deadlines
+of a keep-alive connection's later requests.
 
 A real uvicorn connection (our protocol, uvloop, loopback sockets) with the transport's writes
 recorded on their way to the socket: uvicorn writes a response's head and its body separately,
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import uvicorn
 import uvloop
@@ -63,9 +65,12 @@ async def _app(scope, receive, send) -> None:
     await send({"type": "http.response.body", "body": reply})
 
 
-def _exchange(requests: list[bytes], expect_replies: int) -> tuple[bytes, list[bytes]]:
+def _exchange(
+    requests: list[bytes], expect_replies: int, limits: ConnectionLimits = LIMITS, client=None
+) -> tuple[bytes, list[bytes]]:
     """Sends ``requests`` on one connection; returns what the client read and the writes."""
     writes: list[bytes] = []
+    client = client or _client
 
     class Recorded(GuardedHttpToolsProtocol):
         def connection_made(self, transport) -> None:
@@ -76,12 +81,12 @@ def _exchange(requests: list[bytes], expect_replies: int) -> tuple[bytes, list[b
         config.load()
         state = ServerState()
         server = await asyncio.get_running_loop().create_server(
-            lambda: Recorded(config=config, server_state=state, app_state={}, limits=LIMITS),
+            lambda: Recorded(config=config, server_state=state, app_state={}, limits=limits),
             "127.0.0.1",
             0,
         )
         port = server.sockets[0].getsockname()[1]
-        received = await asyncio.to_thread(_client, port, requests, expect_replies)
+        received = await asyncio.to_thread(client, port, requests, expect_replies)
         server.close()
         for protocol in list(state.connections):
             protocol.shutdown()
@@ -152,3 +157,29 @@ def test_a_streamed_body_arrives_whole_with_its_head_in_the_first_part():
     assert received.endswith(b"6\r\nfirst,\r\n6\r\nsecond\r\n0\r\n\r\n")
     assert writes[0].startswith(b"HTTP/1.1 200 OK") and writes[0].endswith(b"first,\r\n")
     assert len(writes) == 2
+
+
+def test_a_later_request_that_stalls_on_a_kept_alive_connection_is_answered_408():
+    """Its deadline runs from its own first byte, after earlier requests finished and the
+    connection's timer fired with no deadline pending."""
+    limits = ConnectionLimits(header_timeout=0.3, body_timeout=0.3, max_header_bytes=65536)
+
+    def client(port: int, requests: list[bytes], expect_replies: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            received = b""
+            for _ in range(2):
+                sock.sendall(_post("/", b"hello"))
+                while not received.endswith(b"echo:hello"):
+                    received += sock.recv(65536)
+            time.sleep(0.5)  # past the first deadline: the timer fires with nothing to check
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\n")  # and no more
+            started = time.monotonic()
+            while chunk := sock.recv(65536):
+                received += chunk
+            return received + b"|%.2f" % (time.monotonic() - started)
+
+    received, _ = _exchange([], 0, limits, client)
+    received, waited = received.rsplit(b"|", 1)
+    assert received.count(b"echo:hello") == 2
+    assert received.split(b"echo:hello")[-1].startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert 0.25 <= float(waited) < 3
