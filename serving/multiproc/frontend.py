@@ -66,11 +66,14 @@ class FrontendProcess:
             socket_path, arena_bytes(options.max_total_request_memory_bytes), frontend_name(index)
         )
 
-    async def serve(self, ready_fd: int) -> int:
-        """Serves until SIGTERM; the exit code (``STARTUP_FAILURE`` when a port cannot be
-        bound, which the supervisor treats as fatal, like the single-process server)."""
+    async def serve(self, ready_fd: int, sigterm: Sigterm) -> int:
+        """Serves until SIGTERM (also one that came before the loop handled it); the exit
+        code (``STARTUP_FAILURE`` when a port cannot be bound, which the supervisor treats as
+        fatal, like the single-process server)."""
         stopping = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+        if sigterm.seen:
+            stopping.set()
         if not await self.dataplane.connect(stopping):
             return 0  # stopped before the model process could be reached
         try:
@@ -140,8 +143,19 @@ class _Stopped(Exception):
     """SIGTERM while waiting for a slot."""
 
 
-def _stop_waiting(signum: int, frame) -> None:
-    raise _Stopped
+class Sigterm:
+    """SIGTERM before the event loop takes it over: it ends the wait for a slot; after the
+    slot came, it is remembered and the front end stops as soon as its loop runs (exit 0,
+    as a front end stopped while serving)."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self.waiting = True
+
+    def __call__(self, signum: int, frame) -> None:
+        self.seen = True
+        if self.waiting:
+            raise _Stopped
 
 
 def _name_process(name: str) -> None:
@@ -161,7 +175,7 @@ def _seconds_since_start() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
 
 
-def wait_for_slot(slot_fd: int, ready_fd: int) -> int | None:
+def wait_for_slot(slot_fd: int, ready_fd: int, sigterm: Sigterm) -> int | None:
     """Reports the imports done, then blocks until the supervisor writes a slot number; None
     if it closed the pipe (stopping, or gone: ``PR_SET_PDEATHSIG`` ends this process then
     anyway) or sent SIGTERM first. Nothing runs meanwhile but the allocator's and BLAS's idle
@@ -169,7 +183,7 @@ def wait_for_slot(slot_fd: int, ready_fd: int) -> int | None:
     from serving import event_loop
 
     event_loop.prepare()  # uvloop: imported here, not at activation
-    previous = signal.signal(signal.SIGTERM, _stop_waiting)
+    signal.signal(signal.SIGTERM, sigterm)
     try:
         _name_process(SPARE_NAME)
         log.info(
@@ -188,7 +202,7 @@ def wait_for_slot(slot_fd: int, ready_fd: int) -> int | None:
     except _Stopped:
         return None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        sigterm.waiting = False
         os.close(slot_fd)
 
 
@@ -203,7 +217,8 @@ def _run(options: ServerOptions) -> int:
     from serving.event_loop import run_event_loop
 
     ready = int(os.environ[READY_FD_ENV])
-    index = wait_for_slot(int(os.environ[SLOT_FD_ENV]), ready)
+    sigterm = Sigterm()
+    index = wait_for_slot(int(os.environ[SLOT_FD_ENV]), ready, sigterm)
     if index is None:
         return 0
     _name_process(frontend_name(index))
@@ -212,7 +227,7 @@ def _run(options: ServerOptions) -> int:
     codes: list[int] = []
 
     async def serve() -> None:
-        codes.append(await frontend.serve(ready))
+        codes.append(await frontend.serve(ready, sigterm))
 
     run_event_loop(serve())
     return codes[0] if codes else 1

@@ -33,6 +33,7 @@ SPARE_NAME = "frontend-spare"
 def frontend_name(index: int) -> str:
     return f"frontend-{index}"
 
+
 # A front end's exit code when it cannot listen (uvicorn's own for that): the supervisor stops
 # the server, as the single-process server exits when a port is taken.
 STARTUP_FAILURE = 3

@@ -7,8 +7,9 @@ slot and reports on a pipe once it listens. While running, a front end that exit
 (the others keep serving) by the spare front-end process kept waiting for that
 (``--frontend_spare``), which needs only to bind and connect, and a new spare is started; the
 model process is started again (front ends answer 503 / UNAVAILABLE and fail ``/readyz``
-meanwhile, then reconnect); a process that keeps dying is started again after a growing delay. SIGTERM or SIGINT drains the front ends (in-flight requests finish), then
-stops the model process, and the server exits 0. Children die with the supervisor even when it
+meanwhile, then reconnect); a process that keeps dying is started again after a growing
+delay. SIGTERM or SIGINT drains the front ends (in-flight requests finish), then stops the
+model process, and the server exits 0. Children die with the supervisor even when it
 is SIGKILLed (``PR_SET_PDEATHSIG``), so nothing is left holding the ports or the model.
 
 The supervisor imports neither TensorFlow nor the request path: it stays small and has
@@ -200,9 +201,7 @@ class Supervisor:
     def _watch(self) -> None:
         """Every 0.1 s, and at once when a front-end process reports or exits."""
         while not self._stop.is_set():
-            reporting = [
-                c for c in (*self.frontends, *self.spares) if c.ready_fd is not None
-            ]
+            reporting = [c for c in (*self.frontends, *self.spares) if c.ready_fd is not None]
             readable, _, _ = select.select([c.ready_fd for c in reporting], [], [], 0.1)
             for child in reporting:
                 if child.ready_fd in readable:
@@ -248,8 +247,7 @@ class Supervisor:
         spare.process, spare.ready_fd, spare.slot_fd, spare.warm = None, None, None, False
         spare.next_start = time.monotonic()
         log.info(
-            "Spare front end (pid %d) takes the place of %s (its imports %s); starting a new "
-            "spare",
+            "Spare front end (pid %d) takes the place of %s (its imports %s); starting a new spare",
             slot.process.pid,
             slot.role,
             "done" if slot.warm else "still running",
