@@ -1,7 +1,10 @@
 """A server's processes as /proc shows them: who is who, how much CPU each used, how much memory.
 
 The multi-process server (issue 14, ``--frontend_processes=N``) is a supervisor with one model
-process and N front ends as children, told apart by the module in their command line. The
+process, N front ends and a spare front-end process (``--frontend_spare``) as children, told
+apart by the module in their command line and, among front-end processes, by the name each
+gives itself (``/proc/<pid>/comm``): ``frontend-<slot>`` once it serves a slot; a spare, or one
+still importing, does not have that name. The
 benchmark reads each one's CPU time (``utime + stime`` in ``/proc/<pid>/stat``) before and after
 a measured run and divides by the requests served, and reads resident memory (``VmRSS`` in
 ``/proc/<pid>/status``; ``Pss`` from ``smaps_rollup``, which splits pages the processes share).
@@ -23,10 +26,13 @@ FRONTEND_MODULE = "serving.multiproc.frontend"
 PROC = Path("/proc")
 
 
+SPARE_NAME = "frontend-spare"  # serving.multiproc.protocol.SPARE_NAME
+
+
 @dataclass(frozen=True)
 class ProcessSample:
     pid: int
-    role: str  # "parent" (the process started), "model", "frontend" or "other"
+    role: str  # "parent" (the process started), "model", "frontend", "spare" or "other"
     cpu_seconds: float
     rss_bytes: int
     pss_bytes: int | None
@@ -53,6 +59,11 @@ def started_seconds(pid: int, proc: Path = PROC) -> float:
     return start_ticks((proc / str(pid) / "stat").read_text()) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_seconds(pid: int, proc: Path = PROC) -> float:
+    """``pid``'s CPU time so far (utime + stime)."""
+    return cpu_ticks((proc / str(pid) / "stat").read_text()) / os.sysconf("SC_CLK_TCK")
+
+
 def kib_field(text: str, name: str) -> int | None:
     """``name:  1234 kB`` from /proc/<pid>/status or smaps_rollup, in bytes."""
     for line in text.splitlines():
@@ -61,12 +72,28 @@ def kib_field(text: str, name: str) -> int | None:
     return None
 
 
-def role(cmdline: str, is_root: bool) -> str:
+def role(cmdline: str, is_root: bool, name: str = "") -> str:
+    """``name``: the process's ``/proc/<pid>/comm``. A front-end process is a "frontend" once
+    it serves a slot (named ``frontend-<slot>``), a "spare" before (waiting for one, or still
+    importing): part of the server's memory, not of its serving front ends."""
     if MODEL_MODULE in cmdline:
         return "model"
     if FRONTEND_MODULE in cmdline:
-        return "frontend"
+        return "frontend" if is_slot_name(name) else "spare"
     return "parent" if is_root else "other"
+
+
+def is_slot_name(name: str) -> bool:
+    prefix, _, slot = name.partition("-")
+    return prefix == "frontend" and slot.isdigit()
+
+
+def name(pid: int, proc: Path = PROC) -> str:
+    """``/proc/<pid>/comm``; "" once the process has gone."""
+    try:
+        return (proc / str(pid) / "comm").read_text().strip()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
 
 
 TCP_LISTEN = "0A"  # the state column of /proc/net/tcp (include/net/tcp_states.h)
@@ -134,6 +161,7 @@ def sample(pid: int, proc: Path = PROC) -> list[ProcessSample]:
         folder = proc / str(current)
         try:
             cmdline = (folder / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            comm = (folder / "comm").read_text().strip()
             ticks = cpu_ticks((folder / "stat").read_text())
             rss = kib_field((folder / "status").read_text(), "VmRSS") or 0
             try:
@@ -144,7 +172,12 @@ def sample(pid: int, proc: Path = PROC) -> list[ProcessSample]:
             continue
         samples.append(
             ProcessSample(
-                current, role(cmdline, current == pid), ticks / ticks_per_second, rss, pss, cmdline
+                current,
+                role(cmdline, current == pid, comm),
+                ticks / ticks_per_second,
+                rss,
+                pss,
+                cmdline,
             )
         )
     return samples

@@ -218,8 +218,11 @@ def test_a_killed_front_end_is_replaced_by_the_spare_and_a_new_spare_starts(mode
         os.kill(spare, signal.SIGSTOP)  # it cannot take the slot until SIGCONT
         try:
             os.kill(victim, signal.SIGKILL)
-            server.wait_for(lambda: not alive(victim))
-            for _ in range(20):  # only `other` listens: the victim is dead, the spare stopped
+            # Reaped by the supervisor, which waits for its ready pipe to close: every file of
+            # it is closed, its listening sockets too (a zombie leader's threads may still
+            # hold them), so no new connection can reach them.
+            server.wait_for(lambda: not Path(f"/proc/{victim}").exists())
+            for _ in range(20):  # only `other` listens: the victim is gone, the spare stopped
                 assert predict_rest(server)[0] == 200
             np.testing.assert_allclose(
                 tf.make_ndarray(predict_grpc(server).outputs["y"]), [[2.5], [3.0]]
