@@ -23,7 +23,7 @@ the model process, the front ends, the supervisor. Parts (``--parts``):
   for it with ``--frontend_spare=0``) taking its slot and listening on both ports, and the new
   spare's start until it is ready to take a slot, under a paced REST load
   (benchmarks.paced_load) whose failed requests are counted. Not in the default parts: a front
-  end is killed only once it has run ``--restart-after`` s (61: one that ran a minute is
+  end is killed only once it has served ``--restart-after`` s (61: one that ran a minute is
   replaced at once, as a front end that dies once; sooner, the supervisor's back-off is what
   is measured), two per minute at N=2.
 
@@ -367,7 +367,7 @@ class Restart:
     """One SIGKILLed front end, its replacement and the new spare; times in seconds."""
 
     victim: int
-    victim_age_s: float  # how long the killed front end had run
+    victim_age_s: float  # how long the killed front end had served (in its slot)
     replacement: int
     replacement_was_spare: bool  # the spare (imported before the kill), or a new process
     restart_delay_s: float | None  # the back-off the supervisor logged ("starting it again in")
@@ -438,10 +438,34 @@ class PacedLoad:
             self.process.wait()
 
 
-def _frontends_by_age(pid: int) -> list[int]:
-    """The tree's front ends, oldest first."""
-    frontends = [s.pid for s in process_tree.sample(pid) if s.role == "frontend"]
-    return sorted(frontends, key=process_tree.started_seconds)
+def serving_since(log_text: str, slot: str) -> float | None:
+    """When front end ``slot`` (``frontend-<i>``) last said it serves ("[frontend-I] ...
+    Front end I serving" in the server's log), in seconds since the epoch. A front-end process
+    may wait long as the spare before it takes a slot, and the supervisor's back-off counts
+    from the slot taken, so its age as a process says nothing here."""
+    index = slot.partition("-")[2]
+    found = re.findall(
+        rf"^(\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}}) I \[{re.escape(slot)}\] "
+        rf".*Front end {index} serving$",
+        log_text,
+        re.MULTILINE,
+    )
+    if not found:
+        return None
+    stamp, millis = found[-1].split(",")
+    return time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")) + int(millis) / 1000
+
+
+def _longest_serving(pid: int, log_path: Path) -> tuple[int, float]:
+    """The tree's front end that has served longest, and for how long (s)."""
+    text = log_path.read_text(errors="replace")
+    since = {
+        s.pid: serving_since(text, process_tree.name(s.pid))
+        for s in process_tree.sample(pid)
+        if s.role == "frontend"
+    }
+    victim = min(since, key=lambda p: since[p] or time.time())
+    return victim, time.time() - (since[victim] or time.time())
 
 
 def _restart_delay(log_path: Path, victim: int) -> float | None:
@@ -560,17 +584,16 @@ def bench_restart(server: Server, pid: int, log_path: Path, args, report: dict) 
         "tcp_migrate_req": sysctl.read_text().strip() if sysctl.exists() else "absent",
     }
     for index in range(1, args.restarts + 1):
-        victim = _frontends_by_age(pid)[0]
-        age = time.clock_gettime(time.CLOCK_BOOTTIME) - process_tree.started_seconds(victim)
+        victim, age = _longest_serving(pid, log_path)
         if age < args.restart_after:
             print(
                 f"    restart {index}: waiting {args.restart_after - age:.0f} s until front end "
-                f"{victim} has run {args.restart_after:.0f} s",
+                f"{victim} has served {args.restart_after:.0f} s",
                 flush=True,
             )
             time.sleep(args.restart_after - age)
         busy = wait_for_quiet(args.max_busy, args.patience)
-        age = time.clock_gettime(time.CLOCK_BOOTTIME) - process_tree.started_seconds(victim)
+        victim, age = _longest_serving(pid, log_path)
         load = PacedLoad(rest, args.restart_rate, args.restart_clients)
         try:
             time.sleep(LOAD_LEAD_S)

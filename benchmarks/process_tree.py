@@ -9,10 +9,9 @@ benchmark reads each one's CPU time (``utime + stime`` in ``/proc/<pid>/stat``) 
 a measured run and divides by the requests served, and reads resident memory (``VmRSS`` in
 ``/proc/<pid>/status``; ``Pss`` from ``smaps_rollup``, which splits pages the processes share).
 Children are found through ``/proc/<pid>/task/*/children`` (every thread's children, as a
-forked child's parent may be any thread), recursively. For the restart figures it also tells when
-a process started (``starttime`` in ``/proc/<pid>/stat``) and which TCP ports it listens on: the
-socket inodes among its ``/proc/<pid>/fd`` links that ``/proc/net/tcp`` and ``tcp6`` list in the
-LISTEN state.
+forked child's parent may be any thread), recursively. For the restart figures it also tells
+which TCP ports a process listens on: the socket inodes among its ``/proc/<pid>/fd`` links that
+``/proc/net/tcp`` and ``tcp6`` list in the LISTEN state.
 """
 
 from __future__ import annotations
@@ -45,18 +44,6 @@ def cpu_ticks(stat_text: str) -> int:
     ')': utime and stime are fields 14 and 15 of the line, i.e. 12th and 13th after it."""
     rest = stat_text[stat_text.rindex(")") + 2 :].split()
     return int(rest[11]) + int(rest[12])
-
-
-def start_ticks(stat_text: str) -> int:
-    """``starttime`` (field 22: clock ticks after boot at which the process was forked) from a
-    ``/proc/<pid>/stat`` line, counted after the last ')' as in ``cpu_ticks``."""
-    return int(stat_text[stat_text.rindex(")") + 2 :].split()[19])
-
-
-def started_seconds(pid: int, proc: Path = PROC) -> float:
-    """When ``pid`` was forked, in seconds after boot (``CLOCK_BOOTTIME``'s scale), to the
-    clock tick (10 ms with the usual ``CLK_TCK`` of 100)."""
-    return start_ticks((proc / str(pid) / "stat").read_text()) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int, proc: Path = PROC) -> float:

@@ -37,9 +37,20 @@ def test_cpu_ticks_adds_utime_and_stime_even_when_the_name_holds_parentheses():
     assert process_tree.cpu_ticks(_stat(42, "a) (b c) S 9", 5, 6)) == 11
 
 
-def test_start_ticks_is_field_22_even_when_the_name_holds_parentheses():
-    assert process_tree.start_ticks(_stat(42, "python", 120, 30, starttime=987654)) == 987654
-    assert process_tree.start_ticks(_stat(42, "a) (b c) S 9", 5, 6, starttime=12)) == 12
+def test_a_front_end_serves_since_its_slots_last_serving_line():
+    from benchmarks.frontends import serving_since
+
+    log = (
+        "2026-12-06 13:31:07,841 I [frontend-0] __main__] Front end 0 serving\n"
+        "2026-12-06 13:31:07,900 I [frontend-1] __main__] Front end 1 serving\n"
+        "2026-12-06 13:32:24,153 E serving.multiproc.supervisor] frontend-0 (pid 7) exited\n"
+        "2026-12-06 13:32:24,190 I [frontend-0] __main__] Front end 0 serving\n"
+        "2026-12-06 13:32:25,000 I [frontend-10] __main__] Front end 10 serving\n"
+    )
+    first = serving_since(log, "frontend-1")
+    assert serving_since(log, "frontend-0") - first == pytest.approx(76.29)  # the spare's
+    assert serving_since(log, "frontend-10") - first == pytest.approx(77.1)
+    assert serving_since(log, "frontend-2") is None
 
 
 def test_kib_fields_are_bytes_and_absent_fields_none():
