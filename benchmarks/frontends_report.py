@@ -556,8 +556,9 @@ def markdown(report: dict) -> str:
             "## Front-end restart",
             "",
             f"On the `--frontend_processes={restart['frontends']}` server (as above): "
-            f"{restart['restarts']} times, the oldest front end, once it had run "
-            f"{restart['restart_after_s']:.0f} s, was SIGKILLed; the times come from `/proc`, "
+            f"{restart['restarts']} times, the front end that had served longest, once it "
+            f"had served {restart['restart_after_s']:.0f} s in its slot, was SIGKILLed; the "
+            "times come from `/proc`, "
             f"read every {restart['poll_s'] * 1000:.0f} ms from the load generator's CPU: "
             "*slot taken* is the replacement first seen named after the killed front end's "
             "slot in `/proc/<pid>/comm` (the spare renames itself `frontend-<slot>` as it "
@@ -566,7 +567,7 @@ def markdown(report: dict) -> str:
             "LISTEN on the port in `/proc/net/tcp`. A front end binds its ports only after its "
             "hello with the model process has brought it the model metadata, gRPC first, then "
             "REST: once both listen, it can answer both. *back-off* is the delay the "
-            "supervisor logged for the restart (0 for a front end that had run a minute). The "
+            "supervisor logged for the restart (0 for a front end that had served a minute). The "
             "*new spare* is started once the slot is taken; *ready* is when it names itself "
             "`frontend-spare` (its imports done, waiting for a slot).",
             "",
