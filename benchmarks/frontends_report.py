@@ -288,7 +288,7 @@ def _median_max_ms(pair: tuple[float, float]) -> str:
 
 def restart_table(restarts: list[dict]) -> list[str]:
     lines = [
-        "| # | killed pid (had run) | replacement | back-off | kill → slot taken ms "
+        "| # | killed pid (had served) | replacement | back-off | kill → slot taken ms "
         "| → gRPC listening ms | → both listening ms | its CPU meanwhile ms "
         "| kill → both listening ms | new spare: spawn → ready ms (its CPU ms) | requests "
         "| failed: in flight at kill / sent before serving / after | errors "
