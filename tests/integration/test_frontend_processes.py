@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -245,6 +246,33 @@ def test_a_killed_front_end_is_replaced_by_the_spare_and_a_new_spare_starts(mode
             assert predict_rest(server)[0] == 200
         assert server.stop() == 0
         assert not any(alive(pid) for pid in [*after, victim])
+
+
+def test_a_spare_that_cannot_bind_is_a_front_end_that_failed_to_start(model_dir):
+    """The spare takes the slot of the only front end while something else holds the REST
+    port (forced: the spare is stopped until the port is taken): it exits as a front end that
+    cannot listen does, the supervisor starts the slot again after its back-off -- the server
+    keeps running -- and once the port is free the slot serves again."""
+    with start(model_dir, frontends=1) as server:
+        roles = all_serving(server, frontends=1)
+        spare = next(pid for pid, role in roles.items() if role == "spare")
+        victim = next(pid for pid, role in roles.items() if role == "frontend")
+        os.kill(spare, signal.SIGSTOP)
+        try:
+            os.kill(victim, signal.SIGKILL)
+            server.wait_for(lambda: not Path(f"/proc/{victim}").exists())
+            # Bound, not listening, without SO_REUSEADDR / SO_REUSEPORT: no one else can bind.
+            blocker = socket.socket()
+            blocker.bind(("127.0.0.1", server.rest_port))
+        finally:
+            os.kill(spare, signal.SIGCONT)
+        with blocker:
+            server.wait_for(lambda: f"(pid {spare}) exited with code 3" in server.log())
+            assert "Cannot listen on 127.0.0.1" in server.log()
+            assert server.process.poll() is None  # the server runs on
+        server.wait_for(lambda: server.log().count("Front end 0 serving") == 2)
+        assert predict_rest(server)[0] == 200
+        assert server.stop() == 0
 
 
 def test_front_ends_answer_unavailable_while_the_model_process_is_restarted(model_dir):
