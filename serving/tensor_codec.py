@@ -27,6 +27,7 @@ packed wire-format bytes that the C++ protobuf runtime copies at memory speed: 1
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -119,6 +120,12 @@ _VALUE_FIELDS: dict[int, _ValueField] = {
 }
 
 
+# tensor_content is little-endian whatever the host's byte order.
+_LITTLE_ENDIAN: dict[int, np.dtype] = {
+    tf_type: numpy_dtype(tf_type).newbyteorder("<") for tf_type in _VALUE_FIELDS
+}
+
+
 class _ParseError(ValueError):
     """Why a TensorProto was rejected; logged, while the client gets TF Serving's short text."""
 
@@ -135,36 +142,47 @@ def decode(tensor: TensorProto, alias: str) -> np.ndarray:
 
 
 def _decode(tensor: TensorProto, alias: str) -> np.ndarray:
-    shape = _shape(tensor)
+    # Each field read goes through protobuf's Python layer: every one is read once.
+    tf_type = tensor.dtype
+    shape, count = _shape(tensor)
     try:
-        dtype = numpy_dtype(tensor.dtype)
+        dtype = numpy_dtype(tf_type)
     except KeyError:
-        raise _ParseError(f"unsupported dtype {tensor.dtype}") from None
-    _check_numpy_limits(shape, dtype, alias)
-    count = math.prod(shape)
+        raise _ParseError(f"unsupported dtype {tf_type}") from None
+    _check_numpy_limits(shape, count, dtype, alias)
     if count == 0:
         return np.empty(shape, dtype)
     # Read once: every read of a bytes field copies it out of the message (both protobuf
     # runtimes), and this one holds the whole tensor.
     content = tensor.tensor_content
+    if content and tf_type != DT_STRING:  # the common case, without the general helpers
+        request_limits.charge(
+            count * dtype.itemsize, lambda: f"input {alias} ({dtype_name(tf_type)} {list(shape)})"
+        )
+        if len(content) != count * dtype.itemsize:
+            raise _ParseError(
+                f"tensor_content has {len(content)} bytes, expected {count * dtype.itemsize}"
+            )
+        return np.frombuffer(content, _LITTLE_ENDIAN[tf_type]).reshape(shape)
     request_limits.charge(
         _decoded_bytes(tensor, dtype, count, content),
-        lambda: f"input {alias} ({dtype_name(tensor.dtype)} {list(shape)})",
+        lambda: f"input {alias} ({dtype_name(tf_type)} {list(shape)})",
     )
-    if content:
-        return _from_content(content, tensor.dtype, dtype, count).reshape(shape)
+    if content:  # strings
+        return _decode_string_list(content, count).reshape(shape)
     return _fill(_from_field(tensor, dtype), dtype, count).reshape(shape)
 
 
-def _check_numpy_limits(shape: tuple[int, ...], dtype: np.dtype, alias: str) -> None:
+def _check_numpy_limits(shape: tuple[int, ...], count: int, dtype: np.dtype, alias: str) -> None:
     """Shapes TF accepts but numpy cannot hold; a tensor whose bytes overflow 63 bits could
-    never be allocated, which TF reports as a parsing error."""
+    never be allocated, which TF reports as a parsing error. ``count``: the shape's elements."""
     if len(shape) > _NUMPY_MAX_RANK:
         raise invalid_argument(
             f"Input {alias} has {len(shape)} dimensions: tensors of more than "
             f"{_NUMPY_MAX_RANK} dimensions are not supported"
         )
-    nonzero = math.prod(size for size in shape if size) * dtype.itemsize
+    # Without a zero dimension the nonzero ones are all of them: their product is ``count``.
+    nonzero = (count or math.prod(size for size in shape if size)) * dtype.itemsize
     if nonzero > _NUMPY_MAX_BYTES:
         if 0 in shape:
             raise invalid_argument(
@@ -191,26 +209,18 @@ def _decoded_bytes(tensor: TensorProto, dtype: np.dtype, count: int, content: by
     return count * dtype.itemsize + present * max(dtype.itemsize, 8)
 
 
-def _shape(tensor: TensorProto) -> tuple[int, ...]:
+def _shape(tensor: TensorProto) -> tuple[tuple[int, ...], int]:
+    """The tensor's dimensions and their product (its number of elements)."""
     # unknown_rank is ignored, as TensorShape (not PartialTensorShape) does.
-    dims = tuple(d.size for d in tensor.tensor_shape.dim)
+    dims = tuple([d.size for d in tensor.tensor_shape.dim])
     if len(dims) > _MAX_RANK:
         raise _ParseError(f"rank {len(dims)} exceeds {_MAX_RANK}")
-    if any(d < 0 for d in dims):
+    if dims and min(dims) < 0:
         raise _ParseError(f"negative dimension in shape {list(dims)}")
-    if math.prod(dims) > _MAX_ELEMENTS:
+    count = math.prod(dims)
+    if count > _MAX_ELEMENTS:
         raise _ParseError(f"shape {list(dims)} has too many elements")
-    return dims
-
-
-def _from_content(content: bytes, tf_type: int, dtype: np.dtype, count: int) -> np.ndarray:
-    if tf_type == DT_STRING:
-        return _decode_string_list(content, count)
-    if len(content) != count * dtype.itemsize:
-        raise _ParseError(
-            f"tensor_content has {len(content)} bytes, expected {count * dtype.itemsize}"
-        )
-    return np.frombuffer(content, dtype.newbyteorder("<"))
+    return dims, count
 
 
 def _decode_string_list(content: bytes, count: int) -> np.ndarray:
@@ -349,6 +359,47 @@ def encode(
     return out
 
 
+def encode_bytes(value: np.ndarray | bytes, tensor_content: bool = False) -> bytes:
+    """The serialized ``TensorProto`` :func:`encode` fills, written directly for number
+    tensors that go as packed or ``tensor_content`` bytes (no message is built, which costs
+    more than the values for small tensors); other tensors are built by :func:`encode`."""
+    array = _as_array(value)
+    tf_type = _DTYPE_BY_NUMPY_FAST.get(array.dtype)
+    if tf_type is None or not array.size:  # strings, unknown dtypes: encode() says why
+        return encode(array, tensor_content).SerializeToString()
+    if tensor_content:
+        number = _TENSOR_CONTENT_NUMBER
+        payload = np.ascontiguousarray(array, _LITTLE_ENDIAN[tf_type]).tobytes()
+    else:
+        field = _VALUE_FIELDS[tf_type]
+        if field.packed is None:  # varint fields: protobuf encodes them
+            return encode(array, tensor_content).SerializeToString()
+        number = field.number
+        payload = np.ascontiguousarray(array, field.packed).tobytes()
+    return b"".join(
+        (
+            _DTYPE_KEYS[tf_type],
+            _shape_bytes(array.shape),
+            _varint(number << 3 | _WIRE_LENGTH_DELIMITED),
+            _varint(len(payload)),
+            payload,
+        )
+    )
+
+
+def length_delimited(number: int, payload: bytes) -> bytes:
+    """Field ``number`` of a message holding ``payload`` (bytes, a string, a sub-message)."""
+    return _varint(number << 3 | _WIRE_LENGTH_DELIMITED) + _varint(len(payload)) + payload
+
+
+def varint_field(number: int, value: int) -> bytes:
+    """Field ``number`` holding the integer ``value`` (int64 two's complement when negative);
+    empty for 0, which proto3 does not serialize."""
+    if not value:
+        return b""
+    return _varint(number << 3 | _WIRE_VARINT) + _varint(value & 0xFFFFFFFFFFFFFFFF)
+
+
 def _as_array(value: np.ndarray | bytes) -> np.ndarray:
     # A TF session returns a scalar string as plain bytes; np.asarray would make it 'S' dtype.
     if isinstance(value, (bytes, str)):
@@ -367,9 +418,40 @@ def _as_bytes(value: object) -> bytes:
 
 
 def _varint(value: int) -> bytes:
+    if value < 0x80:  # field keys, and the lengths of small responses' parts
+        return _ONE_BYTE[value]
     out = bytearray()
     while value > 0x7F:
         out.append(value & 0x7F | 0x80)
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+_ONE_BYTE = [bytes((value,)) for value in range(0x80)]
+_TENSOR_CONTENT_NUMBER = TensorProto.DESCRIPTOR.fields_by_name["tensor_content"].number
+_TENSOR_SHAPE_NUMBER = TensorProto.DESCRIPTOR.fields_by_name["tensor_shape"].number
+_DIM_FIELD = TensorProto.DESCRIPTOR.fields_by_name["tensor_shape"].message_type.fields_by_name[
+    "dim"
+]
+_DIM_NUMBER = _DIM_FIELD.number
+_DIM_SIZE_NUMBER = _DIM_FIELD.message_type.fields_by_name["size"].number
+# Numeric dtypes only: strings (object, bytes and str arrays) take encode().
+_DTYPE_BY_NUMPY_FAST: dict[np.dtype, int] = {
+    numpy_dtype(tf_type): tf_type for tf_type in _VALUE_FIELDS if tf_type != DT_STRING
+}
+_DTYPE_KEYS: dict[int, bytes] = {
+    tf_type: varint_field(TensorProto.DESCRIPTOR.fields_by_name["dtype"].number, tf_type)
+    for tf_type in _VALUE_FIELDS
+}
+
+
+@functools.lru_cache(maxsize=1024)
+def _shape_bytes(shape: tuple[int, ...]) -> bytes:
+    """The ``tensor_shape`` field :func:`encode` sets: absent for a scalar (no dim added)."""
+    if not shape:
+        return b""
+    dims = b"".join(
+        length_delimited(_DIM_NUMBER, varint_field(_DIM_SIZE_NUMBER, size)) for size in shape
+    )
+    return length_delimited(_TENSOR_SHAPE_NUMBER, dims)

@@ -6,6 +6,7 @@ the core's (``serving.api``), shared with REST. Tensors cross with ``serving.ten
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import grpc
@@ -13,7 +14,7 @@ import numpy as np
 
 from serving import protos, tensor_codec
 from serving.api import request_context
-from serving.api.types import Dataplane, RequestMetrics
+from serving.api.types import Dataplane, PredictResult, RequestMetrics, ResolvedSpec
 from serving.core.traffic_split import DEFAULT_ROUTING_HEADER
 from serving.grpc_api import (
     metadata_value,
@@ -24,8 +25,44 @@ from serving.grpc_api import (
     timeout_ms,
 )
 from serving.servables.signatures import SignatureDef, check_inputs
+from serving.tensor_codec import length_delimited
 
 Context = grpc.aio.ServicerContext
+
+
+_OUTPUTS = protos.PredictResponse.DESCRIPTOR.fields_by_name["outputs"].number
+_MODEL_SPEC = protos.PredictResponse.DESCRIPTOR.fields_by_name["model_spec"].number
+_MAP_KEY, _MAP_VALUE = 1, 2  # every map<K, V> field is a repeated {K key = 1; V value = 2;}
+
+
+def predict_response(result: PredictResult, tensor_content: bool) -> bytes:
+    """The serialized ``PredictResponse`` of ``result``, written as bytes: building the message
+    costs more than its tensors for the small responses most calls return (see
+    ``tensor_codec.encode_bytes``). Fields in number order, as protobuf serializes them."""
+    entries = [
+        length_delimited(
+            _OUTPUTS,
+            _map_key(alias)
+            + length_delimited(_MAP_VALUE, tensor_codec.encode_bytes(value, tensor_content)),
+        )
+        for alias, value in result.outputs.items()
+    ]
+    entries.append(_model_spec_field(result.spec))
+    return b"".join(entries)
+
+
+@functools.lru_cache(maxsize=1024)
+def _map_key(alias: str) -> bytes:
+    """An ``outputs`` entry's key field (output aliases repeat on every call)."""
+    return length_delimited(_MAP_KEY, alias.encode())
+
+
+@functools.lru_cache(maxsize=256)
+def _model_spec_field(spec: ResolvedSpec) -> bytes:
+    """The response's ``model_spec`` field as :func:`set_model_spec` fills it."""
+    message = protos.ModelSpec()
+    set_model_spec(message, spec)
+    return length_delimited(_MODEL_SPEC, message.SerializeToString())
 
 
 class PredictionServicer:
@@ -50,9 +87,8 @@ class PredictionServicer:
         return self._service.metrics
 
     @rpc
-    async def Predict(
-        self, request: protos.PredictRequest, context: Context
-    ) -> protos.PredictResponse:
+    async def Predict(self, request: protos.PredictRequest, context: Context) -> bytes:
+        """The serialized ``PredictResponse`` (see :func:`predict_response`)."""
         spec = self._spec(request, context)
         inputs = request.inputs
 
@@ -64,10 +100,7 @@ class PredictionServicer:
         result = await self._service.predict(
             spec, decode, list(request.output_filter), timeout_ms(context)
         )
-        response = protos.PredictResponse()
-        set_model_spec(response.model_spec, result.spec)
-        for alias, value in result.outputs.items():
-            tensor_codec.encode(value, self._tensor_content, response.outputs[alias])
+        response = predict_response(result, self._tensor_content)
         request_context.call().succeeded(spec.name, "Predict")
         return response
 

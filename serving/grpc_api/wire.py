@@ -65,8 +65,19 @@ def raw_handler(
         kind = grpc.unary_unary_rpc_method_handler
     return kind(
         _parsing(behavior, request_type, memory),
-        response_serializer=response_type.SerializeToString,
+        response_serializer=_serializer(response_type),
     )
+
+
+def _serializer(response_type: type[message.Message]) -> Callable[[Any], bytes]:
+    """Serializes a response message; a method that wrote its response as bytes already
+    (Predict: ``prediction_service.predict_response``) returns those bytes as they are."""
+    serialize = response_type.SerializeToString
+
+    def serialize_response(response: Any) -> bytes:
+        return response if type(response) is bytes else serialize(response)
+
+    return serialize_response
 
 
 def _message_class(descriptor: Descriptor) -> type[message.Message]:

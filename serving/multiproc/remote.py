@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -362,7 +363,7 @@ class RemoteDataplane:
         confirmed = guess is None
         sent = spec
         for _ in range(_ATTEMPTS):
-            with self._counted_here(spec.name):
+            try:
                 if guess is None:
                     guess = await self._resolve(spec)
                 try:
@@ -374,6 +375,11 @@ class RemoteDataplane:
                         raise
                     guess, confirmed = None, True
                     continue
+            except ServingError as exc:
+                # A failure here, before the model process saw the call, is counted in
+                # request_count as the single-process server counts it.
+                self.metrics.record_request(spec.name, exc.code.name)
+                raise
             fields = {
                 "op": op.PREDICT,
                 "spec": op.spec_fields(sent),
@@ -405,11 +411,6 @@ class RemoteDataplane:
         raise ServingError(
             Code.ABORTED, "The model's versions kept changing during the request; retry"
         )
-
-    def _counted_here(self, model: str) -> _FailureCounter:
-        """A failure in this process (before the model process saw the call) is counted in
-        ``request_count`` as the single-process server counts it."""
-        return _FailureCounter(self.metrics, model)
 
     async def _resolve(self, spec: ModelSpec) -> SignatureGuess:
         reply = await self._call({"op": op.RESOLVE, "spec": op.spec_fields(spec)})
@@ -551,6 +552,13 @@ def _fail(future: asyncio.Future, error: ServingError) -> None:
 
 def _resolved(fields: list[Any]) -> ResolvedSpec:
     name, version, signature_name = fields
+    return _resolved_spec(name, version, signature_name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _resolved_spec(name: str, version: int, signature_name: str) -> ResolvedSpec:
+    """One immutable spec per version and signature, not one per reply (building a frozen
+    dataclass costs about a microsecond)."""
     return ResolvedSpec(name, version, signature_name)
 
 
@@ -560,18 +568,3 @@ def _serialized(message: Any) -> dict[str, np.ndarray]:
 
 def _no_memory(offset: int, size: int) -> memoryview:
     return memoryview(b"")
-
-
-class _FailureCounter:
-    __slots__ = ("_metrics", "_model")
-
-    def __init__(self, metrics: ForwardedMetrics, model: str) -> None:
-        self._metrics = metrics
-        self._model = model
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if isinstance(exc, ServingError):
-            self._metrics.record_request(self._model, exc.code.name)

@@ -1,14 +1,22 @@
-"""gRPC requests parsed by the server itself (serving.grpc_api.wire) and its channel arguments."""
+"""gRPC requests parsed and Predict responses written by the server itself (serving.grpc_api.wire,
+prediction_service.predict_response), and its channel arguments."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
+from serving import tensor_codec
+from serving.api.types import PredictResult, ResolvedSpec
 from serving.errors import Code, ServingError
+from serving.grpc_api import set_model_spec
+from serving.grpc_api.prediction_service import predict_response
 from serving.grpc_api.server import CONNECTION_DEFAULTS, channel_options
-from serving.grpc_api.wire import parse
+from serving.grpc_api.wire import parse, raw_handler
 from serving.options import ServerOptions
+from serving.request_limits import MemoryLimits, MemoryPool
 
 
 def test_a_valid_message_parses():
@@ -48,3 +56,44 @@ def test_connection_hygiene_defaults_and_user_overrides():
     assert tuned["grpc.max_connection_age_ms"] == 2000
     assert tuned["grpc.lb_policy_name"] == "grpclb"
     assert tuned["grpc.max_concurrent_streams"] == 100
+
+
+# ------------------------------------------------------------------------- Predict responses
+@pytest.mark.parametrize("tensor_content", [False, True], ids=["typed", "content"])
+@pytest.mark.parametrize(
+    "spec",
+    [ResolvedSpec("mlp", 3, "serving_default"), ResolvedSpec("m\u00e9", 0, "")],
+    ids=["usual", "version0_no_signature"],
+)
+def test_predict_response_bytes_parse_to_the_message_tf_serving_builds(spec, tensor_content):
+    outputs = {
+        "y": np.arange(20, dtype=np.float32).reshape(2, 10),
+        "classes": np.array([b"a", b"bc"], dtype=object),
+        "ids": np.array([[1], [2]], dtype=np.int64),
+        "sp\u00e4ter": np.float64(0.5),
+    }
+    data = predict_response(PredictResult(spec, outputs), tensor_content)
+    expected = predict_pb2.PredictResponse()
+    set_model_spec(expected.model_spec, spec)
+    for alias, value in outputs.items():
+        tensor_codec.encode(value, tensor_content, expected.outputs[alias])
+    parsed = predict_pb2.PredictResponse.FromString(data)
+    assert parsed == expected
+    assert parsed.model_spec.HasField("version")  # set even for version 0, as set_model_spec does
+    for alias, value in outputs.items():
+        assert tf.make_ndarray(parsed.outputs[alias]).tolist() == np.asarray(value).tolist()
+
+
+def test_responses_written_as_bytes_are_sent_as_they_are():
+    handler = raw_handler(_echo, predict_pb2.PredictRequest, predict_pb2.PredictResponse, _POOL)
+    message = predict_pb2.PredictResponse()
+    message.model_spec.name = "m"
+    assert handler.response_serializer(b"\x12\x03\x0a\x01m") == b"\x12\x03\x0a\x01m"
+    assert handler.response_serializer(message) == message.SerializeToString()
+
+
+_POOL = MemoryPool(MemoryLimits(0, 0))
+
+
+async def _echo(request, context):
+    return request

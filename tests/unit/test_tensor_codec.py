@@ -138,6 +138,45 @@ def test_encode_fills_a_response_map_entry_in_place():
     _same(tf.make_ndarray(parsed.outputs["y"]), np.arange(4, dtype=np.float32))
 
 
+@pytest.mark.parametrize("dtype", [*_NUMERIC, bool, object], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", _SHAPES, ids=str)
+@pytest.mark.parametrize("tensor_content", [False, True], ids=["typed", "content"])
+def test_encode_bytes_are_the_bytes_of_the_encoded_message(dtype, shape, tensor_content):
+    array = _sample(dtype, shape)
+    data = tensor_codec.encode_bytes(array, tensor_content)
+    assert data == tensor_codec.encode(array, tensor_content).SerializeToString()
+    _same(tf.make_ndarray(tensor_pb2.TensorProto.FromString(data)), array)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.arange(12, dtype=np.float32).reshape(3, 4).T,  # not contiguous
+        np.float32(2.5),  # a numpy scalar, not an array
+        b"plain bytes",  # a TF session's scalar string
+    ],
+    ids=["transposed", "numpy_scalar", "bytes_scalar"],
+)
+@pytest.mark.parametrize("tensor_content", [False, True], ids=["typed", "content"])
+def test_encode_bytes_of_unusual_values_match_encode(value, tensor_content):
+    data = tensor_codec.encode_bytes(value, tensor_content)
+    assert data == tensor_codec.encode(value, tensor_content).SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [np.array(["2020-01-01"], dtype="datetime64[D]"), np.arange(6, dtype=">f8")],
+    ids=["datetime", "big_endian"],
+)
+def test_encode_bytes_refuse_what_encode_refuses(value):
+    with pytest.raises(ServingError) as expected:
+        tensor_codec.encode(value)
+    with pytest.raises(ServingError) as err:
+        tensor_codec.encode_bytes(value)
+    assert (err.value.code, err.value.message) == (expected.value.code, expected.value.message)
+    assert err.value.code == Code.UNIMPLEMENTED
+
+
 def test_encode_rejects_types_without_a_tensorflow_dtype():
     with pytest.raises(ServingError) as err:
         tensor_codec.encode(np.array(["2020-01-01"], dtype="datetime64[D]"))
