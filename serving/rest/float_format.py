@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable
 from fractions import Fraction
 
 import numpy as np
@@ -62,26 +61,38 @@ def format_float(value: float, single: bool) -> str:
 _FLOAT32_MIN_NORMAL = 1.1754943508222875e-38
 
 
-def _format_float32(value: float) -> str:
-    """:func:`format_float` for float32 values, deciding the common cases without the exact
-    check: ``%g`` text whose double is ``value`` round-trips, and text further than twice the
-    largest half-ulp from ``value`` cannot (the double's own error is ~2**-53 relative)."""
-    text = f"{value:g}"
-    if text[-1] in "nf":  # nan, inf, -inf
-        return format_float(value, True)
-    parsed = float(text)
-    if parsed != value:
-        magnitude = abs(value)
-        far = magnitude >= _FLOAT32_MIN_NORMAL and abs(parsed - value) > magnitude * 2.0**-23
-        if far or not _round_trips(text, value, True):
-            text = f"{value:.9g}"
-    if "." not in text and "e" not in text:
-        text += ".0"
-    return text
+def _small_texts(values: list[float], single: bool) -> list[str]:
+    """:func:`format_float` of each value, for the few values of a typical online response.
 
-
-def _format_float64(value: float) -> str:
-    return format_float(value, False)
+    printf's work is done for all values at once (one ``%`` call for the 6-digit texts, one
+    for the 9/17-digit ones), leaving Python only the choice per value. For float32 the
+    common cases are decided without the exact check: ``%g`` text whose double is the value
+    round-trips, and text further than twice the largest half-ulp from the value cannot (the
+    double's own error is ~2**-53 relative).
+    """
+    count = len(values)
+    packed = tuple(values)
+    short = "%g," * count % packed
+    if "n" in short:  # nan or inf: their own tokens, value by value
+        return [format_float(value, single) for value in values]
+    long = (("%.9g," if single else "%.17g,") * count % packed).split(",")
+    texts = []
+    for text, value, wide in zip(short.split(",")[:count], values, long[:count], strict=True):
+        parsed = float(text)
+        if parsed != value:
+            if not single:
+                text = wide
+            else:
+                magnitude = abs(value)
+                far = (
+                    magnitude >= _FLOAT32_MIN_NORMAL and abs(parsed - value) > magnitude * 2.0**-23
+                )
+                if far or not _round_trips(text, value, True):
+                    text = wide
+        if "." not in text and "e" not in text:
+            text += ".0"
+        texts.append(text)
+    return texts
 
 
 def _round_trips(text: str, value: float, single: bool) -> bool:
@@ -142,8 +153,8 @@ def json_rows(array: np.ndarray) -> list[bytes]:
     if array.size == 0:
         return [_empty_json(inner)] * array.shape[0] if array.shape[0] else []
     if array.size < _VECTORISE_FROM:
-        fmt = _format_float32 if array.dtype == np.float32 else _format_float64
-        return [_nested_text(row, fmt).encode() for row in array.tolist()]
+        texts = _small_texts(np.ravel(array).tolist(), array.dtype == np.float32)
+        return [_nested_text(texts, inner, row * array[0].size) for row in range(array.shape[0])]
     flat = np.ascontiguousarray(array).ravel()
     depth = len(inner)
     # One column per value, one row per character slot: every fill below writes contiguous
@@ -155,13 +166,15 @@ def json_rows(array: np.ndarray) -> list[bytes]:
     return np.compress(text != 0, text).tobytes().split(b"\n")[:-1]
 
 
-def _nested_text(value: list | float, fmt: Callable[[float], str]) -> str:
-    """``value`` comes from ``ndarray.tolist()``: Python floats in nested lists."""
-    if type(value) is float:
-        return fmt(value)
-    if value and type(value[0]) is float:
-        return "[" + ",".join(map(fmt, value)) + "]"
-    return "[" + ",".join([_nested_text(item, fmt) for item in value]) + "]"
+def _nested_text(texts: list[str], shape: tuple[int, ...], start: int) -> bytes:
+    """JSON of the value of ``shape`` whose C-order texts begin at ``texts[start]``."""
+    if not shape:
+        return texts[start].encode()
+    if len(shape) == 1:
+        return ("[" + ",".join(texts[start : start + shape[0]]) + "]").encode()
+    step = math.prod(shape[1:])
+    items = [_nested_text(texts, shape[1:], start + i * step) for i in range(shape[0])]
+    return b"[" + b",".join(items) + b"]"
 
 
 def _empty_json(shape: tuple[int, ...]) -> bytes:

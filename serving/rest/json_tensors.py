@@ -5,15 +5,17 @@ columnar (``inputs``/``outputs``) formats, dtypes taken from the signature (neve
 JSON tokens), ``{"b64": ...}`` strings in and out (outputs named ``*_bytes``), TF Serving's
 float text, and upstream's error messages.
 
-Decoding runs on the event loop, so tensors are checked in bulk (type sets, min/max) and built
-with one ``np.array`` call; only a request that fails those checks is walked value by value,
-in upstream's order, to find the first error. Float outputs are written by the vectorised
-:mod:`serving.rest.float_format`.
+Decoding runs on the event loop, so tensors are checked and built in bulk: numbers are read
+by one ``struct`` call that refuses anything else, strings and booleans by type sets; only a
+request that fails those checks is walked value by value, in upstream's order, to find the
+first error. Float outputs are written by the vectorised :mod:`serving.rest.float_format`.
 
 Timings for a 1000x100 float32 tensor on the shared 2-core CI box (best of 15, load ~3):
 ``parse_json`` + :func:`decode_predict_inputs` 9 ms for a body orjson reads (53 ms for one
 with a ``NaN`` token, which the stdlib parser reads); :func:`encode_predict_outputs` 21 ms,
-row or columnar. (The codec before the split: 9 / 103 / 20 ms.)
+row or columnar. (The codec before the split: 9 / 103 / 20 ms.) Reading numbers with
+``struct`` rather than type sets and ``np.array`` took a one-row 784-float request's decoding
+from 55 to 24 us, and the 1000x100 tensor's from 14 to 11 ms (same box, load ~2).
 
 Deliberate differences from upstream (corner cases): tensors are limited to numpy's 32
 dimensions (TF allows 254), and string outputs that are not valid UTF-8 are written with
@@ -23,6 +25,7 @@ for most clients.
 
 from __future__ import annotations
 
+import struct
 from itertools import chain
 from typing import Any
 
@@ -261,26 +264,55 @@ def _fast_tensor(value: Any, dtype: int, alias: str) -> np.ndarray | None:
     for size in shape:
         if set(map(type, leaves)) != {list} or set(map(len, leaves)) != {size}:
             return None
-        leaves = list(chain.from_iterable(leaves))
+        # One list (a single row, the usual online request) is its own flat list of leaves.
+        leaves = leaves[0] if len(leaves) == 1 else list(chain.from_iterable(leaves))
     values = _checked_leaves(leaves, dtype)
     return None if values is None else _to_array(values, shape, dtype, alias)
 
 
-def _checked_leaves(leaves: list, dtype: int) -> list | None:
+def _checked_leaves(leaves: list, dtype: int) -> list | np.ndarray | None:
     """The leaves ready for numpy if all are valid for ``dtype`` (AddValueToTensor rules)."""
+    if dtype in _FLOATS or dtype in _INT_RANGES:
+        return _checked_numbers(leaves, dtype)
     kinds = set(map(type, leaves))
-    if dtype in _FLOATS:
-        return leaves if kinds <= {int, float} else None
-    if dtype in _INT_RANGES:
-        low, high = _INT_RANGES[dtype]
-        valid = kinds <= {int} and (not leaves or (low <= min(leaves) and max(leaves) <= high))
-        return leaves if valid else None
     if dtype == DT_BOOL:
         return leaves if kinds <= {bool} else None
     if dtype == DT_STRING and kinds <= {str, dict}:
         values = [leaf.encode() if type(leaf) is str else _b64_or_none(leaf) for leaf in leaves]
         return None if None in values else values
     return None
+
+
+# struct codes that read JSON numbers in C: doubles for the float dtypes (ints are taken,
+# as upstream's IsNumber), 64-bit integers otherwise (floats are refused, as upstream's IsInt).
+_PACK_CODES = {DT_FLOAT: "d", DT_DOUBLE: "d", DT_UINT64: "Q"}
+_PACKED_DTYPES = {"d": np.dtype(np.float64), "q": np.dtype(np.int64), "Q": np.dtype(np.uint64)}
+
+
+def _checked_numbers(leaves: list, dtype: int) -> np.ndarray | None:
+    """The leaves as float64/int64/uint64 if all are valid numbers for ``dtype``.
+
+    ``struct`` converts the whole list in C, refusing what is no number (strings, null,
+    lists, objects), floats for integer codes and integers out of 64-bit range: several times
+    faster than checking each leaf's type and then building the array. It takes ``true`` and
+    ``false`` as 1 and 0, which upstream refuses for numbers, so the leaves' types are looked
+    at when any value is 0 or 1. The packed bytes (8 per value) exist before :func:`_to_array`
+    charges the tensor: fewer than the parsed document's number objects, which
+    :func:`serving.rest.json_body.parse_json` charged.
+    """
+    code = _PACK_CODES.get(dtype, "q")
+    try:
+        packed = struct.pack(f"{len(leaves)}{code}", *leaves)
+    except struct.error:
+        return None
+    values = np.frombuffer(packed, _PACKED_DTYPES[code])
+    if np.count_nonzero((values == 0) | (values == 1)) and bool in set(map(type, leaves)):
+        return None
+    if dtype in _INT_RANGES and values.size:
+        low, high = _INT_RANGES[dtype]
+        if values.min() < low or values.max() > high:
+            return None
+    return values
 
 
 def _b64_or_none(value: Any) -> bytes | None:
@@ -362,7 +394,7 @@ def _type_error(value: Any, dtype: int) -> ServingError:
     )
 
 
-def _to_array(values: list, shape: list[int], dtype: int, alias: str) -> np.ndarray:
+def _to_array(values: list | np.ndarray, shape: list[int], dtype: int, alias: str) -> np.ndarray:
     """Validated leaf values -> the tensor's numpy array (raises KeyError for unknown dtypes).
 
     Its memory is charged to the request first: JSON numbers are small, but a body of ``0,``
@@ -380,12 +412,12 @@ def _to_array(values: list, shape: list[int], dtype: int, alias: str) -> np.ndar
         array[:] = values
     elif dtype in _INT_RANGES:
         # Narrowing wraps like the C++ int_val -> int8/uint8/int16 conversion does.
-        array = np.array(values, dtype=np.uint64 if dtype == DT_UINT64 else np.int64)
+        array = np.asarray(values, dtype=np.uint64 if dtype == DT_UINT64 else np.int64)
         array = array.astype(target)
     elif target in _NARROW_FLOAT_MAX:
         # Doubles beyond float32/half become +-inf, as upstream. np.errstate costs more than
         # the whole conversion of a typical row, so it is entered only when a value overflows.
-        array = np.array(values, dtype=np.float64)
+        array = np.asarray(values, dtype=np.float64)
         if array.size and np.abs(array).max() > _NARROW_FLOAT_MAX[target]:
             with np.errstate(over="ignore"):
                 array = array.astype(target)

@@ -369,6 +369,11 @@ def test_fast_and_exact_paths_build_identical_tensors():
         ([[True, False]], BOOL),
         ([[], []], DOUBLE),
         (3.5, DOUBLE),
+        ([rng.standard_normal(5).tolist()], FLOAT),  # one row: its list is the leaves
+        ([[0.0, 1, 0.5, -0.0, 1.0]], FLOAT),  # 0 and 1 that are numbers, not booleans
+        ([[0, 1, -(2**31), 2**31 - 1]], INT32),
+        ([0, 1, 2**64 - 1], UINT64),
+        ([[1e300, -1e300, 2]], FLOAT),  # beyond float32: +-inf
     ]
     for value, dtype in cases:
         fast = json_tensors._fast_tensor(value, dtype, "x")
@@ -376,6 +381,35 @@ def test_fast_and_exact_paths_build_identical_tensors():
         assert fast is not None
         assert fast.dtype == exact.dtype and fast.shape == exact.shape
         assert fast.tolist() == exact.tolist()
+        assert fast.flags.writeable  # never a view of the packed bytes
+
+
+@pytest.mark.parametrize(
+    ("value", "dtype"),
+    [
+        ([[0.5, True]], FLOAT),  # struct would read true as 1.0
+        ([False, 2.5], DOUBLE),
+        ([[2, True]], INT32),
+        ([0, 1, False], INT64),
+        ([1.5, "2"], FLOAT),
+        ([1.5, None], DOUBLE),
+        ([1.5, [2.0]], FLOAT),
+        ([1.5, {"b64": "AA=="}], FLOAT),
+        ([1, 2.0], INT64),  # a float for an integer dtype
+        ([2**31], INT32),
+        ([-(2**31) - 1], INT32),
+        ([2**63], INT64),
+        ([-1], UINT64),
+        ([-1], types_pb2.DT_UINT32),
+        ([2**32], types_pb2.DT_UINT32),
+    ],
+)
+def test_fast_path_leaves_invalid_numbers_to_the_exact_walk(value, dtype):
+    """The exact walk raises upstream's error for these; the bulk conversion must not accept
+    them (it would turn a boolean into 1, or wrap an integer)."""
+    assert json_tensors._fast_tensor(value, dtype, "x") is None
+    with pytest.raises(ServingError):
+        json_tensors._exact_tensor(value, dtype, 32, "x")
 
 
 # ------------------------------------------------------------------------ predict encode

@@ -80,3 +80,21 @@ def test_zero_padded_versions_are_read_like_simple_atoi():
     assert parse_route("GET", "/v1/models/foo/versions/0000123").version == 123
     assert parse_route("GET", "/v1/models/foo/versions/0").version == 0
     assert parse_route("GET", "/v1/models/foo/versions/9223372036854775807").version == 2**63 - 1
+
+
+def test_a_repeated_url_is_parsed_once():
+    first = parse_route("POST", "/v1/models/repeat%20me/labels/stable:predict")
+    again = parse_route("POST", "/v1/models/repeat%20me/labels/stable:predict")
+    assert again is first
+    assert first == Route("predict", "repeat me", None, "stable")
+    assert parse_route("GET", "/v1/models/repeat%20me/labels/stable") is not first
+
+
+def test_long_urls_and_errors_are_not_kept():
+    long_name = "m" * 300
+    path = f"/v1/models/{long_name}:predict"
+    assert parse_route("POST", path) == Route("predict", long_name, None, None)
+    assert parse_route("POST", path) is not parse_route("POST", path)
+    for _ in range(2):  # a malformed path raises every time, it is not kept as an answer
+        with pytest.raises(ServingError):
+            parse_route("POST", "/v1/models/bad:explode")
