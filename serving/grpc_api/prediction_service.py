@@ -98,7 +98,6 @@ class PredictionServicer:
             check_inputs(signature, list(inputs))
             return {alias: tensor_codec.decode(tensor, alias) for alias, tensor in inputs.items()}
 
-        decode.checks_inputs = True  # type: ignore[attr-defined]  # the dataplane need not again
         result = await self._service.predict(
             spec, decode, list(request.output_filter), timeout_ms(context)
         )

@@ -358,12 +358,7 @@ class RemoteDataplane:
         guess (see ``serving.multiproc.host``) and answers ``retry`` with the right signature
         when a swap came in between. A guess that cannot be made, or whose signature rejects
         the request, is confirmed with the model process first, so a stale snapshot never
-        turns into an error the single-process server would not give.
-
-        The input names are checked once: by a decoder whose ``checks_inputs`` is true (gRPC's,
-        before it parses any tensor, as TF Serving's predict_util does), else here once decoded
-        (REST's, whose names are known only from the JSON)."""
-        checked = getattr(decode_inputs, "checks_inputs", False)
+        turns into an error the single-process server would not give."""
         guess = self._snapshot.guess(spec)
         confirmed = guess is None
         sent = spec
@@ -374,8 +369,7 @@ class RemoteDataplane:
                 try:
                     signature = find(guess.signatures, spec.signature_name)
                     inputs = decode_inputs(signature)
-                    if not checked:
-                        check_inputs(signature, list(inputs))
+                    check_inputs(signature, list(inputs))
                 except ServingError:
                     if confirmed:
                         raise
