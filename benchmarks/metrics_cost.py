@@ -76,7 +76,7 @@ def _fast_per_request() -> Callable[[], None]:
         metrics.record_request("m", "OK")
         metrics.record_request_latency("m", "predict", "REST", 0.0021)
         metrics.record_runtime("m", 1, "Predict", 0.0015)
-        metrics.record_input("batch_threads", 1)
+        metrics.record_inputs("batch_threads", (1,))
         metrics.record_batch("batch_threads", 1, 1, [0.0001])
 
     return record

@@ -128,15 +128,9 @@ class MemoryPool:
         """A budget for one request; use it as a context manager around the whole request."""
         return RequestBudget(self)
 
-    def _take(self, nbytes: int, describe: Describe) -> None:
+    def _busy(self, held: int, nbytes: int, describe: Describe) -> ServingError:
         total = self.limits.total
-        with self._lock:
-            if total and self._held + nbytes > total:
-                held = self._held
-            else:
-                self._held += nbytes
-                return
-        raise ServingError(
+        return ServingError(
             Code.UNAVAILABLE,
             f"Server busy: requests in progress hold {held} bytes of decoded data and "
             f"{describe()} needs {nbytes} more, over the limit of {total} bytes "
@@ -169,16 +163,25 @@ class RequestBudget:
         self.charged = 0
 
     def charge(self, nbytes: int, describe: Describe) -> None:
-        """Accounts ``nbytes`` the request is about to allocate, or raises without doing so."""
-        limit = self._pool.limits.per_request
+        """Accounts ``nbytes`` the request is about to allocate, or raises without doing so.
+        (The pool's part inlined: this runs several times per request.)"""
+        pool = self._pool
+        limits = pool.limits
+        limit = limits.per_request
         if limit and self.charged + nbytes > limit:
             raise RequestTooLarge(
                 f"Request too large: {describe()} needs {nbytes} bytes of memory"
                 + (f" on top of the {self.charged} this request holds" if self.charged else "")
                 + f", over the limit of {limit} bytes per request (--max_request_memory_bytes)"
             )
-        self._pool._take(nbytes, describe)
-        self.charged += nbytes
+        total = limits.total
+        with pool._lock:
+            held = pool._held
+            if not total or held + nbytes <= total:
+                pool._held = held + nbytes
+                self.charged += nbytes
+                return
+        raise pool._busy(held, nbytes, describe)
 
     def __enter__(self) -> RequestBudget:
         self._token = _current.set(self)

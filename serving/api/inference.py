@@ -403,5 +403,5 @@ class _RequestCounter:
             status = status_error(exc).code.name
         else:
             return
-        for _ in range(self.calls):
-            self._metrics.record_request(self._model, status)
+        if self.calls:
+            self._metrics.record_request(self._model, status, self.calls)

@@ -58,9 +58,10 @@ def needs_token(authenticator: TokenAuthenticator, target: str) -> bool:
 
 class RequestContext:
     """One API call on a front end (``entrypoint``: REST or GRPC): its id, bound for the
-    prediction log, and the start of its ``request_latency`` sample."""
+    prediction log, the start of its ``request_latency`` sample, and the traffic-split
+    routing key the caller sent (set by the gRPC front end, which reads it with the id)."""
 
-    __slots__ = ("_metrics", "entrypoint", "request_id", "start")
+    __slots__ = ("_metrics", "entrypoint", "request_id", "routing_key", "start")
 
     def __init__(
         self, entrypoint: str, client_request_id: str | None, metrics: ServingMetrics | None
@@ -69,6 +70,7 @@ class RequestContext:
         self.request_id = bind(client_request_id)
         self.start = time.perf_counter()
         self._metrics = metrics
+        self.routing_key: str | None = None
 
     def succeeded(self, model: str, api: str) -> None:
         """TF Serving's request_latency{model_name,API,entrypoint}: successful calls only."""

@@ -54,7 +54,7 @@ AnyFuture = asyncio.Future | concurrent.futures.Future
 class BatchMetrics(Protocol):
     """What the scheduler reports (implemented by serving.monitoring.metrics)."""
 
-    def record_input(self, pool: str, rows: int) -> None: ...
+    def record_inputs(self, pool: str, rows: Sequence[int]) -> None: ...
 
     def record_batch(self, pool: str, rows: int, padded_rows: int, waits: list[float]) -> None: ...
 
@@ -197,8 +197,7 @@ class BatchQueue:
             self._scheduler.wake(request.loop, len(batches) > 1 or batches[-1].closed)
         metrics = self._scheduler.metrics
         if metrics is not None:
-            for caller in request.caller_rows or (rows,):
-                metrics.record_input(self._scheduler.pool_name, caller)
+            metrics.record_inputs(self._scheduler.pool_name, request.caller_rows or (rows,))
 
     def _piece_sizes(self, rows: int, room: int) -> list[int]:
         """Without splitting a request is one piece; with it, a request that does not fit the
@@ -284,11 +283,10 @@ class BatchQueue:
             return
         metrics = self._scheduler.metrics
         if metrics is not None:
-            waits = [
-                now - task.queued_at
-                for task in tasks
-                for _ in range(len(task.request.caller_rows or (None,)))
-            ]
+            waits: list[float] = []  # one per client request, as the inputs are counted
+            for task in tasks:
+                callers = task.request.caller_rows
+                waits += [now - task.queued_at] * (len(callers) if callers else 1)
             metrics.record_batch(self._scheduler.pool_name, rows, padded, waits)
         finished.extend(zip(tasks, parts, strict=True))
 

@@ -59,9 +59,14 @@ def rpc(method: Handler) -> Handler:
 
     @functools.wraps(method)
     async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Response:
-        # The caller's x-request-id (or a new one) joins prediction logs and feedback.
-        client_id = metadata_value(context, request_context.HEADER)
+        # The caller's x-request-id (or a new one) joins prediction logs and feedback; its
+        # traffic-split routing key (servicers with a ``routing_header``) is read in the same
+        # pass over the metadata.
+        client_id, routing_key = metadata_values(
+            context, request_context.HEADER, getattr(self, "routing_header", None)
+        )
         call = request_context.begin("GRPC", client_id, getattr(self, "metrics", None))
+        call.routing_key = routing_key
         context.set_trailing_metadata(((request_context.HEADER, call.request_id),))
         try:
             return await method(self, request, context)
@@ -87,12 +92,19 @@ def request_spec(
     return dataclasses.replace(spec, routing_key=routing_key) if routing_key else spec
 
 
-def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
-    """A request metadata entry (keys are lower-case on the wire)."""
-    for entry_key, value in context.invocation_metadata() or ():
-        if entry_key == key:
-            return value if isinstance(value, str) else value.decode("latin-1")
-    return None
+def metadata_values(
+    context: grpc.aio.ServicerContext, first: str, second: str | None
+) -> tuple[str | None, str | None]:
+    """Two request metadata entries (keys are lower-case on the wire), the first of each key,
+    in one pass over the metadata (``second``: None reads only the first)."""
+    found_first = found_second = None
+    for key, value in context.invocation_metadata() or ():
+        if key == first:
+            if found_first is None:
+                found_first = value if isinstance(value, str) else value.decode("latin-1")
+        elif key == second and found_second is None:
+            found_second = value if isinstance(value, str) else value.decode("latin-1")
+    return found_first, found_first if second == first else found_second
 
 
 def model_spec(proto: protos.ModelSpec, require_name: bool = True) -> ModelSpec:

@@ -17,7 +17,6 @@ from serving.api import request_context
 from serving.api.types import Dataplane, PredictResult, RequestMetrics, ResolvedSpec
 from serving.core.traffic_split import DEFAULT_ROUTING_HEADER
 from serving.grpc_api import (
-    metadata_value,
     model_spec,
     request_spec,
     rpc,
@@ -76,10 +75,11 @@ class PredictionServicer:
         ``routing_header``: the metadata key that keeps a caller on one traffic-split label."""
         self._service = service
         self._tensor_content = tensor_content
-        self._routing_header = routing_header
+        self.routing_header = routing_header  # read by ``rpc`` with the request id
 
-    def _spec(self, request, context: Context):
-        return request_spec(request, routing_key=metadata_value(context, self._routing_header))
+    @staticmethod
+    def _spec(request, call: request_context.RequestContext):
+        return request_spec(request, routing_key=call.routing_key)
 
     @property
     def metrics(self) -> RequestMetrics | None:
@@ -89,7 +89,8 @@ class PredictionServicer:
     @rpc
     async def Predict(self, request: protos.PredictRequest, context: Context) -> bytes:
         """The serialized ``PredictResponse`` (see :func:`predict_response`)."""
-        spec = self._spec(request, context)
+        call = request_context.call()
+        spec = self._spec(request, call)
         inputs = request.inputs
 
         def decode(signature: SignatureDef) -> Mapping[str, np.ndarray]:
@@ -101,7 +102,7 @@ class PredictionServicer:
             spec, decode, list(request.output_filter), timeout_ms(context)
         )
         response = predict_response(result, self._tensor_content)
-        request_context.call().succeeded(spec.name, "Predict")
+        call.succeeded(spec.name, "Predict")
         return response
 
     @rpc
@@ -109,7 +110,7 @@ class PredictionServicer:
         self, request: protos.ClassificationRequest, context: Context
     ) -> protos.ClassificationResponse:
         resolved, result = await self._service.classify(
-            self._spec(request, context), request.input, timeout_ms(context)
+            self._spec(request, request_context.call()), request.input, timeout_ms(context)
         )
         response = protos.ClassificationResponse(result=result)
         set_model_spec(response.model_spec, resolved)
@@ -121,7 +122,7 @@ class PredictionServicer:
         self, request: protos.RegressionRequest, context: Context
     ) -> protos.RegressionResponse:
         resolved, result = await self._service.regress(
-            self._spec(request, context), request.input, timeout_ms(context)
+            self._spec(request, request_context.call()), request.input, timeout_ms(context)
         )
         response = protos.RegressionResponse(result=result)
         set_model_spec(response.model_spec, resolved)

@@ -19,7 +19,7 @@ servers get ``None`` and record nothing, so such a server pays nothing per reque
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -180,8 +180,8 @@ class ServingMetrics:
             self.registry.register(_VersionStateCollector(version_states))
 
     # ---------------------------------------------------------------- requests
-    def record_request(self, model: str, status: str) -> None:
-        self._request_count.inc((model, status))
+    def record_request(self, model: str, status: str, calls: int = 1) -> None:
+        self._request_count.inc((model, status), calls)
 
     def record_request_latency(self, model: str, api: str, entrypoint: str, seconds: float) -> None:
         self._request_latency.observe((model, api, entrypoint), seconds * 1e6)
@@ -206,8 +206,9 @@ class ServingMetrics:
         return totals
 
     # ---------------------------------------------------------------- batching (BatchMetrics)
-    def record_input(self, pool: str, rows: int) -> None:
-        self._input_batch_size.observe((pool,), rows)
+    def record_inputs(self, pool: str, rows: Sequence[int]) -> None:
+        """One observation per client request (a coalesced request carries several)."""
+        self._input_batch_size.observe_all((pool,), rows)
 
     def record_batch(self, pool: str, rows: int, padded_rows: int, waits: list[float]) -> None:
         self._wrapped_run_count.inc()

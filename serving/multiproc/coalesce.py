@@ -39,7 +39,7 @@ import numpy as np
 Inputs = Mapping[str, np.ndarray]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class PendingCall:
     """One decoded call waiting for the end of the iteration. Its future gets the call's
     reply: ``{"spec": [...], "arrays": {...}}``, or the model process's ``{"retry": ...}``."""
@@ -132,9 +132,7 @@ class Coalescer:
             fields["fp"],
             tuple(fields["filter"]),
             fields["find"],
-            tuple(
-                sorted((name, array.dtype.str, array.shape[1:]) for name, array in inputs.items())
-            ),
+            _layout(inputs),
         )
         future = asyncio.get_running_loop().create_future()
         call = PendingCall(inputs, rows, fields["timeout"], rid, future)
@@ -198,6 +196,15 @@ class Coalescer:
             round_trips[key] = seconds
         else:
             round_trips[key] = previous + _ROUND_TRIP_WEIGHT * (seconds - previous)
+
+
+def _layout(inputs: Inputs) -> tuple:
+    """What the calls of one group must share of their tensors: names, dtypes and the shape
+    after the rows (a lone input, what most models take, without sorting)."""
+    if len(inputs) == 1:
+        for name, array in inputs.items():
+            return ((name, array.dtype, array.shape[1:]),)
+    return tuple(sorted((name, array.dtype, array.shape[1:]) for name, array in inputs.items()))
 
 
 def _deadline(calls: list[PendingCall]) -> int:

@@ -123,6 +123,8 @@ class SnapshotView:
         self._parsed: dict[str, Any] = {}
         # (model, version) -> guess: built once per snapshot, not per request.
         self._guesses: dict[tuple[str, int], SignatureGuess] = {}
+        # (model, version, label) as the request names them -> guess, for this snapshot.
+        self._requested: dict[tuple[str, int | None, str | None], SignatureGuess] = {}
         self.connected = False
 
     def update(self, snapshot: Mapping[str, Any]) -> None:
@@ -130,6 +132,7 @@ class SnapshotView:
         self._models = dict(snapshot["models"])
         self._waiting = list(snapshot["waiting"])
         self._guesses = {}
+        self._requested = {}
         self.connected = True
 
     def disconnected(self) -> None:
@@ -151,7 +154,21 @@ class SnapshotView:
 
     def guess(self, spec: ModelSpec) -> SignatureGuess | None:
         """The version ``spec`` most likely resolves to, or None when only the model process
-        can tell (unknown model or label, no AVAILABLE version, both version and label)."""
+        can tell (unknown model or label, no AVAILABLE version, both version and label).
+
+        Cached per snapshot by what the request names (most name no version: the latest is
+        then looked up once per snapshot, not computed from the versions on every request);
+        only names the snapshot knows are kept, so the cache stays as small as the snapshot."""
+        key = (spec.name, spec.version, spec.label)
+        cached = self._requested.get(key)
+        if cached is not None:
+            return cached
+        guess = self._guess(spec)
+        if guess is not None:
+            self._requested[key] = guess
+        return guess
+
+    def _guess(self, spec: ModelSpec) -> SignatureGuess | None:
         model = self._models.get(spec.name)
         if model is None or (spec.version is not None and spec.label):
             return None

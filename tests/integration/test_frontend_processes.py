@@ -436,3 +436,23 @@ def test_calls_decoded_together_share_one_model_call_and_get_their_own_rows(mode
         after = (_metric(server, ok), _metric(server, inputs_seen))
         assert after[0] - before[0] == 16  # every caller is a request ...
         assert after[1] - before[1] == 16  # ... and an input of the batching, as in one process
+
+
+def test_grpc_input_names_are_checked_before_any_tensor_is_parsed(model_dir):
+    """A front end checks a gRPC request's input names once, before parsing any tensor (the
+    servicer's check, as TF Serving's predict_util; the dataplane does not check them again):
+    a wrong name next to an unparseable tensor is reported as the wrong name."""
+    with start(model_dir) as server:
+        all_serving(server)
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "half"
+            request.inputs["x"].CopyFrom(tf.make_tensor_proto([[1.0]], tf.float32))
+            request.inputs["z"].dtype = tf.float32.as_datatype_enum
+            request.inputs["z"].tensor_shape.dim.add().size = 4
+            request.inputs["z"].tensor_content = b"\0" * 3  # not 4 floats
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.Predict(request, timeout=30)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert raised.value.details().startswith("input size does not match signature: 2!=1")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -279,9 +280,9 @@ class _InputCounter:
         self.inputs = 0
         self.changed = threading.Condition()
 
-    def record_input(self, pool: str, rows: int) -> None:
+    def record_inputs(self, pool: str, rows: Sequence[int]) -> None:
         with self.changed:
-            self.inputs += 1
+            self.inputs += len(rows)
             self.changed.notify_all()
 
     def record_batch(self, pool: str, rows: int, padded_rows: int, waits: list[float]) -> None:

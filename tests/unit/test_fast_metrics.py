@@ -144,13 +144,16 @@ def _serving_calls(seed: int) -> list[tuple[str, tuple]]:
     calls: list[tuple[str, tuple]] = []
     for _ in range(200):
         model = rng.choice(["m", "n"])
-        calls.append(("record_request", (model, rng.choice(["OK", "NOT_FOUND"]))))
+        calls.append(
+            ("record_request", (model, rng.choice(["OK", "NOT_FOUND"]), rng.randint(1, 3)))
+        )
         calls.append(
             ("record_request_latency", (model, "predict", "REST", rng.lognormvariate(-7, 2)))
         )
         calls.append(("record_runtime", (model, rng.randint(1, 3), "Predict", rng.random() / 50)))
         rows = rng.randint(1, 40)
-        calls.append(("record_input", ("batch_threads", rows)))
+        callers = [rng.randint(1, rows) for _ in range(rng.randint(1, 3))]
+        calls.append(("record_inputs", ("batch_threads", callers)))
         padded = next(size for size in _BATCH_SIZES if size >= rows)
         waits = [rng.random() / 100 for _ in range(rng.randint(1, 4))]
         calls.append(("record_batch", ("batch_threads", rows, padded, waits)))
@@ -228,13 +231,19 @@ def _stock_serving_metrics(registry: CollectorRegistry) -> dict:
         for wait in waits:
             queuing.labels(pool).observe(wait * 1e6)
 
+    def record_inputs(pool: str, callers: list[int]) -> None:
+        for rows in callers:
+            input_size.labels(pool).observe(rows)
+
     return {
-        "record_request": lambda model, status: request_count.labels(model, status).inc(),
+        "record_request": lambda model, status, calls: request_count.labels(model, status).inc(
+            calls
+        ),
         "record_request_latency": lambda model, api, entry, seconds: request_latency.labels(
             model, api, entry
         ).observe(seconds * 1e6),
         "record_runtime": record_runtime,
-        "record_input": lambda pool, rows: input_size.labels(pool).observe(rows),
+        "record_inputs": record_inputs,
         "record_batch": record_batch,
     }
 

@@ -11,7 +11,7 @@ from tensorflow_serving.apis import predict_pb2
 from serving import tensor_codec
 from serving.api.types import PredictResult, ResolvedSpec
 from serving.errors import Code, ServingError
-from serving.grpc_api import set_model_spec
+from serving.grpc_api import metadata_values, set_model_spec
 from serving.grpc_api.prediction_service import predict_response
 from serving.grpc_api.server import CONNECTION_DEFAULTS, channel_options
 from serving.grpc_api.wire import parse, raw_handler
@@ -97,3 +97,25 @@ _POOL = MemoryPool(MemoryLimits(0, 0))
 
 async def _echo(request, context):
     return request
+
+
+class _Metadata:
+    def __init__(self, *entries: tuple[str, str | bytes]) -> None:
+        self._entries = entries
+
+    def invocation_metadata(self):
+        return self._entries
+
+
+def test_request_id_and_routing_key_are_read_in_one_pass_first_entry_wins():
+    context = _Metadata(
+        ("user-agent", "grpc-python"),
+        ("x-routing-key", b"user-7"),
+        ("x-request-id", "abc"),
+        ("x-request-id", "later"),
+        ("x-routing-key", "later"),
+    )
+    assert metadata_values(context, "x-request-id", "x-routing-key") == ("abc", "user-7")
+    assert metadata_values(context, "x-request-id", None) == ("abc", None)
+    assert metadata_values(context, "x-routing-key", "x-routing-key") == ("user-7", "user-7")
+    assert metadata_values(_Metadata(), "x-request-id", "x-routing-key") == (None, None)

@@ -33,7 +33,7 @@ def test_exposition_uses_tf_serving_names_without_client_suffixes():
     metrics.record_request("m", "INVALID_ARGUMENT")
     metrics.record_request_latency("m", "predict", "REST", 0.002)
     metrics.record_runtime("m", 2, "Predict", 0.001)
-    metrics.record_input("batch_threads", 3)
+    metrics.record_inputs("batch_threads", [3])
     metrics.record_batch("batch_threads", 3, 4, [0.0001, 0.0002])
     metrics.record_warmup("/models/m/2", True, 5, 0.5)
     metrics.record_load("/models/m/2", True, 1.5)

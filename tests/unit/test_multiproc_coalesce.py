@@ -94,11 +94,14 @@ def test_what_the_model_process_must_see_equal_splits_groups():
         ({**FIELDS, "filter": ["y"]}, _x(1), 64),  # other outputs
         ({**FIELDS, "spec": ["m", 2, None, "", None]}, _x(1), 64),  # another version
         (FIELDS, _x(1, dtype=np.float64), 64),  # another dtype
+        (FIELDS, _x(1, dtype=np.dtype(">f4")), 64),  # another byte order
+        (FIELDS, {**_x(1), "z": np.zeros(1)}, 64),  # another input
+        (FIELDS, {"z": np.zeros(2), **_x(2)}, 64),  # the same inputs in another order: joins
         (FIELDS, _x(1, width=4), 64),  # another inner shape
         (FIELDS, _x(2), 64),  # same layout, more rows: joins the first
     ]
     groups, _ = _sent_groups(adds)
-    assert sorted(len(group) for group in groups) == [1, 1, 1, 1, 1, 2]
+    assert sorted(len(group) for group in groups) == [1, 1, 1, 1, 1, 1, 2, 2]
 
 
 def test_callers_with_different_deadlines_share_a_group_with_the_longest():

@@ -84,3 +84,21 @@ def test_readiness_follows_the_snapshot_and_the_link():
     assert view.models_without_available_version() == ["empty"]
     view.disconnected()
     assert view.models_without_available_version() == ["empty", "m"]
+
+
+def test_a_new_snapshot_replaces_the_cached_guesses():
+    """Guesses are cached per snapshot: the next snapshot's latest version and labels win."""
+    view = SnapshotView()
+    view.update(_snapshot())
+    assert view.guess(ModelSpec("m")).version == 2
+    assert view.guess(ModelSpec("m", label="stable")).version == 1
+    newer = _snapshot()
+    model = newer["models"]["m"]
+    model["versions"]["3"] = model["versions"]["1"]
+    model["labels"]["stable"] = 2
+    view.update(newer)
+    assert view.guess(ModelSpec("m")).version == 3
+    assert view.guess(ModelSpec("m", label="stable")).version == 2
+    del newer["models"]["m"]
+    view.update(newer)
+    assert view.guess(ModelSpec("m")) is None

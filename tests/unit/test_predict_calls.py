@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -56,8 +57,8 @@ class Metrics:
     def __init__(self) -> None:
         self.requests: Counter[str] = Counter()
 
-    def record_request(self, model: str, status: str) -> None:
-        self.requests[status] += 1
+    def record_request(self, model: str, status: str, calls: int = 1) -> None:
+        self.requests[status] += calls
 
     def record_runtime(self, model, version, api, seconds) -> None:
         pass
@@ -70,8 +71,8 @@ class BatchMetrics:
         self.inputs: list[int] = []
         self.waits = 0
 
-    def record_input(self, pool: str, rows: int) -> None:
-        self.inputs.append(rows)
+    def record_inputs(self, pool: str, rows: Sequence[int]) -> None:
+        self.inputs.extend(rows)
 
     def record_batch(self, pool, rows, padded_rows, waits) -> None:
         self.waits += len(waits)
