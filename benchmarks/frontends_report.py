@@ -251,13 +251,16 @@ def restart_summary(restarts: list[dict]) -> dict:
         "last_failure_ms": None,
     }
     for key in (
-        "kill_to_spawn_s",
-        "spawn_to_listening_s",
+        "kill_to_taken_s",
+        "taken_to_listening_s",
         "cpu_to_listening_s",
         "kill_to_listening_s",
+        "spare_spawn_to_ready_s",
+        "spare_cpu_to_ready_s",
     ):
-        values = [r[key] for r in restarts]
+        values = [r[key] for r in restarts if r[key] is not None]  # no new spare: None
         summary[key] = (statistics.median(values), max(values)) if values else None
+    summary["by_spare"] = sum(r["replacement_was_spare"] for r in restarts)
     for restart in restarts:
         load = restart["load"]
         summary["requests"] += load["requests"]
@@ -279,14 +282,18 @@ def _median_max(pair: tuple[float, float] | None) -> str:
     return "not measured" if pair is None else f"median {pair[0]:.2f} s (max {pair[1]:.2f} s)"
 
 
+def _median_max_ms(pair: tuple[float, float]) -> str:
+    return f"median {pair[0] * 1000:.0f} ms (max {pair[1] * 1000:.0f} ms)"
+
+
 def restart_table(restarts: list[dict]) -> list[str]:
     lines = [
-        "| # | killed pid (had run) | replacement | back-off | kill → spawn ms "
-        "| spawn → gRPC listening ms | spawn → both listening ms | its CPU by then ms "
-        "| kill → both listening ms | requests "
+        "| # | killed pid (had served) | replacement | back-off | kill → slot taken ms "
+        "| → gRPC listening ms | → both listening ms | its CPU meanwhile ms "
+        "| kill → both listening ms | new spare: spawn → ready ms (its CPU ms) | requests "
         "| failed: in flight at kill / sent before serving / after | errors "
         "| last failure, ms after kill | slowest answer ms | busy before |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for index, r in enumerate(restarts, 1):
         phases = r["load"]["phases"]
@@ -297,12 +304,15 @@ def restart_table(restarts: list[dict]) -> list[str]:
         if phases["before the kill"]["failed"]:
             failed += f" (and {phases['before the kill']['failed']} before the kill)"
         delay = "—" if r["restart_delay_s"] is None else f"{r['restart_delay_s']:.0f} s"
+        ready, ready_cpu = r["spare_spawn_to_ready_s"], r["spare_cpu_to_ready_s"]
+        spare = "—" if ready is None else f"{ready * 1000:.0f} ({ready_cpu * 1000:.0f})"
+        kind = "the spare" if r["replacement_was_spare"] else "new"
         lines.append(
             f"| {index} | {r['victim']} ({r['victim_age_s']:.0f} s) | {r['replacement']} "
-            f"| {delay} | {r['kill_to_spawn_s'] * 1000:.0f} "
-            f"| {r['spawn_to_grpc_s'] * 1000:.0f} | {r['spawn_to_listening_s'] * 1000:.0f} "
+            f"({kind}) | {delay} | {r['kill_to_taken_s'] * 1000:.0f} "
+            f"| {r['taken_to_grpc_s'] * 1000:.0f} | {r['taken_to_listening_s'] * 1000:.0f} "
             f"| {r['cpu_to_listening_s'] * 1000:.0f} | {r['kill_to_listening_s'] * 1000:.0f} "
-            f"| {r['load']['requests']} | {failed} "
+            f"| {spare} | {r['load']['requests']} | {failed} "
             f"| {kinds(r['load']['errors']) or '—'} | {_ms(r['load']['last_failure_ms'])} "
             f"| {r['load']['slowest_ms']:.0f} "
             f"| {r['busy_before']:.0%} |"
@@ -314,7 +324,7 @@ def restart_targets(report: dict) -> list[str]:
     restarts = report.get("restarts", [])
     if not restarts:
         return [
-            "| front end spawn to serving | well under 1 s | not measured |",
+            "| a dead front end's replacement serving | well under 1 s | not measured |",
             "| a front end that dies is restarted, the others keep serving | restarted; only "
             "requests on the dead one fail | not measured |",
         ]
@@ -322,14 +332,24 @@ def restart_targets(report: dict) -> list[str]:
     cpu = summary["cpu_to_listening_s"]
     failed = summary["failed"]
     lost = sum(failed.values())
+    spare = summary["spare_spawn_to_ready_s"]
+    spare_cpu = summary["spare_cpu_to_ready_s"]
     return [
-        "| front end spawn to serving (LISTEN on both ports) | well under 1 s "
-        f"| {_median_max(summary['spawn_to_listening_s'])} over {summary['count']} restarts; "
-        f"its own CPU by then median {cpu[0]:.2f} s (max {cpu[1]:.2f} s) |",
+        "| a dead front end's replacement serving (kill → LISTEN on both ports) | well under "
+        f"1 s | {_median_max_ms(summary['kill_to_listening_s'])} over {summary['count']} "
+        f"restarts, {summary['by_spare']} of them by the spare; the replacement's CPU "
+        f"meanwhile median {cpu[0] * 1000:.0f} ms (max {cpu[1] * 1000:.0f} ms)"
+        + (
+            f"; a new spare: spawn → ready for a slot {_median_max(spare)}, its CPU by then "
+            f"median {spare_cpu[0]:.2f} s (max {spare_cpu[1]:.2f} s)"
+            if spare
+            else ""
+        )
+        + " |",
         "| a front end that dies is restarted, the others keep serving | restarted; only "
         f"requests on the dead one fail | {summary['count']} of "
         f"{report['settings']['restart']['restarts']} killed front ends replaced, kill to "
-        f"serving {_median_max(summary['kill_to_listening_s'])}; {lost} of "
+        f"serving {_median_max_ms(summary['kill_to_listening_s'])}; {lost} of "
         f"{summary['requests']} paced requests failed ({failed.get('in flight at the kill', 0)} "
         f"in flight at the kill, {failed.get('sent before serving', 0)} sent before the "
         f"replacement served, {failed.get('sent after', 0)} after"
@@ -536,16 +556,20 @@ def markdown(report: dict) -> str:
             "## Front-end restart",
             "",
             f"On the `--frontend_processes={restart['frontends']}` server (as above): "
-            f"{restart['restarts']} times, the oldest front end, once it had run "
-            f"{restart['restart_after_s']:.0f} s, was SIGKILLed; the times come from `/proc`, "
+            f"{restart['restarts']} times, the front end that had served longest, once it "
+            f"had served {restart['restart_after_s']:.0f} s in its slot, was SIGKILLed; the "
+            "times come from `/proc`, "
             f"read every {restart['poll_s'] * 1000:.0f} ms from the load generator's CPU: "
-            "*spawn* is the replacement's pid first seen under the supervisor (its "
-            "`/proc/<pid>/stat` starttime agrees to the clock tick, kept in results.json), "
-            "*listening* its socket inodes (`/proc/<pid>/fd`) first seen LISTEN on the port in "
-            "`/proc/net/tcp`. A front end binds its ports only after its hello with the model "
-            "process has brought it the model metadata, gRPC first, then REST: once both "
-            "listen, it can answer both. *back-off* is the delay the supervisor logged for "
-            "the restart (0 for a front end that had run a minute).",
+            "*slot taken* is the replacement first seen named after the killed front end's "
+            "slot in `/proc/<pid>/comm` (the spare renames itself `frontend-<slot>` as it "
+            "reads its slot; a process started for it, with `--frontend_spare=0`, counts from "
+            "its pid first seen), *listening* its socket inodes (`/proc/<pid>/fd`) first seen "
+            "LISTEN on the port in `/proc/net/tcp`. A front end binds its ports only after its "
+            "hello with the model process has brought it the model metadata, gRPC first, then "
+            "REST: once both listen, it can answer both. *back-off* is the delay the "
+            "supervisor logged for the restart (0 for a front end that had served a minute). The "
+            "*new spare* is started once the slot is taken; *ready* is when it names itself "
+            "`frontend-spare` (its imports done, waiting for a slot).",
             "",
             f"Load meanwhile: benchmarks.paced_load, {restart['load_rate']:.0f} REST "
             f"predictions/s from {restart['load_clients']} threads, each on a new connection "

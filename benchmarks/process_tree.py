@@ -1,15 +1,17 @@
 """A server's processes as /proc shows them: who is who, how much CPU each used, how much memory.
 
 The multi-process server (issue 14, ``--frontend_processes=N``) is a supervisor with one model
-process and N front ends as children, told apart by the module in their command line. The
+process, N front ends and a spare front-end process (``--frontend_spare``) as children, told
+apart by the module in their command line and, among front-end processes, by the name each
+gives itself (``/proc/<pid>/comm``): ``frontend-<slot>`` once it serves a slot; a spare, or one
+still importing, does not have that name. The
 benchmark reads each one's CPU time (``utime + stime`` in ``/proc/<pid>/stat``) before and after
 a measured run and divides by the requests served, and reads resident memory (``VmRSS`` in
 ``/proc/<pid>/status``; ``Pss`` from ``smaps_rollup``, which splits pages the processes share).
 Children are found through ``/proc/<pid>/task/*/children`` (every thread's children, as a
-forked child's parent may be any thread), recursively. For the restart figures it also tells when
-a process started (``starttime`` in ``/proc/<pid>/stat``) and which TCP ports it listens on: the
-socket inodes among its ``/proc/<pid>/fd`` links that ``/proc/net/tcp`` and ``tcp6`` list in the
-LISTEN state.
+forked child's parent may be any thread), recursively. For the restart figures it also tells
+which TCP ports a process listens on: the socket inodes among its ``/proc/<pid>/fd`` links that
+``/proc/net/tcp`` and ``tcp6`` list in the LISTEN state.
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ FRONTEND_MODULE = "serving.multiproc.frontend"
 PROC = Path("/proc")
 
 
+SPARE_NAME = "frontend-spare"  # serving.multiproc.protocol.SPARE_NAME
+
+
 @dataclass(frozen=True)
 class ProcessSample:
     pid: int
-    role: str  # "parent" (the process started), "model", "frontend" or "other"
+    role: str  # "parent" (the process started), "model", "frontend", "spare" or "other"
     cpu_seconds: float
     rss_bytes: int
     pss_bytes: int | None
@@ -41,16 +46,9 @@ def cpu_ticks(stat_text: str) -> int:
     return int(rest[11]) + int(rest[12])
 
 
-def start_ticks(stat_text: str) -> int:
-    """``starttime`` (field 22: clock ticks after boot at which the process was forked) from a
-    ``/proc/<pid>/stat`` line, counted after the last ')' as in ``cpu_ticks``."""
-    return int(stat_text[stat_text.rindex(")") + 2 :].split()[19])
-
-
-def started_seconds(pid: int, proc: Path = PROC) -> float:
-    """When ``pid`` was forked, in seconds after boot (``CLOCK_BOOTTIME``'s scale), to the
-    clock tick (10 ms with the usual ``CLK_TCK`` of 100)."""
-    return start_ticks((proc / str(pid) / "stat").read_text()) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pid: int, proc: Path = PROC) -> float:
+    """``pid``'s CPU time so far (utime + stime)."""
+    return cpu_ticks((proc / str(pid) / "stat").read_text()) / os.sysconf("SC_CLK_TCK")
 
 
 def kib_field(text: str, name: str) -> int | None:
@@ -61,12 +59,28 @@ def kib_field(text: str, name: str) -> int | None:
     return None
 
 
-def role(cmdline: str, is_root: bool) -> str:
+def role(cmdline: str, is_root: bool, name: str = "") -> str:
+    """``name``: the process's ``/proc/<pid>/comm``. A front-end process is a "frontend" once
+    it serves a slot (named ``frontend-<slot>``), a "spare" before (waiting for one, or still
+    importing): part of the server's memory, not of its serving front ends."""
     if MODEL_MODULE in cmdline:
         return "model"
     if FRONTEND_MODULE in cmdline:
-        return "frontend"
+        return "frontend" if is_slot_name(name) else "spare"
     return "parent" if is_root else "other"
+
+
+def is_slot_name(name: str) -> bool:
+    prefix, _, slot = name.partition("-")
+    return prefix == "frontend" and slot.isdigit()
+
+
+def name(pid: int, proc: Path = PROC) -> str:
+    """``/proc/<pid>/comm``; "" once the process has gone."""
+    try:
+        return (proc / str(pid) / "comm").read_text().strip()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
 
 
 TCP_LISTEN = "0A"  # the state column of /proc/net/tcp (include/net/tcp_states.h)
@@ -134,6 +148,7 @@ def sample(pid: int, proc: Path = PROC) -> list[ProcessSample]:
         folder = proc / str(current)
         try:
             cmdline = (folder / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            comm = (folder / "comm").read_text().strip()
             ticks = cpu_ticks((folder / "stat").read_text())
             rss = kib_field((folder / "status").read_text(), "VmRSS") or 0
             try:
@@ -144,7 +159,12 @@ def sample(pid: int, proc: Path = PROC) -> list[ProcessSample]:
             continue
         samples.append(
             ProcessSample(
-                current, role(cmdline, current == pid), ticks / ticks_per_second, rss, pss, cmdline
+                current,
+                role(cmdline, current == pid, comm),
+                ticks / ticks_per_second,
+                rss,
+                pss,
+                cmdline,
             )
         )
     return samples

@@ -16,10 +16,9 @@ def _prepare_process(role: str | None) -> None:
     """Logging (each process of a multi-process server names itself), the stack dump on
     SIGUSR1 and the allocator settings, which must precede TensorFlow's import."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ chatter hides our own logs
-    where = f" [{role}]" if role else ""
     logging.basicConfig(
         level=os.environ.get("TFX_MODEL_SERVER_LOG_LEVEL", "INFO"),
-        format=f"%(asctime)s %(levelname).1s{where} %(name)s] %(message)s",
+        format=_log_format(role),
         stream=sys.stderr,
     )
     # `kill -USR1 <pid>` prints every thread's stack to stderr: what a hung start or stop is
@@ -28,6 +27,19 @@ def _prepare_process(role: str | None) -> None:
     from serving.memory import configure_allocators
 
     configure_allocators()
+
+
+def _log_format(role: str | None) -> str:
+    where = f" [{role}]" if role else ""
+    return f"%(asctime)s %(levelname).1s{where} %(name)s] %(message)s"
+
+
+def set_log_role(role: str) -> None:
+    """Names this process anew in its log lines: a spare front-end process starts as
+    ``[frontend-spare]`` and logs as the slot it was given (``[frontend-3]``) from then on."""
+    formatter = logging.Formatter(_log_format(role))
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)
 
 
 def _parse(argv: list[str]):

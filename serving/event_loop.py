@@ -11,6 +11,13 @@ import importlib.util
 from collections.abc import Coroutine
 
 
+def prepare() -> None:
+    """Imports the loop ahead of ``run_event_loop``: a spare front-end process does all its
+    imports before it is given a slot (``serving.multiproc.frontend``)."""
+    if importlib.util.find_spec("uvloop") is not None:
+        import uvloop  # noqa: F401
+
+
 def run_event_loop(main: Coroutine[None, None, None]) -> None:
     if importlib.util.find_spec("uvloop") is not None:
         import uvloop

@@ -17,8 +17,23 @@ from serving.errors import Code, ServingError
 
 # How the supervisor tells a child where things are.
 MODEL_SOCKET_ENV = "TFX_SERVING_MODEL_SOCKET"
-FRONTEND_ENV = "TFX_SERVING_FRONTEND"
 READY_FD_ENV = "TFX_SERVING_READY_FD"
+# A front-end process reads its slot number (``"3\n"``) here once the supervisor gives it one;
+# until then it is a spare: imports done, nothing bound, nothing connected.
+SLOT_FD_ENV = "TFX_SERVING_SLOT_FD"
+# What a front-end process writes on its ready pipe: imports done (it waits for a slot), then
+# listening on its ports. Its exit closes the pipe.
+READY_FOR_SLOT = b"s"
+LISTENING = b"1"
+# Its name in /proc/<pid>/comm (``ps``, ``top``; at most 15 bytes): which slot it serves, or
+# that it is the spare waiting for one.
+SPARE_NAME = "frontend-spare"
+
+
+def frontend_name(index: int) -> str:
+    return f"frontend-{index}"
+
+
 # A front end's exit code when it cannot listen (uvicorn's own for that): the supervisor stops
 # the server, as the single-process server exits when a port is taken.
 STARTUP_FAILURE = 3

@@ -1,12 +1,15 @@
 """The parent of a multi-process server: starts, watches and stops its processes.
 
 Order of start, as TF Serving opens its ports only once the models can answer: the model
-process first (it creates its socket when the initial loads are done), then the front ends,
-each reporting on a pipe once it listens. While running, a front end that exits is started
-again (the others keep serving) and so is the model process (front ends answer 503 /
-UNAVAILABLE and fail ``/readyz`` meanwhile, then reconnect), with a growing delay for a process
-that keeps dying. SIGTERM or SIGINT drains the front ends (in-flight requests finish), then
-stops the model process, and the server exits 0. Children die with the supervisor even when it
+process (it creates its socket when the initial loads are done) and, meanwhile, the front-end
+processes, which import what they need and wait; once the socket appears each is given its
+slot and reports on a pipe once it listens. While running, a front end that exits is replaced
+(the others keep serving) by the spare front-end process kept waiting for that
+(``--frontend_spare``), which needs only to bind and connect, and a new spare is started; the
+model process is started again (front ends answer 503 / UNAVAILABLE and fail ``/readyz``
+meanwhile, then reconnect); a process that keeps dying is started again after a growing
+delay. SIGTERM or SIGINT drains the front ends (in-flight requests finish), then stops the
+model process, and the server exits 0. Children die with the supervisor even when it
 is SIGKILLed (``PR_SET_PDEATHSIG``), so nothing is left holding the ports or the model.
 
 The supervisor imports neither TensorFlow nor the request path: it stays small and has
@@ -32,10 +35,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from serving.multiproc.protocol import (
-    FRONTEND_ENV,
+    LISTENING,
     MODEL_SOCKET_ENV,
     READY_FD_ENV,
+    READY_FOR_SLOT,
+    SLOT_FD_ENV,
     STARTUP_FAILURE,
+    frontend_name,
 )
 from serving.options import ServerOptions
 from serving.rest.listener import bind_sockets
@@ -59,20 +65,29 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-@dataclass
+MODEL_MODULE = "serving.multiproc.model_process"
+FRONTEND_MODULE = "serving.multiproc.frontend"
+
+
+@dataclass(eq=False)  # a slot is itself: two empty spares' slots are not one
 class Child:
-    """One slot (the model process or front end N) and the process filling it now."""
+    """One slot (the model process, front end N or a spare) and the process filling it now."""
 
     role: str
     module: str
-    env: dict[str, str]
     process: subprocess.Popen | None = None
     started: float = 0.0
     failures: int = 0
     next_start: float = 0.0
+    # A front-end process's pipes: it reports on the one (imports done, then listening; its
+    # exit closes it, which wakes the watch at once) and reads its slot number on the other.
     ready_fd: int | None = field(default=None, repr=False)
+    slot_fd: int | None = field(default=None, repr=False)
+    # A front-end process reported its imports done (so its SIGUSR1 handler is in place).
+    warm: bool = False
     # The model process: its socket appeared, so its handlers (SIGUSR1) are in place. Kept
     # after it removes the socket at stop, so one that hangs while stopping still dumps.
+    # A front end: it reported that it listens.
     listened: bool = False
 
 
@@ -82,11 +97,12 @@ class Supervisor:
         self.argv = list(argv)
         self.runtime_dir = tempfile.mkdtemp(prefix="tfx-model-server-")
         self.socket_path = os.path.join(self.runtime_dir, "model.sock")
-        self.model = Child("model", "serving.multiproc.model_process", {})
+        self.model = Child("model", MODEL_MODULE)
         self.frontends = [
-            Child(f"frontend-{index}", "serving.multiproc.frontend", {FRONTEND_ENV: str(index)})
-            for index in range(frontends)
+            Child(frontend_name(index), FRONTEND_MODULE) for index in range(frontends)
         ]
+        spares = options.frontend_spare if frontends else 0
+        self.spares = [Child("frontend-spare", FRONTEND_MODULE) for _ in range(spares)]
         self._stop = threading.Event()
 
     # ------------------------------------------------------------------ run
@@ -95,8 +111,10 @@ class Supervisor:
             signal.signal(sig, self._on_stop_signal)
         signal.signal(signal.SIGUSR1, self._on_dump_signal)
         log.info(
-            "Starting a model process and %d front-end processes (--frontend_processes)",
+            "Starting a model process and %d front-end processes (--frontend_processes) "
+            "with %d spare (--frontend_spare)",
             len(self.frontends),
+            len(self.spares),
         )
         try:
             code = self._start_all()
@@ -133,6 +151,9 @@ class Supervisor:
         if not self._ports_free():
             return 1
         self._spawn(self.model)
+        # The front ends import while the model loads; they bind and connect once it serves.
+        for frontend in (*self.frontends, *self.spares):
+            self._spawn(frontend)
         while not os.path.exists(self.socket_path):
             if self._stop.wait(0.05):
                 return 0
@@ -141,7 +162,7 @@ class Supervisor:
                 log.error("The model process exited with %d before serving", code)
                 return code
         for frontend in self.frontends:
-            self._spawn(frontend)
+            self._give_slot(frontend)
         deadline = time.monotonic() + FRONTEND_READY_SECONDS
         for frontend in self.frontends:
             self._wait_ready(frontend, deadline)
@@ -159,37 +180,99 @@ class Supervisor:
         while time.monotonic() < deadline and not self._stop.is_set():
             readable, _, _ = select.select([child.ready_fd], [], [], 0.1)
             if readable:
-                listening = os.read(child.ready_fd, 1) == b"1"  # b"": it exited first
-                self._close_ready(child)
-                if not listening:
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        child.process.wait(5)  # for its exit code
+                self._read_ready(child)
+            if child.listened or child.ready_fd is None:
                 return
 
+    def _read_ready(self, child: Child) -> None:
+        """What a front-end process reported: its imports done, then that it listens. When
+        the pipe closed from its end, it exited: waits for its exit code (its files close
+        just before it becomes a zombie), so the watch replaces it now."""
+        reported = os.read(child.ready_fd, 8)
+        if READY_FOR_SLOT in reported:
+            child.warm = True
+        if LISTENING in reported:
+            child.listened = True
+        if not reported:
+            self._close_ready(child)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.process.wait(5)
+
     def _watch(self) -> None:
-        while not self._stop.wait(0.1):
+        """Every 0.1 s, and at once when a front-end process reports or exits."""
+        while not self._stop.is_set():
+            reporting = [c for c in (*self.frontends, *self.spares) if c.ready_fd is not None]
+            readable, _, _ = select.select([c.ready_fd for c in reporting], [], [], 0.1)
+            for child in reporting:
+                if child.ready_fd in readable:
+                    self._read_ready(child)
+            if self._stop.is_set():
+                return
             now = time.monotonic()
             self._note_model_listening()
-            for child in self.frontends:  # a restarted front end reports it listens
-                if child.ready_fd is not None and select.select([child.ready_fd], [], [], 0)[0]:
-                    os.read(child.ready_fd, 1)
-                    self._close_ready(child)
-            for child in (self.model, *self.frontends):
+            for child in (self.model, *self.frontends, *self.spares):
                 if child.process is not None and child.process.poll() is not None:
                     self._on_exit(child, now)
+            for child in (self.model, *self.frontends, *self.spares):
                 if child.process is None and now >= child.next_start:
-                    self._spawn(child)
+                    self._start(child)
+
+    def _start(self, child: Child) -> None:
+        """Fills an empty slot: a front end's with the spare if one is left (else a process
+        started for it), a spare's or the model process's with a process started for it."""
+        if child in self.frontends:
+            spare = self._take_spare()
+            if spare is None:
+                self._spawn(child)
+            else:
+                self._hand_over(spare, child)
+            self._give_slot(child)
+        else:
+            self._spawn(child)
+
+    def _take_spare(self) -> Child | None:
+        """A live spare, one whose imports are done first; its slot is left to be filled
+        again (no back-off: it did not fail)."""
+        live = [s for s in self.spares if s.process is not None and s.process.poll() is None]
+        return max(live, key=lambda s: s.warm, default=None)
+
+    def _hand_over(self, spare: Child, slot: Child) -> None:
+        slot.process, slot.ready_fd, slot.slot_fd, slot.warm, slot.listened = (
+            spare.process,
+            spare.ready_fd,
+            spare.slot_fd,
+            spare.warm,
+            False,
+        )
+        spare.process, spare.ready_fd, spare.slot_fd, spare.warm = None, None, None, False
+        spare.next_start = time.monotonic()
+        log.info(
+            "Spare front end (pid %d) takes the place of %s (its imports %s); starting a new spare",
+            slot.process.pid,
+            slot.role,
+            "done" if slot.warm else "still running",
+        )
+
+    def _give_slot(self, slot: Child) -> None:
+        """Writes the slot's number to the process filling it, which then binds, connects and
+        reports it listens. A process that died meanwhile is noticed by the watch."""
+        with contextlib.suppress(BrokenPipeError):
+            os.write(slot.slot_fd, f"{self.frontends.index(slot)}\n".encode())
+        os.close(slot.slot_fd)
+        slot.slot_fd = None
+        slot.started = time.monotonic()  # its back-off counts from here
 
     def _on_exit(self, child: Child, now: float) -> None:
         code = child.process.returncode
-        self._close_ready(child)
+        self._close_pipes(child)
         child.failures = 0 if now - child.started > STABLE_SECONDS else child.failures + 1
         delay = RESTART_DELAYS[min(child.failures, len(RESTART_DELAYS) - 1)]
         log.error(
-            "%s (pid %d) exited with %s; starting it again in %.0f s%s",
+            "%s (pid %d) exited with %s; starting %s in %.0f s%s",
             child.role,
             child.process.pid,
             _describe(code),
+            "a new one" if child in self.spares else "it again",
             delay,
             " (front ends answer 503 / UNAVAILABLE until it is back)"
             if child is self.model
@@ -210,13 +293,15 @@ class Supervisor:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.socket_path)
             child.listened = False
-        env = {**os.environ, **child.env, MODEL_SOCKET_ENV: self.socket_path}
+        env = {**os.environ, MODEL_SOCKET_ENV: self.socket_path}
         pass_fds: tuple[int, ...] = ()
         if child is not self.model:
-            read_end, write_end = os.pipe()
-            child.ready_fd = read_end
-            env[READY_FD_ENV] = str(write_end)
-            pass_fds = (write_end,)
+            child.ready_fd, ready_end = os.pipe()
+            slot_end, child.slot_fd = os.pipe()
+            child.warm = child.listened = False
+            env[READY_FD_ENV] = str(ready_end)
+            env[SLOT_FD_ENV] = str(slot_end)
+            pass_fds = (ready_end, slot_end)
         parent = os.getpid()
         child.process = subprocess.Popen(
             [sys.executable, "-m", child.module, *self.argv],
@@ -237,19 +322,33 @@ class Supervisor:
             os.close(child.ready_fd)
             child.ready_fd = None
 
+    def _close_pipes(self, child: Child) -> None:
+        self._close_ready(child)
+        if child.slot_fd is not None:
+            os.close(child.slot_fd)
+            child.slot_fd = None
+
     def _stop_all(self) -> None:
         """Front ends first (they finish what is in flight, which needs the model process),
-        then the model process (which finishes a load in progress and unloads)."""
-        running = [f for f in self.frontends if f.process is not None]
+        then the model process (which finishes a load in progress and unloads). A front-end
+        process without a slot yet (a spare, or one started while the model process loaded)
+        finds its slot pipe closed and exits 0: at once if it waits on it (SIGTERM too), else
+        once its imports are done (a SIGTERM then would end it mid-import, unhandled)."""
+        running = [f for f in (*self.frontends, *self.spares) if f.process is not None]
         for frontend in running:
-            _signal(frontend.process, signal.SIGTERM)
+            waiting = frontend.slot_fd is not None
+            if waiting:
+                os.close(frontend.slot_fd)
+                frontend.slot_fd = None
+            if frontend.warm or not waiting:
+                _signal(frontend.process, signal.SIGTERM)
         for frontend in running:
             _wait(frontend, FRONTEND_STOP_SECONDS)
         if self.model.process is not None:
             _signal(self.model.process, signal.SIGTERM)
             _wait(self.model, MODEL_STOP_SECONDS)
-        for child in (self.model, *self.frontends):
-            self._close_ready(child)
+        for child in (self.model, *self.frontends, *self.spares):
+            self._close_pipes(child)
 
     def _on_stop_signal(self, signum: int, frame) -> None:
         if not self._stop.is_set():
@@ -261,7 +360,7 @@ class Supervisor:
         to children past their start: before its handler is installed, SIGUSR1 would end a
         Python process."""
         faulthandler.dump_traceback(all_threads=True)
-        for child in (self.model, *self.frontends):
+        for child in (self.model, *self.frontends, *self.spares):
             if child.process is not None and self._started(child):
                 _signal(child.process, signal.SIGUSR1)
 
@@ -269,7 +368,7 @@ class Supervisor:
         if child is self.model:
             self._note_model_listening()
             return child.listened
-        return child.ready_fd is None
+        return child.warm
 
 
 def _signal(process: subprocess.Popen, sig: int) -> None:

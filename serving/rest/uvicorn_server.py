@@ -87,6 +87,7 @@ def rest_server(
             timeout_keep_alive=options.rest_api_keep_alive_timeout_in_ms / 1000,
             loop="none",
             lifespan="off",
+            ws="none",  # TF Serving's REST API has no WebSocket; nor does importing it cost
             log_level="warning",
             access_log=False,
             proxy_headers=False,  # nothing reads the client address; saves a hop

@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -33,20 +34,37 @@ PREDICT = "/v1/models/half/versions/1:predict"
 
 
 def children(pid: int) -> dict[int, str]:
-    """pid -> role of a process's children ("model" or "frontend"), from /proc."""
+    """pid -> role of a process's children, from /proc: "model", "frontend" (a front-end
+    process serving a slot: it names itself ``frontend-N``), "spare" (one waiting for a slot:
+    ``frontend-spare``) or "starting" (a front-end process still importing)."""
     found = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         for child in (task / "children").read_text().split():
             try:
                 cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+                name = Path(f"/proc/{child}/comm").read_text().strip()
             except FileNotFoundError:
                 continue
             module = next((part for part in cmdline if part.startswith(b"serving.")), b"")
             if module.endswith(b"model_process"):
                 found[int(child)] = "model"
             elif module.endswith(b"frontend"):
-                found[int(child)] = "frontend"
+                found[int(child)] = (
+                    "spare"
+                    if name == "frontend-spare"
+                    else "frontend"
+                    if name.startswith("frontend-")
+                    else "starting"
+                )
     return found
+
+
+def name(pid: int) -> str:
+    """/proc/<pid>/comm: a front-end process's slot (``frontend-N``) or ``frontend-spare``."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except FileNotFoundError:
+        return ""
 
 
 def alive(pid: int) -> bool:
@@ -88,12 +106,15 @@ def start(model_dir, frontends: int = 2, extra=()) -> ServerProcess:
     )
 
 
-def all_serving(server: ServerProcess, frontends: int = 2) -> dict[int, str]:
+def all_serving(server: ServerProcess, frontends: int = 2, spares: int = 1) -> dict[int, str]:
     """The server's children once every front end has said it serves (the REST port opens
-    with the first one)."""
+    with the first one) and the spares wait for a slot (``--frontend_spare``, default 1)."""
     server.wait_for(lambda: all(f"Front end {i} serving" in server.log() for i in range(frontends)))
+    expected = sorted(["model"] + ["frontend"] * frontends + ["spare"] * spares)
     return server.wait_for(
-        lambda: (found := children(server.process.pid)) and len(found) == frontends + 1 and found
+        lambda: (
+            (found := children(server.process.pid)) and sorted(found.values()) == expected and found
+        )
     )
 
 
@@ -113,15 +134,15 @@ def predict_grpc(server: ServerProcess) -> predict_pb2.PredictResponse:
 def test_one_model_process_and_front_ends_without_tensorflow(model_dir):
     with start(model_dir) as server:
         roles = all_serving(server)
-        assert sorted(roles.values()) == ["frontend", "frontend", "model"]
+        assert sorted(roles.values()) == ["frontend", "frontend", "model", "spare"]
         status, body = predict_rest(server)
         assert (status, json.loads(body)) == (200, {"predictions": [2.5, 3.0]})
         outputs = tf.make_ndarray(predict_grpc(server).outputs["y"])
         np.testing.assert_allclose(outputs, [[2.5], [3.0]])
         for pid, role in roles.items():
             assert maps_tensorflow(pid) == (role == "model"), (pid, role)
-        frontend_rss = [vm_rss_mb(pid) for pid, role in roles.items() if role == "frontend"]
-        assert max(frontend_rss) < 200, frontend_rss
+        frontend_rss = [vm_rss_mb(pid) for pid, role in roles.items() if role != "model"]
+        assert max(frontend_rss) < 200, frontend_rss  # the spare's too
         assert not maps_tensorflow(server.process.pid)  # the supervisor neither
         assert server.stop() == 0
         for pid in roles:
@@ -144,9 +165,10 @@ def test_metrics_count_requests_of_every_front_end(model_dir):
         assert server.wait_for(lambda: counted() == 20 or None, timeout=10)
 
 
-def test_a_killed_front_end_is_replaced_while_the_other_serves(model_dir):
-    with start(model_dir) as server:
-        roles = all_serving(server)
+def test_without_a_spare_a_killed_front_end_is_replaced_while_the_other_serves(model_dir):
+    """``--frontend_spare=0``: the replacement is a process started for it."""
+    with start(model_dir, extra=["--frontend_spare=0"]) as server:
+        roles = all_serving(server, spares=0)
         victim = next(pid for pid, role in roles.items() if role == "frontend")
         os.kill(victim, signal.SIGKILL)
         server.wait_for(lambda: not alive(victim))
@@ -170,6 +192,87 @@ def test_a_killed_front_end_is_replaced_while_the_other_serves(model_dir):
         )
         assert replaced
         assert "frontend-" in server.log() and "exited with signal SIGKILL" in server.log()
+
+
+def predict_unix(path: Path) -> predict_pb2.PredictResponse:
+    with grpc.insecure_channel(f"unix:{path}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "half"
+        request.inputs["x"].CopyFrom(tf.make_tensor_proto([[1.0]], tf.float32))
+        return stub.Predict(request, timeout=30)
+
+
+def test_a_killed_front_end_is_replaced_by_the_spare_and_a_new_spare_starts(model_dir, tmp_path):
+    """The spare (imports done, nothing bound) takes the dead front end's slot: the replacement
+    is the spare's own pid, started before the kill, so nothing is imported for it, and it is
+    front end 0 down to what only front end 0 does (the ``--grpc_socket_path`` socket). The
+    other front end serves alone meanwhile -- forced by stopping the spare (SIGSTOP) until
+    requests have been answered -- and a new spare starts."""
+    grpc_socket = tmp_path / "grpc.sock"
+    with start(model_dir, extra=[f"--grpc_socket_path={grpc_socket}"]) as server:
+        roles = all_serving(server)
+        spare = next(pid for pid, role in roles.items() if role == "spare")
+        victim = next(pid for pid in roles if name(pid) == "frontend-0")
+        other = next(pid for pid in roles if name(pid) == "frontend-1")
+        assert tf.make_ndarray(predict_unix(grpc_socket).outputs["y"]).tolist() == [[2.5]]
+        os.kill(spare, signal.SIGSTOP)  # it cannot take the slot until SIGCONT
+        try:
+            os.kill(victim, signal.SIGKILL)
+            # Reaped by the supervisor, which waits for its ready pipe to close: every file of
+            # it is closed, its listening sockets too (a zombie leader's threads may still
+            # hold them), so no new connection can reach them.
+            server.wait_for(lambda: not Path(f"/proc/{victim}").exists())
+            for _ in range(20):  # only `other` listens: the victim is gone, the spare stopped
+                assert predict_rest(server)[0] == 200
+            np.testing.assert_allclose(
+                tf.make_ndarray(predict_grpc(server).outputs["y"]), [[2.5], [3.0]]
+            )
+            assert name(spare) == "frontend-spare"
+        finally:
+            os.kill(spare, signal.SIGCONT)
+        server.wait_for(lambda: name(spare) == "frontend-0", timeout=30)
+        server.wait_for(lambda: server.log().count("Front end 0 serving") == 2, timeout=30)
+        assert f"Spare front end (pid {spare}) takes the place of frontend-0" in server.log()
+        assert alive(other) and name(other) == "frontend-1"
+        # Front end 0's UNIX socket: served again, by the former spare.
+        assert tf.make_ndarray(predict_unix(grpc_socket).outputs["y"]).tolist() == [[2.5]]
+        after = all_serving(server)
+        frontends = {pid for pid, role in after.items() if role == "frontend"}
+        assert frontends == {spare, other}
+        (new_spare,) = [pid for pid, role in after.items() if role == "spare"]
+        assert new_spare not in roles
+        for _ in range(10):
+            assert predict_rest(server)[0] == 200
+        assert server.stop() == 0
+        assert not any(alive(pid) for pid in [*after, victim])
+
+
+def test_a_spare_that_cannot_bind_is_a_front_end_that_failed_to_start(model_dir):
+    """The spare takes the slot of the only front end while something else holds the REST
+    port (forced: the spare is stopped until the port is taken): it exits as a front end that
+    cannot listen does, the supervisor starts the slot again after its back-off -- the server
+    keeps running -- and once the port is free the slot serves again."""
+    with start(model_dir, frontends=1) as server:
+        roles = all_serving(server, frontends=1)
+        spare = next(pid for pid, role in roles.items() if role == "spare")
+        victim = next(pid for pid, role in roles.items() if role == "frontend")
+        os.kill(spare, signal.SIGSTOP)
+        try:
+            os.kill(victim, signal.SIGKILL)
+            server.wait_for(lambda: not Path(f"/proc/{victim}").exists())
+            # Bound, not listening, without SO_REUSEADDR / SO_REUSEPORT: no one else can bind.
+            blocker = socket.socket()
+            blocker.bind(("127.0.0.1", server.rest_port))
+        finally:
+            os.kill(spare, signal.SIGCONT)
+        with blocker:
+            server.wait_for(lambda: f"(pid {spare}) exited with code 3" in server.log())
+            assert "Cannot listen on 127.0.0.1" in server.log()
+            assert server.process.poll() is None  # the server runs on
+        server.wait_for(lambda: server.log().count("Front end 0 serving") == 2)
+        assert predict_rest(server)[0] == 200
+        assert server.stop() == 0
 
 
 def test_front_ends_answer_unavailable_while_the_model_process_is_restarted(model_dir):

@@ -55,6 +55,7 @@ def test_container_environment_fills_model_name_and_base_path():
         (["--model_base_path=/m", "--max_request_memory_bytes=-1"], "must be >= 0"),
         (["--model_base_path=/m", "--rest_api_body_timeout_in_ms=-5"], "must be >= 0"),
         (["--model_base_path=/m", "--rest_api_keep_alive_timeout_in_ms=0"], "must be > 0"),
+        (["--model_base_path=/m", "--frontend_spare=-1"], "frontend_spare must be >= 0"),
         (
             ["--model_base_path=/m", "--max_total_request_memory_bytes=1000"],
             "must be at least --max_request_memory_bytes",
