@@ -80,6 +80,10 @@ class HeapSettler:
             if self._stopped.is_set() or self._stopped.wait(0.5):
                 return
             self._pending.clear()
+            # stop() sets _stopped before _pending: a stop whose _pending.set() the clear above
+            # erased is seen here, else its set() comes after the clear and ends the next wait.
+            if self._stopped.is_set():
+                return
             full, self._full = self._full, False
             try:
                 settle(full)
