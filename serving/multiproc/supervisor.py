@@ -40,6 +40,7 @@ from serving.multiproc.protocol import (
     READY_FD_ENV,
     READY_FOR_SLOT,
     SLOT_FD_ENV,
+    SPARE_NAME,
     STARTUP_FAILURE,
     frontend_name,
 )
@@ -102,7 +103,7 @@ class Supervisor:
             Child(frontend_name(index), FRONTEND_MODULE) for index in range(frontends)
         ]
         spares = options.frontend_spare if frontends else 0
-        self.spares = [Child("frontend-spare", FRONTEND_MODULE) for _ in range(spares)]
+        self.spares = [Child(SPARE_NAME, FRONTEND_MODULE) for _ in range(spares)]
         self._stop = threading.Event()
 
     # ------------------------------------------------------------------ run
