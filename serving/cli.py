@@ -23,10 +23,23 @@ def _prepare_process(role: str | None) -> None:
     )
     # `kill -USR1 <pid>` prints every thread's stack to stderr: what a hung start or stop is
     # waiting on, without stopping the server (as py-spy would show, with nothing installed).
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    faulthandler.register(signal.SIGUSR1, file=_stack_dump_file(), all_threads=True)
     from serving.memory import configure_allocators
 
     configure_allocators()
+
+
+def _stack_dump_file() -> Any:
+    """stderr, or in a child of a multi-process server the pipe its supervisor relays dumps
+    from (``serving.multiproc.stack_dumps``). The pipe stays this process's own: a process
+    it starts would hold it open past this one's exit."""
+    from serving.multiproc.protocol import STACK_DUMP_FD_ENV
+
+    fd = os.environ.pop(STACK_DUMP_FD_ENV, None)
+    if fd is None:
+        return sys.stderr
+    os.set_inheritable(int(fd), False)
+    return int(fd)
 
 
 def _log_format(role: str | None) -> str:

@@ -18,6 +18,9 @@ from serving.errors import Code, ServingError
 # How the supervisor tells a child where things are.
 MODEL_SOCKET_ENV = "TFX_SERVING_MODEL_SOCKET"
 READY_FD_ENV = "TFX_SERVING_READY_FD"
+# Where a child writes its stack dump on SIGUSR1: a pipe the supervisor relays from, so that
+# dumps of processes signalled at once do not interleave on the shared stderr.
+STACK_DUMP_FD_ENV = "TFX_SERVING_STACK_DUMP_FD"
 # A front-end process reads its slot number (``"3\n"``) here once the supervisor gives it one;
 # until then it is a spare: imports done, nothing bound, nothing connected.
 SLOT_FD_ENV = "TFX_SERVING_SLOT_FD"

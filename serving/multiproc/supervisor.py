@@ -41,9 +41,11 @@ from serving.multiproc.protocol import (
     READY_FOR_SLOT,
     SLOT_FD_ENV,
     SPARE_NAME,
+    STACK_DUMP_FD_ENV,
     STARTUP_FAILURE,
     frontend_name,
 )
+from serving.multiproc.stack_dumps import StackDumpRelay
 from serving.options import ServerOptions
 from serving.rest.listener import bind_sockets
 
@@ -105,6 +107,7 @@ class Supervisor:
         spares = options.frontend_spare if frontends else 0
         self.spares = [Child(SPARE_NAME, FRONTEND_MODULE) for _ in range(spares)]
         self._stop = threading.Event()
+        self._dumps = StackDumpRelay(self._name_of)
 
     # ------------------------------------------------------------------ run
     def run(self) -> int:
@@ -117,6 +120,7 @@ class Supervisor:
             len(self.frontends),
             len(self.spares),
         )
+        self._dumps.start()
         try:
             code = self._start_all()
             if code is None:
@@ -125,6 +129,7 @@ class Supervisor:
             self._stop_all()
             return code if code is not None else 0
         finally:
+            self._dumps.stop()
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
             log.info("Server stopped")
 
@@ -294,15 +299,20 @@ class Supervisor:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.socket_path)
             child.listened = False
-        env = {**os.environ, MODEL_SOCKET_ENV: self.socket_path}
-        pass_fds: tuple[int, ...] = ()
+        dumps_read, dumps_end = os.pipe()
+        env = {
+            **os.environ,
+            MODEL_SOCKET_ENV: self.socket_path,
+            STACK_DUMP_FD_ENV: str(dumps_end),
+        }
+        pass_fds: tuple[int, ...] = (dumps_end,)
         if child is not self.model:
             child.ready_fd, ready_end = os.pipe()
             slot_end, child.slot_fd = os.pipe()
             child.warm = child.listened = False
             env[READY_FD_ENV] = str(ready_end)
             env[SLOT_FD_ENV] = str(slot_end)
-            pass_fds = (ready_end, slot_end)
+            pass_fds += (ready_end, slot_end)
         parent = os.getpid()
         child.process = subprocess.Popen(
             [sys.executable, "-m", child.module, *self.argv],
@@ -315,6 +325,7 @@ class Supervisor:
         )
         for fd in pass_fds:
             os.close(fd)
+        self._dumps.watch(dumps_read, child.process.pid)
         child.started = time.monotonic()
         log.info("Started %s (pid %d)", child.role, child.process.pid)
 
@@ -357,13 +368,20 @@ class Supervisor:
         self._stop.set()
 
     def _on_dump_signal(self, signum: int, frame) -> None:
-        """``kill -USR1``: this process's stacks and every child's (each dumps its own). Only
-        to children past their start: before its handler is installed, SIGUSR1 would end a
-        Python process."""
+        """``kill -USR1``: this process's stacks and every child's (each dumps into its pipe,
+        which ``self._dumps`` relays whole). Only to children past their start: before its
+        handler is installed, SIGUSR1 would end a Python process."""
         faulthandler.dump_traceback(all_threads=True)
         for child in (self.model, *self.frontends, *self.spares):
             if child.process is not None and self._started(child):
                 _signal(child.process, signal.SIGUSR1)
+
+    def _name_of(self, pid: int) -> str:
+        """A child's role now, by pid: a spare that took a slot is named by the slot."""
+        for child in (self.model, *self.frontends, *self.spares):
+            if child.process is not None and child.process.pid == pid:
+                return child.role
+        return f"pid {pid}"  # exited and its slot refilled while its dump was relayed
 
     def _started(self, child: Child) -> bool:
         if child is self.model:
