@@ -80,7 +80,7 @@ class Child:
     module: str
     process: subprocess.Popen | None = None
     started: float = 0.0
-    failures: int = 0
+    failures: int = 0  # exits in a row (one after STABLE_SECONDS in the slot counts anew)
     next_start: float = 0.0
     # A front-end process's pipes: it reports on the one (imports done, then listening; its
     # exit closes it, which wakes the watch at once) and reads its slot number on the other.
@@ -271,8 +271,10 @@ class Supervisor:
     def _on_exit(self, child: Child, now: float) -> None:
         code = child.process.returncode
         self._close_pipes(child)
-        child.failures = 0 if now - child.started > STABLE_SECONDS else child.failures + 1
-        delay = RESTART_DELAYS[min(child.failures, len(RESTART_DELAYS) - 1)]
+        # This exit counts into the slot's run of exits after short lives; the first of a
+        # run is replaced at once (a crash, a kill), only one that keeps dying backs off.
+        child.failures = 1 if now - child.started > STABLE_SECONDS else child.failures + 1
+        delay = RESTART_DELAYS[min(child.failures - 1, len(RESTART_DELAYS) - 1)]
         log.error(
             "%s (pid %d) exited with %s; starting %s in %.0f s%s",
             child.role,
