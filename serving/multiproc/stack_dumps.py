@@ -56,10 +56,15 @@ class StackDumpRelay:
 
     def stop(self, timeout: float = 2.0) -> None:
         """Writes what every child dumped so far, then ends the relay."""
+        if self._stopping:
+            return
         self._stopping = True
         if self._thread.is_alive():
             os.write(self._wake_write, b"s")
             self._thread.join(timeout)
+        if not self._thread.is_alive():  # else it may still select on them: left to exit
+            os.close(self._wake_read)
+            os.close(self._wake_write)
 
     # ------------------------------------------------------------------ the relay's thread
     def _run(self) -> None:
@@ -79,8 +84,6 @@ class StackDumpRelay:
             for fd in list(self._pids):
                 self._close(fd)
             self._selector.close()
-            os.close(self._wake_read)
-            os.close(self._wake_write)
 
     def _add_arrivals(self) -> None:
         with self._lock:
