@@ -23,9 +23,9 @@ the model process, the front ends, the supervisor. Parts (``--parts``):
   for it with ``--frontend_spare=0``) taking its slot and listening on both ports, and the new
   spare's start until it is ready to take a slot, under a paced REST load
   (benchmarks.paced_load) whose failed requests are counted. Not in the default parts: a front
-  end is killed only once it has served ``--restart-after`` s (61: one that ran a minute is
-  replaced at once, as a front end that dies once; sooner, the supervisor's back-off is what
-  is measured), two per minute at N=2.
+  end is killed only once it has served ``--restart-after`` s (61: a slot whose process keeps
+  dying within a minute backs off, and that back-off is not what is measured here), two per
+  minute at N=2.
 
 Writes ``benchmarks/results/frontends/`` results.json, results.md (benchmarks.frontends_report:
 tables with ratios to N=0, the targets, the projection to 8/16/64 cores) and frontends.png.
@@ -686,8 +686,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--restart-after",
         type=float,
         default=STABLE_SECONDS + 1,
-        help="kill a front end once it has run this long (s); the supervisor restarts one that "
-        f"ran {STABLE_SECONDS:.0f} s at once and backs off for one that dies sooner",
+        help="kill a front end once it has run this long (s); the supervisor backs off for a "
+        f"slot whose processes keep dying within {STABLE_SECONDS:.0f} s",
     )
     parser.add_argument("--restart-rate", type=float, default=200, help="paced REST load, req/s")
     parser.add_argument("--restart-clients", type=int, default=4, help="its concurrent requests")
