@@ -19,11 +19,21 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TextIO
 
 # A child's dump has ended when its pipe stays quiet this long; a pause inside one only splits
 # it into two blocks of whole lines.
 QUIET_SECONDS = 0.1
+
+
+@dataclass(eq=False, slots=True)
+class _Source:
+    """One child's pipe: whose it is and what it wrote that is not out yet."""
+
+    pid: int
+    pending: bytearray = field(default_factory=bytearray)
+    last_read: float = 0.0
 
 
 class StackDumpRelay:
@@ -37,9 +47,7 @@ class StackDumpRelay:
         self._selector.register(self._wake_read, selectors.EVENT_READ)
         self._lock = threading.Lock()
         self._arriving: list[tuple[int, int]] = []
-        self._pending: dict[int, bytearray] = {}  # read end -> bytes not yet written
-        self._last_read: dict[int, float] = {}
-        self._pids: dict[int, int] = {}
+        self._sources: dict[int, _Source] = {}  # by read end
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="stack-dump-relay", daemon=True)
 
@@ -70,8 +78,10 @@ class StackDumpRelay:
     def _run(self) -> None:
         try:
             while not self._stopping:
-                waiting = [fd for fd, data in self._pending.items() if data]
-                events = self._selector.select(QUIET_SECONDS if waiting else None)
+                # Woken to write whole lines once their child is quiet; a partial line waits
+                # for the rest of it, or for the pipe to close.
+                lines_waiting = any(b"\n" in source.pending for source in self._sources.values())
+                events = self._selector.select(QUIET_SECONDS if lines_waiting else None)
                 for key, _ in events:
                     if key.fd == self._wake_read:
                         os.read(self._wake_read, 512)
@@ -81,7 +91,7 @@ class StackDumpRelay:
                 self._write_quiet(time.monotonic())
             self._drain()
         finally:
-            for fd in list(self._pids):
+            for fd in list(self._sources):
                 self._close(fd)
             self._selector.close()
 
@@ -89,8 +99,7 @@ class StackDumpRelay:
         with self._lock:
             arriving, self._arriving = self._arriving, []
         for fd, pid in arriving:
-            self._pids[fd] = pid
-            self._pending[fd] = bytearray()
+            self._sources[fd] = _Source(pid)
             self._selector.register(fd, selectors.EVENT_READ)
 
     def _read(self, fd: int) -> None:
@@ -98,17 +107,18 @@ class StackDumpRelay:
             data = os.read(fd, 65536)
         except OSError:
             data = b""
+        source = self._sources[fd]
         if data:
-            self._pending[fd] += data
-            self._last_read[fd] = time.monotonic()
+            source.pending += data
+            source.last_read = time.monotonic()
             return
-        self._write(fd, final=True)  # the child exited: a last line without its newline too
+        self._write(source, final=True)  # the child exited: a last line without its newline too
         self._close(fd)
 
     def _write_quiet(self, now: float) -> None:
-        for fd, data in self._pending.items():
-            if data and now - self._last_read.get(fd, 0.0) >= QUIET_SECONDS:
-                self._write(fd, final=False)
+        for source in self._sources.values():
+            if source.pending and now - source.last_read >= QUIET_SECONDS:
+                self._write(source, final=False)
 
     def _drain(self) -> None:
         """At stop: what the children wrote and the relay has not read yet, then the rest."""
@@ -116,22 +126,20 @@ class StackDumpRelay:
         for key, _ in self._selector.select(0):
             if key.fd != self._wake_read:
                 with contextlib.suppress(OSError):
-                    self._pending[key.fd] += os.read(key.fd, 1 << 20)
-        for fd in list(self._pending):
-            self._write(fd, final=True)
+                    self._sources[key.fd].pending += os.read(key.fd, 1 << 20)
+        for source in self._sources.values():
+            self._write(source, final=True)
 
-    def _write(self, fd: int, final: bool) -> None:
+    def _write(self, source: _Source, final: bool) -> None:
         """The whole lines waiting from one child (the partial last one too when ``final``),
         each prefixed with its name, in one write."""
-        data = self._pending.get(fd)
-        if not data:
-            return
+        data = source.pending
         end = len(data) if final else data.rfind(b"\n") + 1
         if end == 0:
             return
         lines = data[:end].decode("utf-8", "replace").splitlines()
         del data[:end]
-        prefix = f"[{self._name_of(self._pids[fd])}] "
+        prefix = f"[{self._name_of(source.pid)}] "
         with contextlib.suppress(OSError, ValueError):  # stderr closed: nowhere to write
             self._out.write("".join(f"{prefix}{line}\n" for line in lines))
             self._out.flush()
@@ -140,6 +148,4 @@ class StackDumpRelay:
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(fd)
         os.close(fd)
-        self._pids.pop(fd, None)
-        self._pending.pop(fd, None)
-        self._last_read.pop(fd, None)
+        del self._sources[fd]
