@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 
 def _prepare_process(role: str | None) -> None:
@@ -29,7 +29,7 @@ def _prepare_process(role: str | None) -> None:
     configure_allocators()
 
 
-def _stack_dump_file() -> Any:
+def _stack_dump_file() -> TextIO | int:
     """stderr, or in a child of a multi-process server the pipe its supervisor relays dumps
     from (``serving.multiproc.stack_dumps``). The pipe stays this process's own: a process
     it starts would hold it open past this one's exit."""
