@@ -13,6 +13,10 @@ the model process, the front ends, the supervisor. Parts (``--parts``):
 - scaling / cost: req/s at c=64 for each N in ``--frontends``, REST and gRPC, with each part's
   CPU µs per request and the mean rows per model call over the measured run;
 - hop: p50 at c=1 (the process hop's latency against N=0);
+- capacity: the model process alone on CPU 0 (an N=1 server, its front end idle), fed by a
+  front end's own client code on CPU 1 (benchmarks.model_capacity) at
+  ``--capacity-concurrency``: its CPU per request as calls reach it coalesced, and the req/s
+  one model process can serve at that cost;
 - memory: VmRSS / Pss of every process after the load, with an N=``--memory-frontends`` server
   started for it;
 - single: benchmarks.run's single-core servers (ours with batching in-process, the no-op
@@ -52,6 +56,7 @@ from urllib.parse import urlsplit
 from benchmarks import models, paced_load, process_tree
 from benchmarks.frontends_report import kinds
 from benchmarks.frontends_report import main as report_main
+from benchmarks.prometheus import prometheus_values
 from benchmarks.run import (
     CLIENT_CPU,
     PROJECT_PY,
@@ -66,7 +71,6 @@ from benchmarks.run import (
     bench_server,
     build_servers,
     machine,
-    prometheus_values,
     start,
     stop,
     validate,
@@ -78,8 +82,8 @@ from benchmarks.run import (
 from serving.multiproc.supervisor import STABLE_SECONDS
 from serving.options import ServerOptions
 
-PARTS = ("scaling", "cost", "hop", "memory", "single", "peers", "restart")
-DEFAULT_PARTS = ("scaling", "cost", "hop", "memory", "single", "peers")
+PARTS = ("scaling", "cost", "hop", "capacity", "memory", "single", "peers", "restart")
+DEFAULT_PARTS = ("scaling", "cost", "hop", "capacity", "memory", "single", "peers")
 SERVER_CPUS = "0,1"  # the server may use both cores; the load generator shares CPU 1
 FLAG = "--frontend_processes"
 CHILDREN_TIMEOUT_S = 120
@@ -295,6 +299,54 @@ def bench_ours(
             print(f"    memory: {len(processes)} processes, VmRSS {total:.0f} MB", flush=True)
         if "restart" in args.parts and n == args.restart_frontends:  # after memory: fresh ones
             bench_restart(server, process.pid, log_path, args, report)
+    finally:
+        stop(process)
+
+
+def bench_capacity(
+    model: str, base: str, bodies: dict[str, Path], args, supported: bool, report: dict
+) -> None:
+    """benchmarks.model_capacity against the model process of an N=1 server on one CPU."""
+    server = ours(model, base, bodies, 1, supported)
+    server.name = "ours N=1, model process alone"
+    server.cpus = SERVER_CPU
+    report["settings"]["servers"][server.name] = server.settings
+    print(f"  starting {server.name} (taskset -c {server.cpus})", flush=True)
+    process = start(server, WORK / "frontends-capacity.log")
+    try:
+        samples = wait_for_children(process.pid, 1)
+        model_pid = next(s.pid for s in samples if s.role == "model")
+        rest = next(e for e in server.endpoints if e.protocol == "REST")
+        busy = wait_for_quiet(args.max_busy, args.patience)
+        command = [
+            "taskset", "-c", CLIENT_CPU, str(PROJECT_PY), "-m", "benchmarks.model_capacity",
+            f"--pid={model_pid}",
+            f"--metrics=http://127.0.0.1:{urlsplit(rest.target).port}"
+            "/monitoring/prometheus/metrics",
+            f"--model={model}",
+            f"--input-shape={','.join(map(str, models.INPUT_SHAPES[model]))}",
+            f"--concurrency={','.join(map(str, args.capacity_concurrency))}",
+            f"--seconds={args.seconds}",
+            f"--warmup={args.warmup}",
+        ]  # fmt: skip
+        timeout = 120 + len(args.capacity_concurrency) * (args.seconds + args.warmup) * 2
+        out = subprocess.run(
+            command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+        if out.returncode:
+            raise RuntimeError(f"benchmarks.model_capacity failed: {out.stderr[-1500:]}")
+        for line in out.stdout.splitlines():
+            if line.startswith("{"):
+                row = {**json.loads(line), "busy_before": busy}
+                report["capacity"].append(row)
+                print(
+                    f"    c={row['concurrency']:<4} {row['rps']:8.0f} req/s  "
+                    f"model {row['model_us_per_request']:6.1f} µs/req  "
+                    f"calls/message {row['calls_per_message'] or 0:5.1f}  "
+                    f"rows/model call {row['rows_per_model_call'] or 0:5.1f}",
+                    flush=True,
+                )
     finally:
         stop(process)
 
@@ -671,6 +723,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default="mlp")
     parser.add_argument("--concurrency", default="64", help="scaling, cost and peer points")
     parser.add_argument("--hop-concurrency", type=int, default=1)
+    parser.add_argument(
+        "--capacity-concurrency", default="1,8,32,128", help="callers feeding the model process"
+    )
     parser.add_argument("--single-concurrency", default="32,128")
     parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2)
@@ -704,6 +759,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.single_concurrency = [int(c) for c in args.single_concurrency.split(",")]
+    args.capacity_concurrency = [int(c) for c in args.capacity_concurrency.split(",")]
     if args.memory_frontends < 0:
         parser.error("--memory-frontends must be >= 0 (0: only the N=0 server's memory)")
     if not 1 <= args.restarts <= MAX_RESTARTS or args.restart_frontends < 1:
@@ -751,6 +807,7 @@ def main(argv: list[str] | None = None) -> int:
             "memory_frontends": args.memory_frontends,
             "concurrency": args.concurrency,
             "hop_concurrency": args.hop_concurrency,
+            "capacity_concurrency": args.capacity_concurrency,
             "single_concurrency": args.single_concurrency,
             "seconds": args.seconds,
             "warmup_seconds": args.warmup,
@@ -762,6 +819,7 @@ def main(argv: list[str] | None = None) -> int:
         "points": [],
         "memory": [],
         "single": [],
+        "capacity": [],
         "restarts": [],
         "not_run": {},
         "failures": {},
@@ -774,6 +832,13 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:
             print(f"  ours N={n} FAILED: {exc}", flush=True)
             report["failures"][f"ours N={n}"] = str(exc)[:1500]
+    if "capacity" in args.parts and supported:
+        print("the model process alone (benchmarks.model_capacity):", flush=True)
+        try:
+            bench_capacity(args.model, base, bodies, args, supported, report)
+        except Exception as exc:
+            print(f"  capacity FAILED: {exc}", flush=True)
+            report["failures"]["capacity"] = str(exc)[:1500]
     if "single" in args.parts:
         print("single core (benchmarks.run's servers):", flush=True)
         bench_single(args.model, base, bodies, args, supported, report)

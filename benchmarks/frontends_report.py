@@ -125,6 +125,40 @@ def projection_table(points: list[dict], concurrency: int) -> list[str]:
     return lines
 
 
+def capacity_table(rows: list[dict]) -> list[str]:
+    lines = [
+        "| callers | req/s (load generator) | p50 ms | calls per message | rows per model call "
+        "| model µs/req | model process CPU | one model process at this cost | busy before |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        us = row["model_us_per_request"]
+        lines.append(
+            f"| {row['concurrency']} | {row['rps']:.0f} | {row['p50_ms']:.2f} "
+            f"| {_us(row['calls_per_message'])} | {_us(row['rows_per_model_call'])} "
+            f"| {us:.1f} | {row['model_cpu_share']:.0%} | {_rate(1e6 / us if us else math.inf)} "
+            f"req/s | {row['busy_before']:.0%} |"
+        )
+    return lines
+
+
+def capacity_targets(rows: list[dict]) -> list[str]:
+    """The capacity points that meet the target's condition (batch ≥ 8), against it."""
+    lines = []
+    for row in rows:
+        batch = row["rows_per_model_call"]
+        if batch is None or batch < 8:
+            continue
+        us = row["model_us_per_request"]
+        calls = _us(row["calls_per_message"])
+        lines.append(
+            f"| model process CPU per request, alone on a core, {row['concurrency']} callers "
+            f"| ≤ 25 µs at batch ≥ 8 (≥ 40k req/s) | {us:.1f} µs at batch {batch:.1f}, "
+            f"{calls} calls per message: {_rate(1e6 / us)} req/s |"
+        )
+    return lines
+
+
 def hop_table(points: list[dict], concurrency: int) -> list[str]:
     lines = [
         f"| server | protocol | p50 ms at c={concurrency} | vs N=0 | p99 ms "
@@ -388,6 +422,7 @@ def targets(report: dict) -> list[str]:
                 f"| ≤ 25 µs at batch ≥ 8 | {cost['model']:.1f} µs at batch {batch} "
                 f"(front ends {cost.get('frontend', 0):.1f} µs) |"
             )
+    lines += capacity_targets(report.get("capacity", []))
     for protocol in ("REST", "gRPC"):
         one = _find(points, frontends=1, protocol=protocol, concurrency=hop_c)
         zero = _find(points, frontends=0, protocol=protocol, concurrency=hop_c)
@@ -521,6 +556,24 @@ def markdown(report: dict) -> str:
             "decoding and encoding, and with front ends the message each way.",
             "",
             *hop_table(points, settings["hop_concurrency"]),
+        ]
+    if report.get("capacity"):
+        lines += [
+            "",
+            "## The model process alone",
+            "",
+            "benchmarks.model_capacity: a `--frontend_processes=1` server on CPU "
+            f"{settings['single_server_cpu']} (its front end idle), and on CPU "
+            f"{settings['client_cpu']} a front end's own client code (`RemoteDataplane`, its "
+            "coalescer, the request context that forwards each call's latency sample) "
+            "connected to the model process as one more front end, its callers sending "
+            "one-row predictions in a loop. Unlike the runs above, nothing competes with the "
+            "model process for its core and its calls arrive as coalesced as one fast front "
+            "end sends them. req/s is what the one-core load generator reached; *model "
+            "process CPU* is the share of its core the model process used meanwhile, and the "
+            "last column is 10⁶ / its µs per request.",
+            "",
+            *capacity_table(report["capacity"]),
         ]
     if report["memory"]:
         lines += [

@@ -34,6 +34,7 @@ import grpc
 import numpy as np
 
 from benchmarks import models, payloads
+from benchmarks.prometheus import prometheus_values
 from benchmarks.report import main as report_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -294,18 +295,6 @@ def measure(endpoint: Endpoint, concurrency: int, seconds: int, warmup: int) -> 
 
 
 # ------------------------------------------------------------------------------- batch probes
-def prometheus_values(url: str) -> dict[str, float]:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            series, value = line.rsplit(" ", 1)
-            name = series.split("{", 1)[0]
-            values[name] = values.get(name, 0.0) + float(value)
-    return values
-
-
 def ours_probe(rest_port: int) -> Callable[[], tuple[float, float]]:
     def probe() -> tuple[float, float]:
         values = prometheus_values(f"http://127.0.0.1:{rest_port}/monitoring/prometheus/metrics")

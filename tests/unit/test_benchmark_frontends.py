@@ -8,18 +8,24 @@ from __future__ import annotations
 import math
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from benchmarks import paced_load, process_tree
 from benchmarks.frontends_report import (
+    capacity_table,
+    capacity_targets,
     memory_totals,
     projection,
     restart_summary,
     restart_table,
     restart_targets,
 )
+from benchmarks.model_capacity import model_socket
+from serving.multiproc.protocol import MODEL_SOCKET_ENV
 
 
 def _stat(pid: int, comm: str, utime: int, stime: int, starttime: int = 0) -> str:
@@ -336,3 +342,62 @@ def test_restart_rows_say_not_measured_without_restarts():
     rows = restart_targets({"settings": {}})
     assert rows[0] == "| a dead front end's replacement serving | well under 1 s | not measured |"
     assert rows[1].endswith("| not measured |")
+
+
+def _capacity_row(concurrency: int, us: float, calls: float | None, batch: float | None) -> dict:
+    return {
+        "concurrency": concurrency,
+        "requests": 60_000,
+        "rps": 10_000.0,
+        "p50_ms": 1.25,
+        "model_us_per_request": us,
+        "model_cpu_share": us * 10_000 / 1e6,
+        "calls_per_message": calls,
+        "rows_per_model_call": batch,
+        "busy_before": 0.02,
+    }
+
+
+def test_capacity_targets_hold_only_the_points_at_batch_eight_or_more():
+    rows = [
+        _capacity_row(1, 80.0, 1.0, 1.0),
+        _capacity_row(8, 20.0, 7.5, 8.0),
+        _capacity_row(128, 12.5, 120.0, 126.0),
+        _capacity_row(64, 30.0, None, None),  # no batching figures: not a batch ≥ 8
+    ]
+    assert capacity_targets(rows) == [
+        "| model process CPU per request, alone on a core, 8 callers | ≤ 25 µs at batch ≥ 8 "
+        "(≥ 40k req/s) | 20.0 µs at batch 8.0, 7.5 calls per message: 50.0k req/s |",
+        "| model process CPU per request, alone on a core, 128 callers | ≤ 25 µs at batch ≥ 8 "
+        "(≥ 40k req/s) | 12.5 µs at batch 126.0, 120.0 calls per message: 80.0k req/s |",
+    ]
+
+
+def test_capacity_table_gives_what_one_model_process_serves_at_each_cost():
+    table = capacity_table([_capacity_row(1, 80.0, 1.0, 1.0), _capacity_row(64, 0.0, 60.0, 60.0)])
+    assert len(table) == 2 + 2
+    assert table[2] == "| 1 | 10000 | 1.25 | 1.0 | 1.0 | 80.0 | 80% | 12.5k req/s | 2% |"
+    assert table[3].endswith("| 0.0 | 0% | ∞ req/s | 2% |")  # below the clock tick: no bound
+
+
+def _running_child(env: dict[str, str]) -> subprocess.Popen:
+    """A child that has exec'd (until then /proc shows the parent's environment), running
+    until its stdin closes."""
+    script = "import sys; print('ready', flush=True); sys.stdin.read()"
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+    )
+    assert child.stdout.readline() == b"ready\n"
+    return child
+
+
+def test_the_capacity_driver_finds_the_model_socket_in_the_processs_environment(tmp_path: Path):
+    env = {**os.environ, MODEL_SOCKET_ENV: str(tmp_path / "model.sock")}
+    with _running_child(env) as child:
+        assert model_socket(child.pid) == str(tmp_path / "model.sock")
+        child.stdin.close()
+    env.pop(MODEL_SOCKET_ENV)
+    with _running_child(env) as child:
+        with pytest.raises(RuntimeError, match="not a model process"):
+            model_socket(child.pid)
+        child.stdin.close()

@@ -13,6 +13,7 @@ import sys
 import textwrap
 import time
 
+from serving.multiproc.protocol import STACK_DUMP_FD_ENV
 from serving.multiproc.stack_dumps import StackDumpRelay
 
 WAIT_SECONDS = 30.0
@@ -168,3 +169,36 @@ def test_stop_writes_what_was_dumped_and_a_last_line_without_its_newline():
     relay.stop()
     os.close(write_end)
     assert out.getvalue() == "[pid 42] Thread 0x1 (most recent call first):\n[pid 42]   cut sh\n"
+
+
+def test_a_process_a_child_starts_does_not_hold_the_childs_dump_pipe_open():
+    """A server's child takes its dump pipe from the environment as its own: a process it
+    starts (inheriting whatever is inheritable) must not keep the pipe open once the child has
+    exited, or the relay would never see the child's end of it."""
+    read_fd, write_fd = os.pipe()
+    script = textwrap.dedent(
+        """
+        import subprocess, sys
+        from serving.cli import _stack_dump_file
+        _stack_dump_file()
+        grandchild = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(120)"], close_fds=False
+        )
+        print(grandchild.pid, flush=True)
+        """
+    )
+    env = {**os.environ, STACK_DUMP_FD_ENV: str(write_fd)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, pass_fds=(write_fd,), stdout=subprocess.PIPE
+    )
+    os.close(write_fd)
+    grandchild = int(child.stdout.readline())
+    try:
+        assert child.wait(WAIT_SECONDS) == 0
+        readable, _, _ = select.select([read_fd], [], [], WAIT_SECONDS)
+        assert readable, "the pipe stayed open after the child exited: its child holds it"
+        assert os.read(read_fd, 1) == b""
+    finally:
+        os.kill(grandchild, signal.SIGKILL)
+        child.stdout.close()
+        os.close(read_fd)

@@ -1,0 +1,156 @@
+"""The model process on its own: how much of its CPU one request costs when the calls reach it
+coalesced, and so how many requests one model process can serve (issue 14: "≤ 25 µs of its own
+CPU per request at batch ≥ 8, ≥ 40k req/s per model process").
+
+In the scaling runs the model process shares two cores with two front ends and the load
+generator, and what it is sent depends on how fast those front ends are: there, gRPC calls
+reach it a few per message. Here nothing else competes with it: a ``--frontend_processes=1``
+server runs on one CPU (its front end idle), and this load generator, on the other CPU, is a
+front end's own client code -- ``RemoteDataplane`` with its coalescer, the request context that
+takes each call's ``request_latency`` sample and forwards it -- connected to the model process's
+socket as one more front end. Each of ``--concurrency`` callers sends one-row predictions in a
+loop; the coalescer groups what they send within an event-loop iteration, as a front end groups
+the calls it decoded. Per point: requests/s (bounded by this one-core load generator, not by the
+model process), the model process's CPU per request (``utime + stime`` from ``/proc``), calls
+per message, and rows per model call from the server's batching metrics.
+
+Run by ``benchmarks.frontends`` (part ``capacity``), which starts the server and pins this
+process; by hand::
+
+    taskset -c 1 .venv/bin/python -m benchmarks.model_capacity --pid MODEL_PID \
+        --metrics http://127.0.0.1:REST/monitoring/prometheus/metrics --model mlp \
+        --input-shape 784
+
+prints one JSON object per point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from statistics import median
+
+import numpy as np
+import uvloop
+
+from benchmarks import process_tree
+from benchmarks.prometheus import prometheus_values
+from serving.api import request_context
+from serving.core.model_spec import ModelSpec
+from serving.multiproc.coalesce import PendingCall
+from serving.multiproc.protocol import MODEL_SOCKET_ENV
+from serving.multiproc.remote import RemoteDataplane
+
+ARENA_BYTES = 1 << 28
+ROWS_SUM = ":tensorflow:serving:batching:input_batch_size_sum"
+MODEL_CALLS = ":tensorflow:serving:batching_session:wrapped_run_count"
+
+
+class CountingDataplane(RemoteDataplane):
+    """A front end's dataplane that counts the coalesced messages it sends."""
+
+    messages = 0
+
+    def _send_calls(self, msg: dict, calls: list[PendingCall]) -> asyncio.Future | None:
+        self.messages += 1
+        return super()._send_calls(msg, calls)
+
+
+def model_socket(pid: int) -> str:
+    """The socket the supervisor told the model process to listen on (its environment)."""
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    prefix = MODEL_SOCKET_ENV.encode() + b"="
+    for entry in environ:
+        if entry.startswith(prefix):
+            return entry[len(prefix) :].decode()
+    raise RuntimeError(f"pid {pid} has no {MODEL_SOCKET_ENV}: not a model process")
+
+
+async def _callers(
+    dataplane: RemoteDataplane, model: str, inputs: dict, concurrency: int, seconds: float
+) -> list[float]:
+    """Each caller's latencies, as a gRPC front end serves a Predict: a request context (its
+    request id, its latency sample forwarded to the model process), then the dataplane."""
+    spec = ModelSpec(model)
+    deadline = time.perf_counter() + seconds
+    latencies: list[float] = []
+
+    async def caller() -> None:
+        while time.perf_counter() < deadline:
+            context = request_context.begin("GRPC", None, dataplane.metrics)
+            await dataplane.predict(spec, lambda signature: inputs)
+            context.succeeded(model, "predict")
+            latencies.append(time.perf_counter() - context.start)
+
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return latencies
+
+
+async def measure(args: argparse.Namespace) -> list[dict]:
+    dataplane = CountingDataplane(model_socket(args.pid), ARENA_BYTES, "capacity")
+    if not await dataplane.connect(asyncio.Event()):
+        raise RuntimeError("could not connect to the model process")
+    # The benchmark's models take one float32 input "x" (benchmarks.models): built here from
+    # its shape, so this process, like a front end, never imports TensorFlow.
+    inputs = {"x": np.random.default_rng(1).random((1, *args.input_shape), dtype=np.float32)}
+    points = []
+    try:
+        for concurrency in args.concurrency:
+            await _callers(dataplane, args.model, inputs, concurrency, args.warmup)
+            batching_before = prometheus_values(args.metrics)
+            messages_before = dataplane.messages
+            cpu_before = process_tree.cpu_seconds(args.pid)
+            started = time.perf_counter()
+            latencies = await _callers(dataplane, args.model, inputs, concurrency, args.seconds)
+            elapsed = time.perf_counter() - started
+            cpu = process_tree.cpu_seconds(args.pid) - cpu_before
+            messages = dataplane.messages - messages_before
+            batching_after = prometheus_values(args.metrics)
+            requests = len(latencies)
+            model_calls = batching_after[MODEL_CALLS] - batching_before[MODEL_CALLS]
+            rows = batching_after[ROWS_SUM] - batching_before[ROWS_SUM]
+            points.append(
+                {
+                    "concurrency": concurrency,
+                    "requests": requests,
+                    "rps": requests / elapsed,
+                    "p50_ms": median(latencies) * 1000,
+                    "model_us_per_request": cpu * 1e6 / requests,
+                    "model_cpu_share": cpu / elapsed,
+                    "calls_per_message": requests / messages if messages else None,
+                    "rows_per_model_call": rows / model_calls if model_calls else None,
+                }
+            )
+            print(json.dumps(points[-1]), flush=True)
+    finally:
+        dataplane.close()
+    return points
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pid", type=int, required=True, help="the model process")
+    parser.add_argument("--metrics", required=True, help="the server's Prometheus URL")
+    parser.add_argument("--model", default="mlp")
+    parser.add_argument("--input-shape", default="784", help="x's shape after the batch")
+    parser.add_argument("--concurrency", default="1,8,32,128")
+    parser.add_argument("--seconds", type=float, default=6)
+    parser.add_argument("--warmup", type=float, default=2)
+    args = parser.parse_args(argv)
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    args.input_shape = [int(d) for d in args.input_shape.split(",")]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    uvloop.install()
+    asyncio.run(measure(parse_args(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
