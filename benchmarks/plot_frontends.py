@@ -3,8 +3,9 @@
     benchmarks/work/venv-tools/bin/python -m benchmarks.plot_frontends \
         benchmarks/results/frontends/results.json
 
-Four panels: req/s at the scaling concurrency per server (ours by N, peers), CPU µs per request
-by part, the projected req/s on 8/16/64 cores, and resident memory by part.
+Five panels: req/s at the scaling concurrency per server (ours by N, peers), CPU µs per request
+by part, the projected req/s on 8/16/64 cores, resident memory by part, and the model process
+alone: its CPU per request by calls per message, against issue 14's 25 µs.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def _bars(axis, labels: list[str], series: dict[str, list[float]], stacked: bool
 def plot(report: dict, out: Path) -> None:
     c = report["settings"]["concurrency"][-1]
     points = [p for p in report["points"] if p["concurrency"] == c]
-    figure, axes = plt.subplots(2, 2, figsize=(13, 9))
+    figure, axes = plt.subplots(2, 3, figsize=(19, 9))
 
     servers = list(dict.fromkeys(p["server"] for p in points))
     rates = {
@@ -103,10 +104,31 @@ def plot(report: dict, out: Path) -> None:
     _bars(axes[1][1], labels, {r: v for r, v in by_role.items() if any(v)}, stacked=True)
     axes[1][1].set_title("VmRSS MB by process (shared pages counted in each)")
 
+    _capacity(axes[0][2], report.get("capacity", []))
+    axes[1][2].axis("off")
+
     figure.suptitle(f"front-end processes — {report['settings']['model']}, CPU only")
     figure.tight_layout()
     figure.savefig(out, dpi=90)
     plt.close(figure)
+
+
+def _capacity(axis, rows: list[dict]) -> None:
+    measured = [r for r in rows if r["calls_per_message"]]
+    if not measured:
+        axis.text(0.5, 0.5, "not measured", ha="center", transform=axis.transAxes)
+        return
+    calls = [r["calls_per_message"] for r in measured]
+    axis.plot(calls, [r["model_us_per_request"] for r in measured], "-o", label="measured")
+    axis.axhline(25, color="gray", linestyle="--", label="target: 25 µs at batch ≥ 8")
+    for row, x in zip(measured, calls, strict=True):
+        axis.annotate(f"c={row['concurrency']}", (x, row["model_us_per_request"]), fontsize=8)
+    axis.set_xscale("log", base=2)
+    axis.set_yscale("log")
+    axis.set_xlabel("calls per message")
+    axis.set_title("model process alone: CPU µs per request")
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize=8)
 
 
 def main(path: Path) -> None:
