@@ -334,9 +334,7 @@ def bench_capacity(
             command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
             capture_output=True, text=True, timeout=timeout,
         )  # fmt: skip
-        if out.returncode:
-            raise RuntimeError(f"benchmarks.model_capacity failed: {out.stderr[-1500:]}")
-        for line in out.stdout.splitlines():
+        for line in out.stdout.splitlines():  # the points measured, even if a later one failed
             if line.startswith("{"):
                 row = {**json.loads(line), "busy_before": busy}
                 report["capacity"].append(row)
@@ -347,6 +345,8 @@ def bench_capacity(
                     f"rows/model call {row['rows_per_model_call'] or 0:5.1f}",
                     flush=True,
                 )
+        if out.returncode:
+            raise RuntimeError(f"benchmarks.model_capacity failed: {out.stderr[-1500:]}")
     finally:
         stop(process)
 

@@ -90,14 +90,15 @@ async def _callers(
     return latencies
 
 
-async def measure(args: argparse.Namespace) -> list[dict]:
+async def measure(args: argparse.Namespace) -> None:
+    """Prints each point as soon as it is measured: a point already printed survives a later
+    one failing."""
     dataplane = CountingDataplane(model_socket(args.pid), ARENA_BYTES, "capacity")
     if not await dataplane.connect(asyncio.Event()):
         raise RuntimeError("could not connect to the model process")
     # The benchmark's models take one float32 input "x" (benchmarks.models): built here from
     # its shape, so this process, like a front end, never imports TensorFlow.
     inputs = {"x": np.random.default_rng(1).random((1, *args.input_shape), dtype=np.float32)}
-    points = []
     try:
         for concurrency in args.concurrency:
             await _callers(dataplane, args.model, inputs, concurrency, args.warmup)
@@ -113,22 +114,19 @@ async def measure(args: argparse.Namespace) -> list[dict]:
             requests = len(latencies)
             model_calls = batching_after[MODEL_CALLS] - batching_before[MODEL_CALLS]
             rows = batching_after[ROWS_SUM] - batching_before[ROWS_SUM]
-            points.append(
-                {
-                    "concurrency": concurrency,
-                    "requests": requests,
-                    "rps": requests / elapsed,
-                    "p50_ms": median(latencies) * 1000,
-                    "model_us_per_request": cpu * 1e6 / requests,
-                    "model_cpu_share": cpu / elapsed,
-                    "calls_per_message": requests / messages if messages else None,
-                    "rows_per_model_call": rows / model_calls if model_calls else None,
-                }
-            )
-            print(json.dumps(points[-1]), flush=True)
+            point = {
+                "concurrency": concurrency,
+                "requests": requests,
+                "rps": requests / elapsed,
+                "p50_ms": median(latencies) * 1000,
+                "model_us_per_request": cpu * 1e6 / requests,
+                "model_cpu_share": cpu / elapsed,
+                "calls_per_message": requests / messages if messages else None,
+                "rows_per_model_call": rows / model_calls if model_calls else None,
+            }
+            print(json.dumps(point), flush=True)
     finally:
         dataplane.close()
-    return points
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
