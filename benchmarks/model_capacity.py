@@ -42,10 +42,10 @@ from benchmarks.prometheus import prometheus_values
 from serving.api import request_context
 from serving.core.model_spec import ModelSpec
 from serving.multiproc.coalesce import PendingCall
-from serving.multiproc.protocol import MODEL_SOCKET_ENV
+from serving.multiproc.protocol import MODEL_SOCKET_ENV, arena_bytes
 from serving.multiproc.remote import RemoteDataplane
+from serving.options import ServerOptions
 
-ARENA_BYTES = 1 << 28
 ROWS_SUM = ":tensorflow:serving:batching:input_batch_size_sum"
 MODEL_CALLS = ":tensorflow:serving:batching_session:wrapped_run_count"
 
@@ -93,7 +93,9 @@ async def _callers(
 async def measure(args: argparse.Namespace) -> None:
     """Prints each point as soon as it is measured: a point already printed survives a later
     one failing."""
-    dataplane = CountingDataplane(model_socket(args.pid), ARENA_BYTES, "capacity")
+    # The request arena a front end of the benchmark's server (default options) has.
+    arena = arena_bytes(ServerOptions.max_total_request_memory_bytes)
+    dataplane = CountingDataplane(model_socket(args.pid), arena, "capacity")
     if not await dataplane.connect(asyncio.Event()):
         raise RuntimeError("could not connect to the model process")
     # The benchmark's models take one float32 input "x" (benchmarks.models): built here from
