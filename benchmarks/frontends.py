@@ -19,8 +19,9 @@ the model process, the front ends, the supervisor. Parts (``--parts``):
   one model process can serve at that cost;
 - memory: VmRSS / Pss of every process after the load, with an N=``--memory-frontends`` server
   started for it;
-- single: benchmarks.run's single-core servers (ours with batching in-process, the no-op
-  ceiling, the naive Flask pattern) at ``--single-concurrency``;
+- single: benchmarks.run's single-core servers (ours with batching in-process, with
+  ``batch_timeout_micros`` 0 and 5 ms, the no-op ceiling, the naive Flask pattern) at
+  ``--single-concurrency``;
 - peers: PyTriton and MLServer with ``parallel_workers`` = N on both cores at c=64;
 - restart: on the N=``--restart-frontends`` server, ``--restarts`` times: SIGKILL its oldest
   front end and time, from /proc, its replacement (the spare front-end process, or one started
@@ -54,7 +55,7 @@ from statistics import median
 from urllib.parse import urlsplit
 
 from benchmarks import models, paced_load, process_tree
-from benchmarks.frontends_report import kinds
+from benchmarks.frontends_report import SINGLE_TIMEOUTS, kinds
 from benchmarks.frontends_report import main as report_main
 from benchmarks.prometheus import prometheus_values
 from benchmarks.run import (
@@ -359,7 +360,7 @@ def bench_single(
     single_args = argparse.Namespace(**{**vars(args), "concurrency": args.single_concurrency})
     rows: list[Row] = []
     for server in build_servers(
-        model, base, bodies, {"ours-batching", "noop", "flask"}, ours_flags=flags
+        model, base, bodies, {*SINGLE_TIMEOUTS, "noop", "flask"}, ours_flags=flags
     ):
         try:
             bench_server(server, model, single_args, 1, rows)

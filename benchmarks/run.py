@@ -54,12 +54,12 @@ max_enqueued_batches { value: 128 }
 num_batch_threads { value: 1 }
 allowed_batch_sizes: [1, 2, 4, 8, 16, 32, 64, 128]
 """
-# The peers' batching delay (PyTriton's queue delay, MLServer's max_batch_time): gRPC calls
-# reach Python one at a time (grpc.aio accepts one call per completion-queue round trip), so
-# with timeout 0 an idle batch thread runs each alone; see benchmarks/README.md.
-BATCHING_PARAMETERS_1MS = BATCHING_PARAMETERS.replace(
-    "batch_timeout_micros { value: 0 }", "batch_timeout_micros { value: 1000 }"
-)
+# Our server with batch_timeout_micros other than 0, by name: 1 ms is the peers' batching delay
+# (PyTriton's queue delay, MLServer's max_batch_time), 5 ms the middle of TF Serving's guide's
+# 1-10 ms tuning range. gRPC calls reach Python one at a time (grpc.aio accepts one call per
+# completion-queue round trip), so with timeout 0 an idle batch thread runs each alone; see
+# benchmarks/README.md.
+BATCH_TIMEOUT_VARIANTS = {"ours-batching-1ms": 1000, "ours-batching-5ms": 5000}
 TF_PREDICT = "/tensorflow.serving.PredictionService/Predict"
 V2_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
@@ -332,15 +332,18 @@ def build_servers(
     ``parallel_workers`` (benchmarks.frontends: ``--frontend_processes`` and its peer)."""
     version_dir = os.path.join(base, "1")
     servers: list[Server] = []
-    batching_files = {
-        "ours-batching": WORK / "batching.txt",
-        "ours-batching-1ms": WORK / "batching-1ms.txt",
-    }
+    batching_files = {"ours-batching": WORK / "batching.txt"}
     batching_files["ours-batching"].write_text(BATCHING_PARAMETERS)
-    batching_files["ours-batching-1ms"].write_text(BATCHING_PARAMETERS_1MS)
+    for name, micros in BATCH_TIMEOUT_VARIANTS.items():
+        batching_files[name] = WORK / f"batching-{micros}us.txt"
+        batching_files[name].write_text(
+            BATCHING_PARAMETERS.replace(
+                "batch_timeout_micros { value: 0 }", f"batch_timeout_micros {{ value: {micros} }}"
+            )
+        )
     monitoring_file = WORK / "monitoring.txt"
     monitoring_file.write_text("prometheus_config { enable: true }\n")
-    for name in ("ours-batching", "ours-batching-1ms", "ours-no-batching"):
+    for name in (*batching_files, "ours-no-batching"):
         if name not in wanted:
             continue
         batching_file = batching_files.get(name)

@@ -200,6 +200,52 @@ def test_batch_timeout_collects_requests_arriving_within_it():
     scheduler.stop()
 
 
+class _CountingCondition(threading.Condition):
+    """The scheduler's condition, counting the wake-ups it is asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.notified = 0
+
+    def notify(self, n: int = 1) -> None:
+        self.notified += 1
+        super().notify(n)
+
+
+def test_a_request_joining_an_open_batch_wakes_no_batch_thread():
+    """With a timeout the batch thread sleeps until the open batch's time is up; a request that
+    joins that batch from a later event-loop iteration has nothing to wake it for. The batch
+    still runs as one once a request fills it."""
+    model = FakeModel()
+    scheduler = BatchScheduler(num_threads=1)
+    condition = scheduler.condition = _CountingCondition()
+    servable = BatchingServable(
+        model, scheduler, BatchingConfig(max_batch_size=3, batch_timeout_micros=60_000_000)
+    )
+
+    async def iterations(count: int) -> None:
+        for _ in range(count):
+            await asyncio.sleep(0)
+
+    async def scenario():
+        first = asyncio.ensure_future(_predict(servable, [1.0]))
+        await iterations(3)  # enqueued, and the deferred wake-up that opened the batch ran
+        opened = condition.notified
+        second = asyncio.ensure_future(_predict(servable, [2.0]))
+        await iterations(3)
+        joined = condition.notified
+        third = asyncio.ensure_future(_predict(servable, [3.0]))  # fills the batch
+        results = await asyncio.gather(first, second, third)
+        return opened, joined, [r["y"].tolist() for r in results]
+
+    opened, joined, results = asyncio.run(scenario())
+    assert opened >= 1
+    assert joined == opened, "a request joining the open batch woke a batch thread"
+    assert results == [[2.0], [4.0], [6.0]]
+    assert model.batches == [3]
+    scheduler.stop()
+
+
 def test_request_past_its_deadline_in_the_queue_fails_alone():
     model = FakeModel(gate_first=True)
     servable, scheduler = _servable(model, max_batch_size=8)

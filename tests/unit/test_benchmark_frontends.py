@@ -23,6 +23,7 @@ from benchmarks.frontends_report import (
     restart_summary,
     restart_table,
     restart_targets,
+    single_targets,
 )
 from benchmarks.model_capacity import model_socket
 from serving.multiproc.protocol import MODEL_SOCKET_ENV
@@ -371,6 +372,47 @@ def test_capacity_targets_hold_only_the_points_at_batch_eight_or_more():
         "| model process CPU per request, alone on a core, 128 callers | ≤ 25 µs at batch ≥ 8 "
         "(≥ 40k req/s) | 12.5 µs at batch 126.0, 120.0 calls per message: 80.0k req/s |",
     ]
+
+
+def _single_row(server: str, protocol: str, rps: float, batch: float | None = None) -> dict:
+    return {
+        "server": server,
+        "protocol": protocol,
+        "concurrency": 128,
+        "rps": rps,
+        "mean_batch": batch,
+    }
+
+
+def test_single_targets_name_each_batch_timeout_the_run_measured():
+    noop_and_flask = [
+        _single_row("noop-ceiling", "gRPC", 4000.0),
+        _single_row("flask-naive", "REST", 500.0),
+    ]
+    zero = [
+        _single_row("ours-batching", "REST", 3000.0, 60.0),
+        _single_row("ours-batching", "gRPC", 2000.0, 1.8),
+    ]
+    five = [
+        _single_row("ours-batching-5ms", "REST", 3500.0, 60.0),
+        _single_row("ours-batching-5ms", "gRPC", 3200.0, 16.2),
+    ]
+    both = single_targets(noop_and_flask + zero + five, [128])
+    assert both == [
+        "| single core, REST c=128, timeout 0: batching vs flask-naive | ≥ 12x "
+        "| 6.00x (3000 / 500 req/s) |",
+        "| single core, gRPC c=128, timeout 0: batching vs no-op gRPC ceiling | ≥ 0.8 "
+        "| 0.50x (2000 / 4000 req/s) |",
+        "| single core, gRPC rows per model call at c=128, timeout 0 | ≥ 16 | 1.8 |",
+        "| single core, REST c=128, timeout 5 ms: batching vs flask-naive | ≥ 12x "
+        "| 7.00x (3500 / 500 req/s) |",
+        "| single core, gRPC c=128, timeout 5 ms: batching vs no-op gRPC ceiling | ≥ 0.8 "
+        "| 0.80x (3200 / 4000 req/s) |",
+        "| single core, gRPC rows per model call at c=128, timeout 5 ms | ≥ 16 | 16.2 |",
+    ]
+    older = single_targets(noop_and_flask + zero, [128])  # a run from before the 5 ms server
+    assert older == both[:3]
+    assert single_targets([], [128]) == []
 
 
 def test_capacity_table_gives_what_one_model_process_serves_at_each_cost():
