@@ -38,16 +38,13 @@ import numpy as np
 import uvloop
 
 from benchmarks import process_tree
-from benchmarks.prometheus import prometheus_values
+from benchmarks.prometheus import batching_totals
 from serving.api import request_context
 from serving.core.model_spec import ModelSpec
 from serving.multiproc.coalesce import PendingCall
 from serving.multiproc.protocol import MODEL_SOCKET_ENV, arena_bytes
 from serving.multiproc.remote import RemoteDataplane
 from serving.options import ServerOptions
-
-ROWS_SUM = ":tensorflow:serving:batching:input_batch_size_sum"
-MODEL_CALLS = ":tensorflow:serving:batching_session:wrapped_run_count"
 
 
 class CountingDataplane(RemoteDataplane):
@@ -83,7 +80,7 @@ async def _callers(
         while time.perf_counter() < deadline:
             context = request_context.begin("GRPC", None, dataplane.metrics)
             await dataplane.predict(spec, lambda signature: inputs)
-            context.succeeded(model, "predict")
+            context.succeeded(model, "Predict")
             latencies.append(time.perf_counter() - context.start)
 
     await asyncio.gather(*(caller() for _ in range(concurrency)))
@@ -104,7 +101,7 @@ async def measure(args: argparse.Namespace) -> None:
     try:
         for concurrency in args.concurrency:
             await _callers(dataplane, args.model, inputs, concurrency, args.warmup)
-            batching_before = prometheus_values(args.metrics)
+            rows_before, model_calls_before = batching_totals(args.metrics)
             messages_before = dataplane.messages
             cpu_before = process_tree.cpu_seconds(args.pid)
             started = time.perf_counter()
@@ -112,10 +109,10 @@ async def measure(args: argparse.Namespace) -> None:
             elapsed = time.perf_counter() - started
             cpu = process_tree.cpu_seconds(args.pid) - cpu_before
             messages = dataplane.messages - messages_before
-            batching_after = prometheus_values(args.metrics)
+            rows_after, model_calls_after = batching_totals(args.metrics)
             requests = len(latencies)
-            model_calls = batching_after[MODEL_CALLS] - batching_before[MODEL_CALLS]
-            rows = batching_after[ROWS_SUM] - batching_before[ROWS_SUM]
+            model_calls = model_calls_after - model_calls_before
+            rows = rows_after - rows_before
             point = {
                 "concurrency": concurrency,
                 "requests": requests,

@@ -17,3 +17,12 @@ def prometheus_values(url: str) -> dict[str, float]:
             name = series.split("{", 1)[0]
             values[name] = values.get(name, 0.0) + float(value)
     return values
+
+
+def batching_totals(url: str) -> tuple[float, float]:
+    """(rows, model calls) the server's batching has counted so far: TF Serving's
+    ``batching:input_batch_size_sum`` and ``batching_session:wrapped_run_count``. Rows per model
+    call over a run is the ratio of their differences."""
+    values = prometheus_values(url)
+    rows = values.get(":tensorflow:serving:batching:input_batch_size_sum", 0.0)
+    return rows, values.get(":tensorflow:serving:batching_session:wrapped_run_count", 0.0)

@@ -34,7 +34,7 @@ import grpc
 import numpy as np
 
 from benchmarks import models, payloads
-from benchmarks.prometheus import prometheus_values
+from benchmarks.prometheus import batching_totals, prometheus_values
 from benchmarks.report import main as report_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -297,9 +297,7 @@ def measure(endpoint: Endpoint, concurrency: int, seconds: int, warmup: int) -> 
 # ------------------------------------------------------------------------------- batch probes
 def ours_probe(rest_port: int) -> Callable[[], tuple[float, float]]:
     def probe() -> tuple[float, float]:
-        values = prometheus_values(f"http://127.0.0.1:{rest_port}/monitoring/prometheus/metrics")
-        rows = values.get(":tensorflow:serving:batching:input_batch_size_sum", 0.0)
-        return rows, values.get(":tensorflow:serving:batching_session:wrapped_run_count", 0.0)
+        return batching_totals(f"http://127.0.0.1:{rest_port}/monitoring/prometheus/metrics")
 
     return probe
 
