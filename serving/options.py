@@ -50,6 +50,7 @@ class ServerOptions:
     rest_api_max_connections: int = 4096
     grpc_channel_arguments: str = ""
     grpc_max_threads: int = 0
+    grpc_listeners: int = 16
     model_name: str = "default"
     model_base_path: str = ""
     model_config_file: str = ""
@@ -125,6 +126,11 @@ class ServerOptions:
 _HELP = {
     "port": "gRPC port (0 disables gRPC over TCP)",
     "grpc_socket_path": "also serve gRPC on this UNIX socket",
+    "grpc_listeners": "gRPC servers in each process listening on --port together "
+    "(SO_REUSEPORT): grpc.aio takes in one new call per server per event-loop pass, so more "
+    "servers take in more calls at once and gRPC batches grow; 1 with --grpc_max_threads "
+    "(its cap is per server) or grpc.so_reuseport=0 (tfx-model-server only; see "
+    "docs/serving.md)",
     "rest_api_port": "HTTP/REST port (0 disables REST)",
     "rest_api_num_threads": "threads running model calls (default 4 x CPUs)",
     "rest_api_timeout_in_ms": "deadline for REST predict/classify/regress (HTTP 504 past it)",
@@ -333,6 +339,8 @@ def validate(options: ServerOptions) -> None:
             "--max_total_request_memory_bytes must be at least --max_request_memory_bytes "
             "(else a request within its own limit could never be served)"
         )
+    if options.grpc_listeners < 1:
+        raise OptionsError("--grpc_listeners must be >= 1")
     if options.frontend_processes < -1:
         raise OptionsError("--frontend_processes must be >= 0, or -1 for one per usable CPU")
     if options.frontend_spare < 0:

@@ -14,8 +14,6 @@ import signal
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 
-import grpc
-
 from serving import heap, protos
 from serving.api.inference import InferenceService
 from serving.batching.params import BatchingConfig, read_batching_parameters
@@ -28,7 +26,7 @@ from serving.errors import ServingError
 from serving.event_loop import run_event_loop
 from serving.frontend_setup import FrontendSetup
 from serving.grpc_api.health import ReadinessHealth
-from serving.grpc_api.server import build_grpc_server
+from serving.grpc_api.server import GrpcServer, build_grpc_server
 from serving.monitoring.config import read_monitoring_config
 from serving.monitoring.metrics import ServingMetrics
 from serving.options import OptionsError, ServerOptions
@@ -311,7 +309,7 @@ class ModelServer:
 
         return stop
 
-    async def _start_grpc(self) -> tuple[grpc.aio.Server, ReadinessHealth | None] | None:
+    async def _start_grpc(self) -> tuple[GrpcServer, ReadinessHealth | None] | None:
         if not self.options.port and not self.options.grpc_socket_path:
             return None
         health = (

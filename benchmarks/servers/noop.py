@@ -1,7 +1,9 @@
 """The transport ceiling: TF-Serving-shaped REST and gRPC endpoints on this project's exact
 stack (uvicorn + httptools and grpc.aio on the server's event loop, uvloop), doing everything a real
 server does per request except the model call: parse the request into numpy, build a
-10-float response. No server on this stack can answer faster than this one.
+10-float response. No server on this stack can answer faster than this one. Its gRPC port has
+as many ``grpc.aio`` servers as ours has by default (``--grpc_listeners``; each takes in calls on
+its own), so the ceiling has the same way in.
 
     python -m benchmarks.servers.noop REST_PORT GRPC_PORT
 """
@@ -18,6 +20,7 @@ from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from serving.event_loop import run_event_loop
+from serving.options import ServerOptions
 
 _OUTPUT = np.zeros((1, 10), np.float32)
 _REST_BODY = orjson.dumps({"predictions": _OUTPUT.tolist()})
@@ -57,10 +60,13 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 async def main(rest_port: int, grpc_port: int) -> None:
-    server = grpc.aio.server()
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(_Prediction(), server)
-    server.add_insecure_port(f"127.0.0.1:{grpc_port}")
-    await server.start()
+    servers = []  # referenced while serving: a collected grpc.aio server stops
+    for _ in range(ServerOptions().grpc_listeners):
+        server = grpc.aio.server()
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(_Prediction(), server)
+        server.add_insecure_port(f"127.0.0.1:{grpc_port}")
+        await server.start()
+        servers.append(server)
     config = uvicorn.Config(
         rest_app,
         host="127.0.0.1",

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import grpc
 from grpc_health.v1 import health, health_pb2
 
-from serving.grpc_api.wire import add_service
+from serving.grpc_api.wire import service_handler
 from serving.request_limits import MemoryPool
 
 if TYPE_CHECKING:
@@ -36,9 +36,11 @@ class ReadinessHealth:
         self.servicer = health.aio.HealthServicer()
         self._task: asyncio.Task | None = None
 
-    def add_to_server(self, server: grpc.aio.Server, memory: MemoryPool) -> None:
+    def handler(self, memory: MemoryPool) -> grpc.GenericRpcHandler:
         """On raw bytes like the API services, so a malformed probe is INVALID_ARGUMENT."""
-        add_service(server, self.servicer, health_pb2.DESCRIPTOR.services_by_name["Health"], memory)
+        return service_handler(
+            self.servicer, health_pb2.DESCRIPTOR.services_by_name["Health"], memory
+        )
 
     async def refresh(self) -> None:
         ready = not self._dataplane.models_without_available_version()

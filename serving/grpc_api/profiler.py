@@ -233,11 +233,11 @@ def _message(exc: Exception) -> str:
     return getattr(exc, "message", None) or str(exc) or type(exc).__name__
 
 
-def add_profiler_service(server: grpc.aio.Server, memory: MemoryPool) -> None:
-    """Registered on raw bytes like the API services (serving.grpc_api.wire): a request that
-    does not parse is INVALID_ARGUMENT."""
+def profiler_handler(memory: MemoryPool) -> grpc.GenericRpcHandler:
+    """On raw bytes like the API services (serving.grpc_api.wire): a request that does not
+    parse is INVALID_ARGUMENT. One per process: its profile sessions are the process's."""
     service = ProfilerService()
-    handler = grpc.method_handlers_generic_handler(
+    return grpc.method_handlers_generic_handler(
         SERVICE,
         {
             "Profile": raw_handler(service.Profile, ProfileRequest, ProfileResponse, memory),
@@ -247,4 +247,3 @@ def add_profiler_service(server: grpc.aio.Server, memory: MemoryPool) -> None:
             "Monitor": raw_handler(service.Monitor, MonitorRequest, MonitorResponse, memory),
         },
     )
-    server.add_generic_rpc_handlers((handler,))

@@ -19,11 +19,15 @@ Flag mapping:
   calls beyond it fail fast with RESOURCE_EXHAUSTED. Unset (0) means no gRPC-level cap; load is
   still bounded by the inference core, which answers UNAVAILABLE once its queue is full
   (``--max_queued_requests``).
+* ``--grpc_listeners`` (ours; default 16): how many ``grpc.aio`` servers share ``--port`` in
+  each process (:class:`GrpcServer` says why).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -35,8 +39,8 @@ from serving.grpc_api.auth import TokenAuthInterceptor
 from serving.grpc_api.health import ReadinessHealth
 from serving.grpc_api.model_service import ModelServicer
 from serving.grpc_api.prediction_service import PredictionServicer
-from serving.grpc_api.profiler import add_profiler_service
-from serving.grpc_api.wire import add_service
+from serving.grpc_api.profiler import profiler_handler
+from serving.grpc_api.wire import service_handler
 from serving.options import OptionsError, ServerOptions
 from serving.request_limits import MemoryLimits, MemoryPool
 from serving.security.auth import TokenAuthenticator
@@ -107,13 +111,46 @@ def server_credentials(tls: TlsSettings) -> grpc.ServerCredentials:
     )
 
 
+class GrpcServer:
+    """The ``grpc.aio`` servers of one process, all serving the same services on ``--port``.
+
+    Why several: a ``grpc.aio`` server takes in one new call at a time -- it asks gRPC core
+    for the next call only once the event loop has handled the last one (grpc/grpc#43436 is
+    the upstream change) -- so a busy loop admits about one call per pass, each joins a batch
+    of its own and gRPC batches stay near one row. Servers bound to one port with
+    ``SO_REUSEPORT`` (gRPC's default on Linux) each have such a call waiting: the kernel
+    spreads connections over them, and one loop pass takes in a call from each. TF Serving's
+    C++ server needs none of this: it polls completion queues from many threads.
+    """
+
+    def __init__(self, servers: list[grpc.aio.Server]) -> None:
+        self.servers = servers
+
+    async def start(self) -> None:
+        for server in self.servers:
+            await server.start()
+
+    async def stop(self, grace: float | None) -> None:
+        await asyncio.gather(*(server.stop(grace) for server in self.servers))
+
+
+def listener_count(options: ServerOptions, arguments: Mapping[str, int | str]) -> int:
+    """How many servers share ``--port``: ``--grpc_listeners``, but one where several would
+    change what the user asked for -- ``--grpc_max_threads`` is each server's own cap, and
+    ``grpc.so_reuseport=0`` makes a second bind of the port fail -- or have nothing to share
+    (no TCP port)."""
+    if not options.port or options.grpc_max_threads or not arguments.get("grpc.so_reuseport", 1):
+        return 1
+    return options.grpc_listeners
+
+
 def build_grpc_server(
     service: Dataplane,
     options: ServerOptions,
     security: GrpcSecurity | None = None,
     health: ReadinessHealth | None = None,
     memory: MemoryPool | None = None,
-) -> grpc.aio.Server:
+) -> GrpcServer:
     """PredictionService, ModelService (and Health, ProfilerService) on the configured
     listeners, not started.
 
@@ -123,40 +160,46 @@ def build_grpc_server(
     memory = memory or MemoryPool(
         MemoryLimits(options.max_request_memory_bytes, options.max_total_request_memory_bytes)
     )
-    authenticator = security.authenticator
-    server = grpc.aio.server(
-        options=list(channel_options(options).items()),
-        maximum_concurrent_rpcs=options.grpc_max_threads or None,
-        interceptors=[TokenAuthInterceptor(authenticator)]
-        if authenticator is not None and authenticator.enabled
-        else None,
-    )
-    add_service(
-        server,
-        PredictionServicer(
-            service, options.enable_serialization_as_tensor_content, security.routing_header
+    handlers = [
+        service_handler(
+            PredictionServicer(
+                service, options.enable_serialization_as_tensor_content, security.routing_header
+            ),
+            protos.service("tensorflow.serving.PredictionService"),
+            memory,
         ),
-        protos.service("tensorflow.serving.PredictionService"),
-        memory,
-    )
-    add_service(
-        server,
-        ModelServicer(service),
-        protos.service("tensorflow.serving.ModelService"),
-        memory,
-    )
+        service_handler(
+            ModelServicer(service), protos.service("tensorflow.serving.ModelService"), memory
+        ),
+    ]
     if health is not None:
-        health.add_to_server(server, memory)
+        handlers.append(health.handler(memory))
     if options.enable_profiler:  # TF Serving's --enable_profiler, default true
-        add_profiler_service(server, memory)
-    if security.tls is not None:
-        credentials = server_credentials(security.tls)
-        add_port = functools.partial(server.add_secure_port, server_credentials=credentials)
-    else:
-        add_port = server.add_insecure_port
-    if options.port:
-        host = f"[{options.host}]" if ":" in options.host else options.host
-        add_port(f"{host}:{options.port}")
-    if options.grpc_socket_path:
-        add_port(f"unix:{options.grpc_socket_path}")
-    return server
+        handlers.append(profiler_handler(memory))
+    arguments = channel_options(options)
+    authenticator = security.authenticator
+    interceptors = (
+        [TokenAuthInterceptor(authenticator)]
+        if authenticator is not None and authenticator.enabled
+        else None
+    )
+    credentials = server_credentials(security.tls) if security.tls is not None else None
+    servers = []
+    for index in range(listener_count(options, arguments)):
+        server = grpc.aio.server(
+            options=list(arguments.items()),
+            maximum_concurrent_rpcs=options.grpc_max_threads or None,
+            interceptors=interceptors,
+        )
+        server.add_generic_rpc_handlers(handlers)
+        if credentials is not None:
+            add_port = functools.partial(server.add_secure_port, server_credentials=credentials)
+        else:
+            add_port = server.add_insecure_port
+        if options.port:
+            host = f"[{options.host}]" if ":" in options.host else options.host
+            add_port(f"{host}:{options.port}")
+        if options.grpc_socket_path and not index:  # a path binds once
+            add_port(f"unix:{options.grpc_socket_path}")
+        servers.append(server)
+    return GrpcServer(servers)

@@ -30,11 +30,11 @@ from serving.request_limits import MemoryPool
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
-def add_service(
-    server: grpc.aio.Server, servicer: object, service: ServiceDescriptor, memory: MemoryPool
-) -> None:
-    """Registers ``servicer``'s methods for every method of ``service`` (unary or server
-    streaming, as generated) on raw bytes."""
+def service_handler(
+    servicer: object, service: ServiceDescriptor, memory: MemoryPool
+) -> grpc.GenericRpcHandler:
+    """``servicer``'s methods for every method of ``service`` (unary or server streaming, as
+    generated) on raw bytes, to register on each of a process's gRPC servers."""
     handlers = {
         method.name: raw_handler(
             getattr(servicer, method.name),
@@ -45,9 +45,7 @@ def add_service(
         )
         for method in service.methods
     }
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
-    )
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
 def raw_handler(

@@ -16,8 +16,8 @@ batch threads: then the group keeps collecting until one of those answers, or fo
 round trip of that kind of call at most (:func:`hold_seconds`; then it joins the batch queue,
 where it would have waited for a batch thread anyway). A request arriving alone on an idle
 server is therefore sent at once, and under load the calls that would have queued one by one in
-the model process are handed over as one. (The gRPC front end receives one call per event-loop
-iteration; without that rule it would send one call at a time.)
+the model process are handed over as one. (The gRPC front end receives one call per listener
+per event-loop iteration, a few at most; without that rule it would send them a few at a time.)
 
 Only calls to batched versions are coalesced (the snapshot's ``coalesce_rows``: the version's
 ``max_batch_size``), never into more rows than that: an unbatched version runs each request

@@ -13,7 +13,7 @@ from serving.api.types import PredictResult, ResolvedSpec
 from serving.errors import Code, ServingError
 from serving.grpc_api import metadata_values, set_model_spec
 from serving.grpc_api.prediction_service import predict_response
-from serving.grpc_api.server import CONNECTION_DEFAULTS, channel_options
+from serving.grpc_api.server import CONNECTION_DEFAULTS, channel_options, listener_count
 from serving.grpc_api.wire import parse, raw_handler
 from serving.options import ServerOptions
 from serving.request_limits import MemoryLimits, MemoryPool
@@ -56,6 +56,22 @@ def test_connection_hygiene_defaults_and_user_overrides():
     assert tuned["grpc.max_connection_age_ms"] == 2000
     assert tuned["grpc.lb_policy_name"] == "grpclb"
     assert tuned["grpc.max_concurrent_streams"] == 100
+
+
+@pytest.mark.parametrize(
+    "flags, listeners",
+    [
+        ({}, 16),
+        ({"grpc_listeners": 3}, 3),
+        ({"grpc_max_threads": 4}, 1),  # its cap is each server's: kept exact with one
+        ({"grpc_channel_arguments": "grpc.so_reuseport=0"}, 1),  # a second bind would fail
+        ({"port": 0, "grpc_socket_path": "/tmp/s.sock"}, 1),  # a unix path binds once
+    ],
+    ids=["default", "flag", "max_threads", "no_reuseport", "unix_socket_only"],
+)
+def test_listener_count_falls_back_to_one_where_several_would_change_the_meaning(flags, listeners):
+    options = ServerOptions(**{"port": 8500, **flags})
+    assert listener_count(options, channel_options(options)) == listeners
 
 
 # ------------------------------------------------------------------------- Predict responses
