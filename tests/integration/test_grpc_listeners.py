@@ -24,9 +24,10 @@ from tests.support.server_process import ServerProcess, frontend_processes
 pytestmark = pytest.mark.integration
 
 LISTENERS = 4
-# Connections opened one after another: the kernel picks a listener for each by a hash of its
-# addresses, so 64 of them miss one of 4 listeners with a chance of 4 x (3/4)^64 < 1e-7.
-CONNECTIONS = 64
+# Connections opened one after another, per listener on the port: the kernel picks a listener
+# for each by a hash of its addresses, so 32 x k of them miss one of k listeners with a chance
+# below k x e^-32 (< 1e-13 for the 8 listeners of two front ends).
+CONNECTIONS_PER_LISTENER = 32
 _LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp*
 
 
@@ -39,6 +40,10 @@ def listening_sockets(port: int) -> int:
             if fields[3] == _LISTEN and int(fields[1].rsplit(":", 1)[1], 16) == port:
                 count += 1
     return count
+
+
+def listeners() -> int:
+    return LISTENERS * max(1, frontend_processes())  # front ends bind, the model process not
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +63,7 @@ def server(tmp_path_factory) -> Iterator[ServerProcess]:
 
 
 def test_each_serving_process_binds_the_grpc_port_once_per_listener(server):
-    expected = LISTENERS * max(1, frontend_processes())  # front ends bind, the model process not
+    expected = listeners()
     server.wait_for(lambda: listening_sockets(server.grpc_port) >= expected)
     assert listening_sockets(server.grpc_port) == expected
 
@@ -69,7 +74,7 @@ def test_every_listener_answers_every_service(server):
     request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([1.0, 2.0], np.float32)))
     status_request = get_model_status_pb2.GetModelStatusRequest()
     status_request.model_spec.name = "half_plus_two"
-    for _ in range(CONNECTIONS):
+    for _ in range(CONNECTIONS_PER_LISTENER * listeners()):
         # A local subchannel pool: a connection of its own, not one shared with earlier channels.
         with grpc.insecure_channel(
             f"127.0.0.1:{server.grpc_port}", options=[("grpc.use_local_subchannel_pool", 1)]
