@@ -9,9 +9,10 @@ benchmark reads each one's CPU time (``utime + stime`` in ``/proc/<pid>/stat``) 
 a measured run and divides by the requests served, and reads resident memory (``VmRSS`` in
 ``/proc/<pid>/status``; ``Pss`` from ``smaps_rollup``, which splits pages the processes share).
 Children are found through ``/proc/<pid>/task/*/children`` (every thread's children, as a
-forked child's parent may be any thread), recursively. For the restart figures it also tells
-which TCP ports a process listens on: the socket inodes among its ``/proc/<pid>/fd`` links that
-``/proc/net/tcp`` and ``tcp6`` list in the LISTEN state.
+forked child's parent may be any thread), recursively. For the restart figures (and the gRPC
+listener test) it also tells which TCP ports a process listens on, and on how many sockets: the
+socket inodes among its ``/proc/<pid>/fd`` links that ``/proc/net/tcp`` and ``tcp6`` list in the
+LISTEN state.
 """
 
 from __future__ import annotations
@@ -99,14 +100,14 @@ def socket_inodes(pid: int, proc: Path = PROC) -> set[int]:
     return found
 
 
-def listening_ports(pid: int, ports: set[int], proc: Path = PROC) -> set[int]:
-    """Which of ``ports`` ``pid`` holds a LISTEN socket on. Sockets shared with
-    ``SO_REUSEPORT`` are each their own line in /proc/net/tcp{,6}, with their own inode, so this
-    tells the listeners of one port apart."""
+def _listen_sockets(pid: int, proc: Path) -> list[int]:
+    """The port of each LISTEN socket ``pid`` holds. Sockets shared with ``SO_REUSEPORT`` are
+    each their own line in /proc/net/tcp{,6}, with their own inode, so this tells the listeners
+    of one port apart."""
     inodes = socket_inodes(pid, proc)
     if not inodes:
-        return set()
-    found = set()
+        return []
+    found = []
     for table in ("tcp", "tcp6"):
         try:
             lines = (proc / "net" / table).read_text().splitlines()[1:]
@@ -114,10 +115,20 @@ def listening_ports(pid: int, ports: set[int], proc: Path = PROC) -> set[int]:
             continue
         for line in lines:
             fields = line.split()
-            port = int(fields[1].rsplit(":", 1)[1], 16)
-            if fields[3] == TCP_LISTEN and port in ports and int(fields[9]) in inodes:
-                found.add(port)
+            if fields[3] == TCP_LISTEN and int(fields[9]) in inodes:
+                found.append(int(fields[1].rsplit(":", 1)[1], 16))
     return found
+
+
+def listening_ports(pid: int, ports: set[int], proc: Path = PROC) -> set[int]:
+    """Which of ``ports`` ``pid`` holds a LISTEN socket on."""
+    return ports.intersection(_listen_sockets(pid, proc))
+
+
+def listening_sockets(pid: int, port: int, proc: Path = PROC) -> int:
+    """How many LISTEN sockets on ``port`` ``pid`` holds (one per gRPC server sharing it,
+    ``--grpc_listeners``)."""
+    return _listen_sockets(pid, proc).count(port)
 
 
 def children(pid: int, proc: Path = PROC) -> list[int]:

@@ -184,6 +184,7 @@ def build_grpc_server(
         else None
     )
     credentials = server_credentials(security.tls) if security.tls is not None else None
+    host = f"[{options.host}]" if ":" in options.host else options.host
     servers = []
     for index in range(listener_count(options, arguments)):
         server = grpc.aio.server(
@@ -197,7 +198,6 @@ def build_grpc_server(
         else:
             add_port = server.add_insecure_port
         if options.port:
-            host = f"[{options.host}]" if ":" in options.host else options.host
             add_port(f"{host}:{options.port}")
         if options.grpc_socket_path and not index:  # a path binds once
             add_port(f"unix:{options.grpc_socket_path}")

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -18,6 +17,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from benchmarks import process_tree
 from tests.support.models import write_half_plus_two
 from tests.support.server_process import ServerProcess, frontend_processes
 
@@ -28,22 +28,22 @@ LISTENERS = 4
 # for each by a hash of its addresses, so 32 x k of them miss one of k listeners with a chance
 # below k x e^-32 (< 1e-13 for the 8 listeners of two front ends).
 CONNECTIONS_PER_LISTENER = 32
-_LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp*
 
 
-def listening_sockets(port: int) -> int:
-    """Sockets listening on ``port`` on this host (IPv4 and IPv6 tables)."""
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == _LISTEN and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                count += 1
-    return count
+def serving_processes() -> int:
+    """The processes that bind the ports: the server, or each front end (not the model
+    process, nor the spare)."""
+    return max(1, frontend_processes())
 
 
-def listeners() -> int:
-    return LISTENERS * max(1, frontend_processes())  # front ends bind, the model process not
+def sockets_per_process(server: ServerProcess) -> list[int]:
+    """How many sockets listen on the gRPC port in each of the server's processes that has
+    any."""
+    counts = (
+        process_tree.listening_sockets(pid, server.grpc_port)
+        for pid in process_tree.descendants(server.process.pid)
+    )
+    return [count for count in counts if count]
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +63,8 @@ def server(tmp_path_factory) -> Iterator[ServerProcess]:
 
 
 def test_each_serving_process_binds_the_grpc_port_once_per_listener(server):
-    expected = listeners()
-    server.wait_for(lambda: listening_sockets(server.grpc_port) >= expected)
-    assert listening_sockets(server.grpc_port) == expected
+    server.wait_for(lambda: len(sockets_per_process(server)) >= serving_processes())
+    assert sockets_per_process(server) == [LISTENERS] * serving_processes()
 
 
 def test_every_listener_answers_every_service(server):
@@ -74,7 +73,7 @@ def test_every_listener_answers_every_service(server):
     request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([1.0, 2.0], np.float32)))
     status_request = get_model_status_pb2.GetModelStatusRequest()
     status_request.model_spec.name = "half_plus_two"
-    for _ in range(CONNECTIONS_PER_LISTENER * listeners()):
+    for _ in range(CONNECTIONS_PER_LISTENER * LISTENERS * serving_processes()):
         # A local subchannel pool: a connection of its own, not one shared with earlier channels.
         with grpc.insecure_channel(
             f"127.0.0.1:{server.grpc_port}", options=[("grpc.use_local_subchannel_pool", 1)]

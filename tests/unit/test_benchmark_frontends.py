@@ -239,6 +239,7 @@ def test_listening_ports_are_this_processs_listen_sockets_only(tmp_path: Path):
     )
     assert process_tree.socket_inodes(7, proc=tmp_path) == {100, 101, 102}
     assert process_tree.listening_ports(7, {8500, 8501}, proc=tmp_path) == {8500, 8501}
+    assert process_tree.listening_sockets(7, 8501, proc=tmp_path) == 1  # 200 is not pid 7's
     (tmp_path / "net" / "tcp6").unlink()  # no IPv6: only the IPv4 table counts
     assert process_tree.listening_ports(7, {8500, 8501}, proc=tmp_path) == {8500}
 
@@ -250,6 +251,19 @@ def test_listening_ports_sees_a_real_socket_once_it_listens():
         assert process_tree.listening_ports(os.getpid(), {port}) == set()  # bound, not listening
         sock.listen(1)
         assert process_tree.listening_ports(os.getpid(), {port}) == {port}
+
+
+def test_listening_sockets_counts_each_listener_sharing_a_port():
+    with socket.socket() as first, socket.socket() as second:
+        for sock in (first, second):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        first.bind(("127.0.0.1", 0))
+        port = first.getsockname()[1]
+        second.bind(("127.0.0.1", port))
+        first.listen(1)
+        assert process_tree.listening_sockets(os.getpid(), port) == 1
+        second.listen(1)
+        assert process_tree.listening_sockets(os.getpid(), port) == 2
 
 
 def test_requests_are_sorted_by_where_they_fell_around_the_kill():
