@@ -36,6 +36,7 @@ import numpy as np
 from benchmarks import models, payloads
 from benchmarks.prometheus import batching_totals, prometheus_values
 from benchmarks.report import main as report_main
+from serving.options import ServerOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "work"
@@ -400,7 +401,10 @@ def build_servers(
                         "gRPC", f"http://127.0.0.1:{grpc_port}{TF_PREDICT}", bodies["tf_grpc"]
                     ),
                 ],
-                settings="uvicorn+httptools / grpc.aio on uvloop (as the server); parse, no model",
+                settings=(
+                    "uvicorn+httptools / grpc.aio on uvloop (as the server, with as many gRPC "
+                    f"listeners: {ServerOptions().grpc_listeners}); parse, no model"
+                ),
             )
         )
     tools = venv_python("tools")
