@@ -115,6 +115,8 @@ class Point:
     notes: list[str] = field(default_factory=list)
     # ours: the server's own mean request_latency and runtime_latency (ms) over the run
     server_ms: dict[str, float] | None = None
+    # ours with front ends: each one's share of the front ends' CPU, largest first
+    frontend_shares: list[float] = field(default_factory=list)
 
 
 # The server's own latency metrics: request_latency is taken where a call is received and
@@ -249,6 +251,7 @@ def point(
         process_tree.counts(cpu_after),
         notes,
         mean_latency_ms(latency_before, latency_after),
+        process_tree.shares(cpu_before, cpu_after, "frontend"),
     )
     print(
         f"    {endpoint.protocol:4} c={concurrency:<3} {row.rps:8.0f} req/s  "

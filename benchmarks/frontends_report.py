@@ -65,6 +65,14 @@ def _rate(value: float) -> str:
     return "∞" if math.isinf(value) else f"{value / 1000:.1f}k"
 
 
+def _split(point: dict | None) -> str:
+    """How the front ends shared the work ("—" for fewer than two): ``SO_REUSEPORT`` places
+    each client connection on one of them, so h2load's four gRPC connections may land 2/2, 3/1
+    or 4/0 from one run to the next."""
+    shares = (point or {}).get("frontend_shares") or []
+    return "/".join(f"{share:.0%}" for share in shares) if len(shares) > 1 else "—"
+
+
 def _ours(points: list[dict]) -> list[dict]:
     return [p for p in points if p["frontends"] is not None]
 
@@ -72,8 +80,9 @@ def _ours(points: list[dict]) -> list[dict]:
 def scaling_table(points: list[dict], concurrency: list[int]) -> list[str]:
     lines = [
         "| server | protocol | c | req/s | vs N=0 | p50 ms | p99 ms | errors | rows/model call "
-        "| model µs/req | front ends µs/req | parent+other µs/req | total µs/req | busy before |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model µs/req | front ends µs/req | parent+other µs/req | total µs/req "
+        "| front ends' CPU split | busy before |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for point in _ours(points):
         if point["concurrency"] not in concurrency:
@@ -96,7 +105,7 @@ def scaling_table(points: list[dict], concurrency: list[int]) -> list[str]:
             f"| {point['rps']:.0f} | {ratio} | {point['p50_ms']:.2f} | {point['p99_ms']:.2f} "
             f"| {point['errors']} | {batch} | {_us(cost.get('model'))} "
             f"| {_us(cost.get('frontend'))} | {_us(other)} | {_us(sum(cost.values()) if cost else None)} "  # noqa: E501
-            f"| {point['busy_before']:.0%} |"
+            f"| {_split(point)} | {point['busy_before']:.0%} |"
         )
     return lines
 
@@ -416,9 +425,13 @@ def targets(report: dict) -> list[str]:
     hop_c = settings["hop_concurrency"]
     lines = ["| target | goal | measured |", "|---|---|---|"]
     for protocol in ("REST", "gRPC"):
+        two = _find(points, frontends=2, protocol=protocol, concurrency=c)
+        split = _split(two)
         lines.append(
             f"| scaling, {protocol} c={c}: N=2 / N=0 (server on 2 cores) | ≥ 1.5x | "
-            f"{_ratio(_find(points, frontends=2, protocol=protocol, concurrency=c), _find(points, frontends=0, protocol=protocol, concurrency=c))} |"  # noqa: E501
+            f"{_ratio(two, _find(points, frontends=0, protocol=protocol, concurrency=c))}"
+            + (f"; front ends' CPU split {split}" if split != "—" else "")
+            + " |"
         )
     for point in _ours(points):
         cost = point["cpu_us_per_request"] or {}

@@ -204,6 +204,17 @@ def cpu_by_role(
     return used, notes
 
 
+def shares(before: list[ProcessSample], after: list[ProcessSample], role: str) -> list[float]:
+    """Each process of ``role`` alive through both samples: its share of their CPU between
+    them, largest first. For front ends this shows how the kernel placed the clients'
+    connections (``SO_REUSEPORT`` hashes each one to a listener: a few connections can all land
+    on one front end); empty when they used no CPU."""
+    earlier = {s.pid: s.cpu_seconds for s in before if s.role == role}
+    used = [s.cpu_seconds - earlier[s.pid] for s in after if s.role == role and s.pid in earlier]
+    total = sum(used)
+    return sorted((u / total for u in used), reverse=True) if total > 0 else []
+
+
 def counts(samples: list[ProcessSample]) -> dict[str, int]:
     found: dict[str, int] = {}
     for s in samples:

@@ -403,7 +403,9 @@ def build_servers(
                 ],
                 settings=(
                     "uvicorn+httptools / grpc.aio on uvloop (as the server, with as many gRPC "
-                    f"listeners: {ServerOptions().grpc_listeners}); parse, no model"
+                    f"listeners: {ServerOptions().grpc_listeners}, and its poller thread "
+                    f"SCHED_BATCH: {ServerOptions().grpc_poller_batch_scheduling}); parse, no "
+                    "model"
                 ),
             )
         )

@@ -51,6 +51,7 @@ class ServerOptions:
     grpc_channel_arguments: str = ""
     grpc_max_threads: int = 0
     grpc_listeners: int = 16
+    grpc_poller_batch_scheduling: bool = True
     model_name: str = "default"
     model_base_path: str = ""
     model_config_file: str = ""
@@ -131,6 +132,9 @@ _HELP = {
     "servers take in more calls at once and gRPC batches grow; 1 with --grpc_max_threads "
     "(its cap is per server) or grpc.so_reuseport=0 (tfx-model-server only; see "
     "docs/serving.md)",
+    "grpc_poller_batch_scheduling": "run grpc.aio's completion-queue poller thread as "
+    "SCHED_BATCH, so its wake-ups wait for the event loop to block instead of preempting it "
+    "(more gRPC calls per loop pass on a busy core; tfx-model-server only; see docs/serving.md)",
     "rest_api_port": "HTTP/REST port (0 disables REST)",
     "rest_api_num_threads": "threads running model calls (default 4 x CPUs)",
     "rest_api_timeout_in_ms": "deadline for REST predict/classify/regress (HTTP 504 past it)",

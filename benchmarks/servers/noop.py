@@ -3,7 +3,8 @@ stack (uvicorn + httptools and grpc.aio on the server's event loop, uvloop), doi
 server does per request except the model call: parse the request into numpy, build a
 10-float response. No server on this stack can answer faster than this one. Its gRPC port has
 as many ``grpc.aio`` servers as ours has by default (``--grpc_listeners``; each takes in calls on
-its own), so the ceiling has the same way in.
+its own) and grpc.aio's poller thread scheduled as ours by default
+(``--grpc_poller_batch_scheduling``), so the ceiling has the same way in.
 
     python -m benchmarks.servers.noop REST_PORT GRPC_PORT
 """
@@ -20,6 +21,7 @@ from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from serving.event_loop import run_event_loop
+from serving.grpc_api.completion_poller import batch_schedule_poller
 from serving.options import ServerOptions
 
 _OUTPUT = np.zeros((1, 10), np.float32)
@@ -67,6 +69,8 @@ async def main(rest_port: int, grpc_port: int) -> None:
         server.add_insecure_port(f"127.0.0.1:{grpc_port}")
         await server.start()
         servers.append(server)
+    if ServerOptions().grpc_poller_batch_scheduling:
+        batch_schedule_poller()
     config = uvicorn.Config(
         rest_app,
         host="127.0.0.1",

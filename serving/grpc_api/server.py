@@ -21,6 +21,8 @@ Flag mapping:
   (``--max_queued_requests``).
 * ``--grpc_listeners`` (ours; default 16): how many ``grpc.aio`` servers share ``--port`` in
   each process (:class:`GrpcServer` says why).
+* ``--grpc_poller_batch_scheduling`` (ours; default true): grpc.aio's poller thread runs as
+  ``SCHED_BATCH`` (``serving.grpc_api.completion_poller`` says why).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from serving import protos
 from serving.api.types import Dataplane
 from serving.core.traffic_split import DEFAULT_ROUTING_HEADER
 from serving.grpc_api.auth import TokenAuthInterceptor
+from serving.grpc_api.completion_poller import batch_schedule_poller
 from serving.grpc_api.health import ReadinessHealth
 from serving.grpc_api.model_service import ModelServicer
 from serving.grpc_api.prediction_service import PredictionServicer
@@ -123,12 +126,15 @@ class GrpcServer:
     C++ server needs none of this: it polls completion queues from many threads.
     """
 
-    def __init__(self, servers: list[grpc.aio.Server]) -> None:
+    def __init__(self, servers: list[grpc.aio.Server], batch_poller: bool = True) -> None:
         self.servers = servers
+        self._batch_poller = batch_poller
 
     async def start(self) -> None:
         for server in self.servers:
             await server.start()
+        if self._batch_poller:  # the thread exists once a grpc.aio server does
+            batch_schedule_poller()
 
     async def stop(self, grace: float | None) -> None:
         await asyncio.gather(*(server.stop(grace) for server in self.servers))
@@ -202,4 +208,4 @@ def build_grpc_server(
         if options.grpc_socket_path and not index:  # a path binds once
             add_port(f"unix:{options.grpc_socket_path}")
         servers.append(server)
-    return GrpcServer(servers)
+    return GrpcServer(servers, options.grpc_poller_batch_scheduling)

@@ -24,6 +24,7 @@ from benchmarks.frontends_report import (
     restart_table,
     restart_targets,
     single_targets,
+    targets,
 )
 from benchmarks.model_capacity import model_socket
 from serving.multiproc.protocol import MODEL_SOCKET_ENV
@@ -138,6 +139,53 @@ def test_cpu_by_role_sums_deltas_and_notes_restarted_processes():
     assert notes == [
         "frontend pid 4 started during the run",
         "frontend pid 3 ended during the run (its CPU is not counted)",
+    ]
+
+
+def test_front_end_shares_are_of_the_front_ends_alive_through_the_run_largest_first():
+    before = [_sample(2, "model", 5.0), _sample(3, "frontend", 2.0), _sample(4, "frontend", 1.0)]
+    after = [
+        _sample(2, "model", 9.0),
+        _sample(3, "frontend", 2.5),  # 0.5 s
+        _sample(4, "frontend", 2.5),  # 1.5 s
+        _sample(5, "frontend", 3.0),  # started during the run: not comparable
+    ]
+    assert process_tree.shares(before, after, "frontend") == [0.75, 0.25]
+    assert process_tree.shares(before, before, "frontend") == []
+
+
+def _scaling_point(frontends: int, protocol: str, rps: float, shares: list[float]) -> dict:
+    return {
+        "server": f"ours N={frontends}",
+        "frontends": frontends,
+        "protocol": protocol,
+        "concurrency": 64,
+        "rps": rps,
+        "p50_ms": 1.0,
+        "cpu_us_per_request": None,
+        "frontend_shares": shares,
+    }
+
+
+def test_the_scaling_target_says_how_the_front_ends_shared_the_connections():
+    report = {
+        "points": [
+            _scaling_point(0, "gRPC", 3000.0, []),
+            _scaling_point(2, "gRPC", 3300.0, [0.97, 0.03]),
+        ],
+        "settings": {
+            "concurrency": [64],
+            "hop_concurrency": 1,
+            "memory_frontends": 0,
+            "single_concurrency": [],
+        },
+        "memory": [],
+        "single": [],
+    }
+    rows = [row for row in targets(report) if row.startswith("| scaling, gRPC")]
+    assert rows == [
+        "| scaling, gRPC c=64: N=2 / N=0 (server on 2 cores) | ≥ 1.5x | "
+        "1.10x (3300 / 3000 req/s); front ends' CPU split 97%/3% |"
     ]
 
 
