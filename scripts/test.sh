@@ -116,7 +116,7 @@ done
 # The TFX stack's run (23 of the 36 minutes the three take one after another on a 2-core
 # machine) goes alongside the other two when there is a second CPU: its tests spend much of
 # their time waiting on servers, pipelines, databases and containers. On that machine the whole
-# run took 26-27 minutes instead of 39. Its output is held in a file and printed when it ends, so
+# run took 26-28 minutes instead of 39. Its output is held in a file and printed when it ends, so
 # the logs do not interleave. TEST_CONCURRENT=0 runs the stacks one after another.
 if [[ "${TEST_CONCURRENT:-1}" != 0 && "$(nproc)" -ge 2 && ${#stacks[@]} -gt 1 && " ${stacks[*]} " == *" tfx "* ]]; then
   echo "test.sh: the tfx stack runs alongside the others; its log follows theirs" >&2
