@@ -43,13 +43,12 @@ def poller_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.endswith(suffix) and t.native_id]
 
 
-def batch_schedule_poller() -> list[int]:
-    """Puts grpc.aio's poller thread(s) under ``SCHED_BATCH``; returns their thread ids (none
-    where the policy or the thread does not exist: the poller then keeps the normal policy,
-    which costs throughput, not correctness)."""
+def batch_schedule_poller() -> None:
+    """Puts grpc.aio's poller thread(s) under ``SCHED_BATCH``. Where the policy or the thread
+    does not exist the poller keeps the normal policy, which costs throughput, not correctness."""
     policy = getattr(os, "SCHED_BATCH", None)
     if policy is None:
-        return []
+        return
     threads = poller_threads()
     if not threads:
         log.info(
@@ -57,13 +56,8 @@ def batch_schedule_poller() -> list[int]:
             "it keeps the normal scheduling policy",
             POLLER_TARGET,
         )
-        return []
-    done = []
     for thread in threads:
         try:
             os.sched_setscheduler(thread.native_id, policy, os.sched_param(0))
         except OSError as exc:  # e.g. a seccomp profile that forbids it
             log.info("Could not make grpc.aio's poller thread SCHED_BATCH: %s", exc)
-            continue
-        done.append(thread.native_id)
-    return done
