@@ -55,7 +55,7 @@ from statistics import median
 from urllib.parse import urlsplit
 
 from benchmarks import models, paced_load, process_tree
-from benchmarks.frontends_report import SINGLE_TIMEOUTS, kinds
+from benchmarks.frontends_report import SINGLE_TIMEOUTS, feeders, kinds
 from benchmarks.frontends_report import main as report_main
 from benchmarks.prometheus import prometheus_values
 from benchmarks.run import (
@@ -330,10 +330,13 @@ def bench_capacity(
             f"--model={model}",
             f"--input-shape={','.join(map(str, models.INPUT_SHAPES[model]))}",
             f"--concurrency={','.join(map(str, args.capacity_concurrency))}",
+            f"--frontends={args.capacity_frontends}",
+            f"--calls={args.capacity_calls}",
             f"--seconds={args.seconds}",
             f"--warmup={args.warmup}",
         ]  # fmt: skip
-        timeout = 120 + len(args.capacity_concurrency) * (args.seconds + args.warmup) * 2
+        points = len(args.capacity_concurrency) + bool(args.capacity_frontends)
+        timeout = 120 + points * (args.seconds + args.warmup) * 2
         out = subprocess.run(
             command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
             capture_output=True, text=True, timeout=timeout,
@@ -343,7 +346,7 @@ def bench_capacity(
                 row = {**json.loads(line), "busy_before": busy}
                 report["capacity"].append(row)
                 print(
-                    f"    c={row['concurrency']:<4} {row['rps']:8.0f} req/s  "
+                    f"    {feeders(row):<36} {row['rps']:8.0f} req/s  "
                     f"model {row['model_us_per_request']:6.1f} µs/req  "
                     f"calls/message {row['calls_per_message'] or 0:5.1f}  "
                     f"rows/model call {row['rows_per_model_call'] or 0:5.1f}",
@@ -730,6 +733,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--capacity-concurrency", default="1,8,32,128", help="callers feeding the model process"
     )
+    parser.add_argument(
+        "--capacity-frontends",
+        type=int,
+        default=8,
+        help="connections of the capacity point that keeps one message each in flight (0: none)",
+    )
+    parser.add_argument("--capacity-calls", type=int, default=8, help="calls per such message")
     parser.add_argument("--single-concurrency", default="32,128")
     parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2)
@@ -812,6 +822,8 @@ def main(argv: list[str] | None = None) -> int:
             "concurrency": args.concurrency,
             "hop_concurrency": args.hop_concurrency,
             "capacity_concurrency": args.capacity_concurrency,
+            "capacity_frontends": args.capacity_frontends,
+            "capacity_calls": args.capacity_calls,
             "single_concurrency": args.single_concurrency,
             "seconds": args.seconds,
             "warmup_seconds": args.warmup,

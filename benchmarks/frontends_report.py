@@ -143,19 +143,29 @@ def projection_table(points: list[dict], concurrency: int) -> list[str]:
 
 def capacity_table(rows: list[dict]) -> list[str]:
     lines = [
-        "| callers | req/s (load generator) | p50 ms | calls per message | rows per model call "
+        "| fed by | req/s (load generator) | p50 ms | calls per message | rows per model call "
         "| model µs/req | model process CPU | one model process at this cost | busy before |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         us = row["model_us_per_request"]
         lines.append(
-            f"| {row['concurrency']} | {row['rps']:.0f} | {row['p50_ms']:.2f} "
+            f"| {feeders(row)} | {row['rps']:.0f} | {row['p50_ms']:.2f} "
             f"| {_us(row['calls_per_message'])} | {_us(row['rows_per_model_call'])} "
             f"| {us:.1f} | {row['model_cpu_share']:.0%} | {_rate(1e6 / us if us else math.inf)} "
             f"req/s | {row['busy_before']:.0%} |"
         )
     return lines
+
+
+def feeders(row: dict) -> str:
+    """Who fed a capacity point: callers, or (``frontends``) connections that each kept one
+    message of several calls in flight, as busy front ends do (benchmarks.model_capacity)."""
+    frontends = row.get("frontends")
+    if frontends:
+        calls = row["concurrency"] // frontends
+        return f"{frontends} connections, one {calls}-call message each"
+    return f"{row['concurrency']} callers"
 
 
 def capacity_targets(rows: list[dict]) -> list[str]:
@@ -168,7 +178,7 @@ def capacity_targets(rows: list[dict]) -> list[str]:
         us = row["model_us_per_request"]
         calls = _us(row["calls_per_message"])
         lines.append(
-            f"| model process CPU per request, alone on a core, {row['concurrency']} callers "
+            f"| model process CPU per request, alone on a core, {feeders(row)} "
             f"| ≤ 25 µs at batch ≥ 8 (≥ 40k req/s) | {us:.1f} µs at batch {batch:.1f}, "
             f"{calls} calls per message: {_rate(1e6 / us)} req/s |"
         )
@@ -601,7 +611,10 @@ def markdown(report: dict) -> str:
             "model process for its core and its calls arrive as coalesced as one fast front "
             "end sends them. req/s is what the one-core load generator reached; *model "
             "process CPU* is the share of its core the model process used meanwhile, and the "
-            "last column is 10⁶ / its µs per request.",
+            "last column is 10⁶ / its µs per request. The *connections* row keeps one message "
+            "of several calls in flight on each of several connections, as that many busy "
+            "front ends do: their messages meet in the batch queue (rows per model call), "
+            "where one caller's messages one at a time each find the model process idle.",
             "",
             *capacity_table(report["capacity"]),
         ]

@@ -14,6 +14,15 @@ the calls it decoded. Per point: requests/s (bounded by this one-core load gener
 model process), the model process's CPU per request (``utime + stime`` from ``/proc``), calls
 per message, and rows per model call from the server's batching metrics.
 
+With ``--frontends K``, the points are followed by one where K connections each keep one
+message of ``--calls`` one-row calls in flight at all times: what K front ends under load send,
+each holding one coalesced call in flight (``serving.multiproc.coalesce``), sent by the same
+client code without the callers in front of it. Their messages meet in the batch queue, so rows
+per model call grow to about K times the calls, as they do behind K busy front ends; one
+connection's message at a time is the other extreme, where every message finds the model process
+idle and its caches cold (docs/process-model.md). ``model_cpu_share`` says how busy the point
+kept the model process (this one-core load generator sends ~5k messages/s at most).
+
 Run by ``benchmarks.frontends`` (part ``capacity``), which starts the server and pins this
 process; by hand::
 
@@ -31,6 +40,8 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from statistics import median
 
@@ -41,10 +52,12 @@ from benchmarks import process_tree
 from benchmarks.prometheus import batching_totals
 from serving.api import request_context
 from serving.core.model_spec import ModelSpec
+from serving.multiproc import protocol as op
 from serving.multiproc.coalesce import PendingCall
 from serving.multiproc.protocol import MODEL_SOCKET_ENV, arena_bytes
 from serving.multiproc.remote import RemoteDataplane
 from serving.options import ServerOptions
+from serving.servables.signatures import find_signature
 
 
 class CountingDataplane(RemoteDataplane):
@@ -55,6 +68,36 @@ class CountingDataplane(RemoteDataplane):
     def _send_calls(self, msg: dict, calls: list[PendingCall]) -> asyncio.Future | None:
         self.messages += 1
         return super()._send_calls(msg, calls)
+
+    async def keep_one_message_in_flight(
+        self, model: str, inputs: dict, calls: int, deadline: float
+    ) -> list[float]:
+        """Sends ``calls`` one-row calls as one coalesced message, as soon as the last one is
+        answered, until ``deadline``; each message's latency. Each call's future gets its rows,
+        as the coalescer's callers do."""
+        guess = self._snapshot.guess(ModelSpec(model)) or await self._resolve(ModelSpec(model))
+        signature = find_signature(guess.signatures, "")
+        fields = {
+            "op": op.PREDICT,
+            "spec": op.spec_fields(ModelSpec(model)),
+            "fp": guess.fingerprint_of(signature),
+            "filter": [],
+            "timeout": 0,
+            "find": "predict",
+        }
+        loop = asyncio.get_running_loop()
+        latencies: list[float] = []
+        while time.perf_counter() < deadline:
+            group = [PendingCall(inputs, 1, 0, None, loop.create_future()) for _ in range(calls)]
+            started = time.perf_counter()
+            if self._send_calls(dict(fields), group) is None:
+                raise RuntimeError("the model process refused a message")
+            for call in group:
+                reply = await call.future
+                if "retry" in reply:
+                    raise RuntimeError("the model's signature changed during the benchmark")
+            latencies.append(time.perf_counter() - started)
+        return latencies
 
 
 def model_socket(pid: int) -> str:
@@ -98,34 +141,67 @@ async def measure(args: argparse.Namespace) -> None:
     # The benchmark's models take one float32 input "x" (benchmarks.models): built here from
     # its shape, so this process, like a front end, never imports TensorFlow.
     inputs = {"x": np.random.default_rng(1).random((1, *args.input_shape), dtype=np.float32)}
+    connections = [
+        CountingDataplane(model_socket(args.pid), arena, f"capacity-connection-{i}")
+        for i in range(args.frontends)
+    ]
+    for other in connections:
+        if not await other.connect(asyncio.Event()):
+            raise RuntimeError("could not connect to the model process")
     try:
         for concurrency in args.concurrency:
-            await _callers(dataplane, args.model, inputs, concurrency, args.warmup)
-            rows_before, model_calls_before = batching_totals(args.metrics)
-            messages_before = dataplane.messages
-            cpu_before = process_tree.cpu_seconds(args.pid)
-            started = time.perf_counter()
-            latencies = await _callers(dataplane, args.model, inputs, concurrency, args.seconds)
-            elapsed = time.perf_counter() - started
-            cpu = process_tree.cpu_seconds(args.pid) - cpu_before
-            messages = dataplane.messages - messages_before
-            rows_after, model_calls_after = batching_totals(args.metrics)
-            requests = len(latencies)
-            model_calls = model_calls_after - model_calls_before
-            rows = rows_after - rows_before
-            point = {
-                "concurrency": concurrency,
-                "requests": requests,
-                "rps": requests / elapsed,
-                "p50_ms": median(latencies) * 1000,
-                "model_us_per_request": cpu * 1e6 / requests,
-                "model_cpu_share": cpu / elapsed,
-                "calls_per_message": requests / messages if messages else None,
-                "rows_per_model_call": rows / model_calls if model_calls else None,
-            }
-            print(json.dumps(point), flush=True)
+            load = partial(_callers, dataplane, args.model, inputs, concurrency)
+            await load(args.warmup)
+            point = await _point(args, load, [dataplane], requests_per_latency=1)
+            print(json.dumps({"concurrency": concurrency, **point}), flush=True)
+        if connections:
+            load = partial(_one_message_each, connections, args.model, inputs, args.calls)
+            await load(args.warmup)
+            point = await _point(args, load, connections, requests_per_latency=args.calls)
+            fed_by = {"concurrency": args.frontends * args.calls, "frontends": args.frontends}
+            print(json.dumps({**fed_by, **point}), flush=True)
     finally:
-        dataplane.close()
+        for each in (dataplane, *connections):
+            each.close()
+
+
+async def _one_message_each(
+    dataplanes: list[CountingDataplane], model: str, inputs: dict, calls: int, seconds: float
+) -> list[float]:
+    """Every connection keeps one message in flight; the messages' latencies."""
+    deadline = time.perf_counter() + seconds
+    streams = [d.keep_one_message_in_flight(model, inputs, calls, deadline) for d in dataplanes]
+    return [latency for stream in await asyncio.gather(*streams) for latency in stream]
+
+
+async def _point(
+    args: argparse.Namespace,
+    load: Callable[[float], Awaitable[list[float]]],
+    dataplanes: list[CountingDataplane],
+    requests_per_latency: int,
+) -> dict:
+    """One measured run of ``load``: the model process's CPU per request and the rest."""
+    rows_before, model_calls_before = batching_totals(args.metrics)
+    messages_before = sum(d.messages for d in dataplanes)
+    cpu_before = process_tree.cpu_seconds(args.pid)
+    started = time.perf_counter()
+    latencies = await load(args.seconds)
+    elapsed = time.perf_counter() - started
+    cpu = process_tree.cpu_seconds(args.pid) - cpu_before
+    messages = sum(d.messages for d in dataplanes) - messages_before
+    rows_after, model_calls_after = batching_totals(args.metrics)
+    requests = len(latencies) * requests_per_latency
+    model_calls = model_calls_after - model_calls_before
+    rows = rows_after - rows_before
+    return {
+        "requests": requests,
+        "rps": requests / elapsed,
+        "p50_ms": median(latencies) * 1000,
+        "model_us_per_request": cpu * 1e6 / requests,
+        "model_cpu_share": cpu / elapsed,
+        "calls_per_message": requests / messages if messages else None,
+        "rows_per_model_call": rows / model_calls if model_calls else None,
+    }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -137,6 +213,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", default="1,8,32,128")
     parser.add_argument("--seconds", type=float, default=6)
     parser.add_argument("--warmup", type=float, default=2)
+    parser.add_argument(
+        "--frontends",
+        type=int,
+        default=0,
+        help="connections that each keep one message in flight, for a last point (0: none)",
+    )
+    parser.add_argument("--calls", type=int, default=8, help="calls per such message")
     args = parser.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.input_shape = [int(d) for d in args.input_shape.split(",")]

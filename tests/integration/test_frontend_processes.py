@@ -14,6 +14,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -436,6 +438,34 @@ def test_calls_decoded_together_share_one_model_call_and_get_their_own_rows(mode
         after = (_metric(server, ok), _metric(server, inputs_seen))
         assert after[0] - before[0] == 16  # every caller is a request ...
         assert after[1] - before[1] == 16  # ... and an input of the batching, as in one process
+
+
+def test_the_capacity_benchmark_feeds_the_model_process_as_busy_front_ends_do(model_dir):
+    """benchmarks.model_capacity against a real model process: its callers' point, and the
+    point where each of its connections keeps one coalesced message in flight. Those messages
+    must reach the model process with the calls they carry, each message one batching entry
+    (how many meet in one model call depends on timing: not asserted)."""
+    (model_dir / "batching.txt").write_text(
+        "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 0 }\n"
+        "num_batch_threads { value: 1 }\n"
+    )
+    extra = ["--enable_batching", f"--batching_parameters_file={model_dir / 'batching.txt'}"]
+    with start(model_dir, frontends=1, extra=extra) as server:
+        model = next(pid for pid, role in all_serving(server, 1).items() if role == "model")
+        metrics = f"http://127.0.0.1:{server.rest_port}/monitoring/prometheus/metrics"
+        command = [
+            sys.executable, "-m", "benchmarks.model_capacity", f"--pid={model}",
+            f"--metrics={metrics}", "--model=half", "--input-shape=1", "--concurrency=2",
+            "--frontends=4", "--calls=4", "--seconds=1", "--warmup=0.5",
+        ]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    callers, connections = [json.loads(line) for line in done.stdout.splitlines()]
+    assert callers["concurrency"] == 2 and "frontends" not in callers
+    assert (connections["frontends"], connections["concurrency"]) == (4, 16)
+    assert connections["requests"] > 0 and connections["model_us_per_request"] > 0
+    assert connections["calls_per_message"] == 4.0
+    assert connections["rows_per_model_call"] >= 4.0
 
 
 def test_grpc_input_names_are_checked_before_any_tensor_is_parsed(model_dir):

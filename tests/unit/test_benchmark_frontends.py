@@ -407,8 +407,11 @@ def test_restart_rows_say_not_measured_without_restarts():
     assert rows[1].endswith("| not measured |")
 
 
-def _capacity_row(concurrency: int, us: float, calls: float | None, batch: float | None) -> dict:
+def _capacity_row(
+    concurrency: int, us: float, calls: float | None, batch: float | None, **extra
+) -> dict:
     return {
+        **extra,
         "concurrency": concurrency,
         "requests": 60_000,
         "rps": 10_000.0,
@@ -427,12 +430,16 @@ def test_capacity_targets_hold_only_the_points_at_batch_eight_or_more():
         _capacity_row(8, 20.0, 7.5, 8.0),
         _capacity_row(128, 12.5, 120.0, 126.0),
         _capacity_row(64, 30.0, None, None),  # no batching figures: not a batch ≥ 8
+        _capacity_row(64, 18.0, 8.0, 62.5, frontends=8),
     ]
     assert capacity_targets(rows) == [
         "| model process CPU per request, alone on a core, 8 callers | ≤ 25 µs at batch ≥ 8 "
         "(≥ 40k req/s) | 20.0 µs at batch 8.0, 7.5 calls per message: 50.0k req/s |",
         "| model process CPU per request, alone on a core, 128 callers | ≤ 25 µs at batch ≥ 8 "
         "(≥ 40k req/s) | 12.5 µs at batch 126.0, 120.0 calls per message: 80.0k req/s |",
+        "| model process CPU per request, alone on a core, 8 connections, one 8-call message each "
+        "| ≤ 25 µs at batch ≥ 8 (≥ 40k req/s) | 18.0 µs at batch 62.5, 8.0 calls per message: "
+        "55.6k req/s |",
     ]
 
 
@@ -480,7 +487,7 @@ def test_single_targets_name_each_batch_timeout_the_run_measured():
 def test_capacity_table_gives_what_one_model_process_serves_at_each_cost():
     table = capacity_table([_capacity_row(1, 80.0, 1.0, 1.0), _capacity_row(64, 0.0, 60.0, 60.0)])
     assert len(table) == 2 + 2
-    assert table[2] == "| 1 | 10000 | 1.25 | 1.0 | 1.0 | 80.0 | 80% | 12.5k req/s | 2% |"
+    assert table[2] == "| 1 callers | 10000 | 1.25 | 1.0 | 1.0 | 80.0 | 80% | 12.5k req/s | 2% |"
     assert table[3].endswith("| 0.0 | 0% | ∞ req/s | 2% |")  # below the clock tick: no bound
 
 
