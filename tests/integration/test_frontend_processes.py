@@ -382,6 +382,15 @@ def _metric(server: ServerProcess, prefix: str) -> float:
     )
 
 
+def _batching(model_dir: Path) -> list[str]:
+    """Flags for batching with one batch thread and no timeout (a batch runs when it can)."""
+    (model_dir / "batching.txt").write_text(
+        "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 0 }\n"
+        "num_batch_threads { value: 1 }\n"
+    )
+    return ["--enable_batching", f"--batching_parameters_file={model_dir / 'batching.txt'}"]
+
+
 def test_calls_decoded_together_share_one_model_call_and_get_their_own_rows(model_dir):
     """A front end's coalescing (``serving.multiproc.coalesce``) through the real model
     process: 16 predicts of 1-3 rows started together run their decode in one event-loop
@@ -389,12 +398,7 @@ def test_calls_decoded_together_share_one_model_call_and_get_their_own_rows(mode
     the server's model process as its front ends are -- so they leave as one message. Each
     caller gets exactly its own rows' outputs, and each counts as a request and as a batching
     input."""
-    (model_dir / "batching.txt").write_text(
-        "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 0 }\n"
-        "num_batch_threads { value: 1 }\n"
-    )
-    extra = ["--enable_batching", f"--batching_parameters_file={model_dir / 'batching.txt'}"]
-    with start(model_dir, frontends=1, extra=extra) as server:
+    with start(model_dir, frontends=1, extra=_batching(model_dir)) as server:
         frontend = next(pid for pid, role in all_serving(server, 1).items() if role == "frontend")
         environ = Path(f"/proc/{frontend}/environ").read_bytes().split(b"\0")
         socket_path = next(
@@ -445,12 +449,7 @@ def test_the_capacity_benchmark_feeds_the_model_process_as_busy_front_ends_do(mo
     point where each of its connections keeps one coalesced message in flight. Those messages
     must reach the model process with the calls they carry, each message one batching entry
     (how many meet in one model call depends on timing: not asserted)."""
-    (model_dir / "batching.txt").write_text(
-        "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 0 }\n"
-        "num_batch_threads { value: 1 }\n"
-    )
-    extra = ["--enable_batching", f"--batching_parameters_file={model_dir / 'batching.txt'}"]
-    with start(model_dir, frontends=1, extra=extra) as server:
+    with start(model_dir, frontends=1, extra=_batching(model_dir)) as server:
         model = next(pid for pid, role in all_serving(server, 1).items() if role == "model")
         metrics = f"http://127.0.0.1:{server.rest_port}/monitoring/prometheus/metrics"
         command = [
