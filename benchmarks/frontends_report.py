@@ -165,7 +165,8 @@ def feeders(row: dict) -> str:
     if frontends:
         calls = row["concurrency"] // frontends
         return f"{frontends} connections, one {calls}-call message each"
-    return f"{row['concurrency']} callers"
+    callers = row["concurrency"]
+    return f"{callers} caller{'s' if callers != 1 else ''}"
 
 
 def capacity_targets(rows: list[dict]) -> list[str]:

@@ -487,7 +487,7 @@ def test_single_targets_name_each_batch_timeout_the_run_measured():
 def test_capacity_table_gives_what_one_model_process_serves_at_each_cost():
     table = capacity_table([_capacity_row(1, 80.0, 1.0, 1.0), _capacity_row(64, 0.0, 60.0, 60.0)])
     assert len(table) == 2 + 2
-    assert table[2] == "| 1 callers | 10000 | 1.25 | 1.0 | 1.0 | 80.0 | 80% | 12.5k req/s | 2% |"
+    assert table[2] == "| 1 caller | 10000 | 1.25 | 1.0 | 1.0 | 80.0 | 80% | 12.5k req/s | 2% |"
     assert table[3].endswith("| 0.0 | 0% | ∞ req/s | 2% |")  # below the clock tick: no bound
 
 
