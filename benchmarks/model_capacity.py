@@ -21,7 +21,7 @@ client code without the callers in front of it. Their messages meet in the batch
 per model call grow to about K times the calls, as they do behind K busy front ends; one
 connection's message at a time is the other extreme, where every message finds the model process
 idle and its caches cold (docs/process-model.md). ``model_cpu_share`` says how busy the point
-kept the model process (this one-core load generator sends ~5k messages/s at most).
+kept the model process (this one-core load generator sent 3-5k messages/s on the 2-core VM).
 
 Run by ``benchmarks.frontends`` (part ``capacity``), which starts the server and pins this
 process; by hand::
@@ -76,6 +76,11 @@ class CountingDataplane(RemoteDataplane):
         answered, until ``deadline``; each message's latency. Each call's future gets its rows,
         as the coalescer's callers do."""
         guess = self._snapshot.guess(ModelSpec(model)) or await self._resolve(ModelSpec(model))
+        if guess.coalesce_rows < calls:
+            raise RuntimeError(
+                f"{model}'s front ends would not send {calls} calls as one message: serve it "
+                f"with --enable_batching, max_batch_size >= {calls} and no prediction log"
+            )
         signature = find_signature(guess.signatures, "")
         fields = {
             "op": op.PREDICT,

@@ -458,7 +458,15 @@ def test_the_capacity_benchmark_feeds_the_model_process_as_busy_front_ends_do(mo
             "--frontends=4", "--calls=4", "--seconds=1", "--warmup=0.5",
         ]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        # More calls per message than the version's max_batch_size: no front end would send
+        # them as one, so the driver refuses instead of measuring something no server sees.
+        refused = subprocess.run(
+            [*command[:-3], "--calls=65", "--seconds=1", "--warmup=0.5"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
+    assert refused.returncode != 0
+    assert "would not send 65 calls as one message" in refused.stderr
     callers, connections = [json.loads(line) for line in done.stdout.splitlines()]
     assert callers["concurrency"] == 2 and "frontends" not in callers
     assert (connections["frontends"], connections["concurrency"]) == (4, 16)
