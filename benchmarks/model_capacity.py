@@ -52,10 +52,9 @@ from benchmarks import process_tree
 from benchmarks.prometheus import batching_totals
 from serving.api import request_context
 from serving.core.model_spec import ModelSpec
-from serving.multiproc import protocol as op
 from serving.multiproc.coalesce import PendingCall
 from serving.multiproc.protocol import MODEL_SOCKET_ENV, arena_bytes
-from serving.multiproc.remote import RemoteDataplane
+from serving.multiproc.remote import RemoteDataplane, predict_fields
 from serving.options import ServerOptions
 from serving.servables.signatures import find_signature
 
@@ -82,14 +81,7 @@ class CountingDataplane(RemoteDataplane):
                 f"with --enable_batching, max_batch_size >= {calls} and no prediction log"
             )
         signature = find_signature(guess.signatures, "")
-        fields = {
-            "op": op.PREDICT,
-            "spec": op.spec_fields(ModelSpec(model)),
-            "fp": guess.fingerprint_of(signature),
-            "filter": [],
-            "timeout": 0,
-            "find": "predict",
-        }
+        fields = predict_fields(ModelSpec(model), guess.fingerprint_of(signature))
         loop = asyncio.get_running_loop()
         latencies: list[float] = []
         while time.perf_counter() < deadline:

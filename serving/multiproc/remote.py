@@ -55,6 +55,26 @@ OBSERVE_FLUSH_SECONDS = 0.1
 _FINDER_NAMES = {find_signature: "predict", find_signature_rest: "rest"}
 
 
+def predict_fields(
+    spec: ModelSpec,
+    fingerprint: str,
+    output_filter: Sequence[str] = (),
+    timeout_ms: int = 0,
+    find: Callable[[Mapping[str, Any], str], Any] = find_signature,
+) -> dict[str, Any]:
+    """A predict message without its tensors: the one place its fields are named, for the
+    front end and for anything that speaks to the model process as one (the capacity
+    benchmark), so neither can drift from what ``serving.multiproc.host`` reads."""
+    return {
+        "op": op.PREDICT,
+        "spec": op.spec_fields(spec),
+        "fp": fingerprint,
+        "filter": list(output_filter),
+        "timeout": timeout_ms,
+        "find": _FINDER_NAMES.get(find, "predict"),
+    }
+
+
 class ForwardedMetrics:
     """The request figures a front end measures, sent to the model process in small batches,
     so ``/monitoring/prometheus/metrics`` shows whole-server figures whichever front end
@@ -380,14 +400,9 @@ class RemoteDataplane:
                 # request_count as the single-process server counts it.
                 self.metrics.record_request(spec.name, exc.code.name)
                 raise
-            fields = {
-                "op": op.PREDICT,
-                "spec": op.spec_fields(sent),
-                "fp": guess.fingerprint_of(signature),
-                "filter": list(output_filter),
-                "timeout": timeout_ms,
-                "find": _FINDER_NAMES.get(find, "predict"),
-            }
+            fields = predict_fields(
+                sent, guess.fingerprint_of(signature), output_filter, timeout_ms, find
+            )
             pending = None
             if guess.coalesce_rows:
                 rid = request_context.current.get()
