@@ -25,6 +25,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from benchmarks.hop_marks import calls, collect, entry, steps, tracing_env
 from serving.core.model_spec import ModelSpec
 from serving.multiproc.remote import RemoteDataplane
 from tests.support.models import write_half_plus_two, write_tf2_scale
@@ -473,6 +474,69 @@ def test_the_capacity_benchmark_feeds_the_model_process_as_busy_front_ends_do(mo
     assert connections["requests"] > 0 and connections["model_us_per_request"] > 0
     assert connections["calls_per_message"] == 4.0
     assert connections["rows_per_model_call"] >= 4.0
+
+
+@pytest.mark.parametrize(
+    ("frontends", "path"),
+    [
+        (
+            0,
+            [
+                "one process: InferenceService.predict",
+                "one process: BatchQueue.schedule",
+                "one process: SavedModelServable.run",
+                "one process: _resolve",
+                "one process: InferenceService.predict returns",
+            ],
+        ),
+        (
+            1,
+            [
+                "front end: RemoteDataplane.predict",
+                "front end: Coalescer._flush",
+                "front end: Channel._flush",
+                "model process: RpcServer._on_message",
+                "model process: SavedModelServable.run",
+                "model process: RpcServer._finished",
+                "front end: RpcClient._on_message",
+                "front end: RemoteDataplane.predict returns",
+            ],
+        ),
+    ],
+)
+def test_the_hop_stages_benchmark_marks_each_call_through_every_process(
+    model_dir, tmp_path, frontends, path
+):
+    """benchmarks.hop_stages' tracer in a real server: every call sent one at a time is found
+    from its entry to its return, through the model process when there are front ends, with
+    its stages in the order a call takes them."""
+    folder = tmp_path / "marks"
+    folder.mkdir()
+    extra = [*_batching(model_dir), f"--frontend_processes={frontends}"]
+    with ServerProcess(
+        [
+            "--model_name=half",
+            f"--model_base_path={model_dir / 'half'}",
+            f"--monitoring_config_file={model_dir / 'monitoring.txt'}",
+            *extra,
+        ],
+        grpc=True,
+        env=tracing_env(folder),
+    ) as server:
+        if frontends:
+            all_serving(server, frontends)
+        predict_grpc(server)  # the first call resolves the version: not timed
+        since = time.perf_counter_ns()
+        for _ in range(20):
+            assert predict_rest(server)[0] == 200
+        until = time.perf_counter_ns()
+        marks = collect(server.process.pid, folder, lambda: predict_rest(server))
+    found = calls(marks, entry(frontends), since, until)
+    assert len(found) == 20
+    result = steps(found)
+    stages = [result.rows[0][0]] + [row[1] for row in result.rows]
+    assert [stage for stage in stages if stage in path] == path
+    assert result.in_server_us > 0
 
 
 def test_grpc_input_names_are_checked_before_any_tensor_is_parsed(model_dir):
