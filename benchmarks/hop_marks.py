@@ -36,12 +36,19 @@ def tracing_env(folder: Path) -> dict[str, str]:
     return {"PYTHONPATH": f"{TRACER}{os.pathsep}{ROOT}", DIR_ENV: str(folder)}
 
 
-def collect(pid: int, folder: Path, poke: Callable[[], object]) -> list[Mark]:
-    """Every traced process of the server ``pid`` (itself with --frontend_processes=0, else
-    its model process and front ends) writes its marks; ``poke`` sends a call so that each
-    runs its signal handler promptly. Raises if a stage could not be wrapped."""
+def collect(pid: int, frontends: int, folder: Path, poke: Callable[[], object]) -> list[Mark]:
+    """Every traced process of the server ``pid`` writes its marks: the server itself at
+    ``frontends`` = 0, else its model process and front ends (never the supervisor, which
+    has no handler: the signal would end it). ``poke`` sends a call so that each runs its
+    signal handler promptly. Raises if a stage could not be wrapped."""
     tree = process_tree.sample(pid)
-    traced = [s.pid for s in tree if s.role in ("model", "frontend")] or [pid]
+    traced = [s.pid for s in tree if s.role in ("model", "frontend")] if frontends else [pid]
+    if len(traced) != (1 + frontends if frontends else 1):
+        raise RuntimeError(f"expected a model process and {frontends} front ends under {pid}")
+    setting = f"{DIR_ENV}={folder}".encode()
+    for target in traced:  # a process started without the tracer would die of the signal
+        if setting not in Path(f"/proc/{target}/environ").read_bytes().split(b"\0"):
+            raise RuntimeError(f"pid {target} was not started with tracing_env({folder})")
     for old in folder.glob("*.tsv"):
         old.unlink()
     for target in traced:
@@ -51,7 +58,7 @@ def collect(pid: int, folder: Path, poke: Callable[[], object]) -> list[Mark]:
         if time.monotonic() > deadline:
             raise RuntimeError(
                 f"{len(files)} of {len(traced)} processes wrote their marks in "
-                f"{COLLECT_TIMEOUT_S:.0f} s: was the server started with tracing_env()?"
+                f"{COLLECT_TIMEOUT_S:.0f} s"
             )
         poke()
         time.sleep(0.2)
@@ -59,6 +66,8 @@ def collect(pid: int, folder: Path, poke: Callable[[], object]) -> list[Mark]:
 
 
 def read_marks(files: Iterable[Path]) -> list[Mark]:
+    """The marks of several processes in one order (one clock for all of them), each named
+    after the part of the server that made it."""
     marks: list[Mark] = []
     missing: list[str] = []
     for path in files:
@@ -79,17 +88,17 @@ def read_marks(files: Iterable[Path]) -> list[Mark]:
     return marks
 
 
-def calls(marks: list[Mark], entry: str, since: int, until: int) -> list[list[Mark]]:
-    """The marks of each call that entered (``entry``) and returned between ``since`` and
-    ``until``, from its entry to its return; other marks in between stay in (a call that had
-    company takes a path of its own in :func:`steps`)."""
-    returned = entry + " returns"
+def calls(marks: list[Mark], first: str, since: int, until: int) -> list[list[Mark]]:
+    """The marks of each call that entered (mark ``first``, see :func:`entry`) and returned
+    between ``since`` and ``until``, from its entry to its return; other marks in between stay
+    in (a call that had company takes a path of its own in :func:`steps`)."""
+    returned = first + " returns"
     found: list[list[Mark]] = []
     current: list[Mark] | None = None
     for ns, stage in marks:
         if ns < since or ns > until:
             continue
-        if stage == entry:
+        if stage == first:
             current = [(ns, stage)]
         elif current is not None:
             current.append((ns, stage))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 from benchmarks import models
@@ -49,7 +50,8 @@ def measure(n: int, model: str, base: str, bodies: dict, args: argparse.Namespac
                 since = time.perf_counter_ns()
                 run = RUNNERS[endpoint.protocol](endpoint, 1, args.seconds)
                 windows[endpoint.protocol] = (since, time.perf_counter_ns(), run["p50_ms"])
-            marks = collect(process.pid, Path(folder), lambda: validate(server.endpoints[0]))
+            poke = partial(validate, server.endpoints[0])
+            marks = collect(process.pid, n, Path(folder), poke)
         finally:
             stop(process)
     results = {}

@@ -530,7 +530,7 @@ def test_the_hop_stages_benchmark_marks_each_call_through_every_process(
         for _ in range(20):
             assert predict_rest(server)[0] == 200
         until = time.perf_counter_ns()
-        marks = collect(server.process.pid, folder, lambda: predict_rest(server))
+        marks = collect(server.process.pid, frontends, folder, lambda: predict_rest(server))
     found = calls(marks, entry(frontends), since, until)
     assert len(found) == 20
     result = steps(found)

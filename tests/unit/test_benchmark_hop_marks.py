@@ -6,13 +6,14 @@ checked in tests/integration/test_frontend_processes.py."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 import types
 from pathlib import Path
 
 import pytest
 
-from benchmarks.hop_marks import calls, read_marks, steps
+from benchmarks.hop_marks import calls, collect, read_marks, steps
 from benchmarks.hop_trace.sitecustomize import Marks, role
 
 
@@ -116,3 +117,16 @@ def test_steps_follow_the_most_common_path():
 def test_no_marked_call_is_an_error():
     with pytest.raises(RuntimeError, match="no call was marked"):
         steps([])
+
+
+def test_a_process_started_without_the_tracer_is_not_signalled(tmp_path):
+    """The tracer's signal would end a process that has no handler for it: collect refuses
+    instead, and the process lives on."""
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with pytest.raises(RuntimeError, match="was not started with tracing_env"):
+            collect(sleeper.pid, 0, tmp_path, lambda: None)
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
