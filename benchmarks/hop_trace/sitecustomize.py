@@ -2,12 +2,13 @@
 with this folder first on ``PYTHONPATH`` and ``HOP_TRACE_DIR`` set, and inert otherwise.
 
 In a front end, the model process, or a one-process server (``--frontend_processes=0``), it
-wraps the functions a predict passes through (``STAGES``) so each call appends
-``(CLOCK_MONOTONIC ns, stage)`` to a bounded list: that clock is one for every process of the
-machine, so the marks of both processes of a call can be put in one order. The supervisor,
-which serves no call, is left alone. ``SIGNAL`` writes the list to
-``HOP_TRACE_DIR/<role>-<pid>.tsv``; a stage that could not be wrapped (a function renamed or
-moved) is written there as ``missing`` so the driver fails instead of timing half a path.
+wraps the functions a predict passes through (``FRONTEND_STAGES`` in a front end,
+``MODEL_STAGES`` elsewhere) so each call appends ``(CLOCK_MONOTONIC ns, stage)`` to a bounded
+list: that clock is one for every process of the machine, so the marks of both processes of a
+call can be put in one order. The supervisor, which serves no call, is left alone. ``SIGNAL``
+writes the list to ``HOP_TRACE_DIR/<role>-<pid>.tsv``; a stage that could not be wrapped (a
+function renamed or moved) is written there as ``missing`` so the driver fails instead of
+timing half a path.
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ def role(argv: list[str]) -> str | None:
 
 
 class Marks:
+    """One process's marks, kept in memory (a deque's append is atomic, so the event-loop and
+    batch threads mark without a lock) and written out only when asked, off the call path."""
+
     def __init__(self, who: str) -> None:
         self.who = who
         self.marks: collections.deque[tuple[int, str]] = collections.deque(maxlen=_MAX_MARKS)
