@@ -74,14 +74,15 @@ class CountingDataplane(RemoteDataplane):
         """Sends ``calls`` one-row calls as one coalesced message, as soon as the last one is
         answered, until ``deadline``; each message's latency. Each call's future gets its rows,
         as the coalescer's callers do."""
-        guess = self._snapshot.guess(ModelSpec(model)) or await self._resolve(ModelSpec(model))
+        spec = ModelSpec(model)
+        guess = self._snapshot.guess(spec) or await self._resolve(spec)
         if guess.coalesce_rows < calls:
             raise RuntimeError(
                 f"{model}'s front ends would not send {calls} calls as one message: serve it "
                 f"with --enable_batching, max_batch_size >= {calls} and no prediction log"
             )
         signature = find_signature(guess.signatures, "")
-        fields = predict_fields(ModelSpec(model), guess.fingerprint_of(signature))
+        fields = predict_fields(spec, guess.fingerprint_of(signature))
         loop = asyncio.get_running_loop()
         latencies: list[float] = []
         while time.perf_counter() < deadline:
@@ -132,19 +133,14 @@ async def measure(args: argparse.Namespace) -> None:
     one failing."""
     # The request arena a front end of the benchmark's server (default options) has.
     arena = arena_bytes(ServerOptions.max_total_request_memory_bytes)
-    dataplane = CountingDataplane(model_socket(args.pid), arena, "capacity")
-    if not await dataplane.connect(asyncio.Event()):
-        raise RuntimeError("could not connect to the model process")
+    path = model_socket(args.pid)
+    dataplane = await _connected(path, arena, "capacity")
     # The benchmark's models take one float32 input "x" (benchmarks.models): built here from
     # its shape, so this process, like a front end, never imports TensorFlow.
     inputs = {"x": np.random.default_rng(1).random((1, *args.input_shape), dtype=np.float32)}
     connections = [
-        CountingDataplane(model_socket(args.pid), arena, f"capacity-connection-{i}")
-        for i in range(args.frontends)
+        await _connected(path, arena, f"capacity-connection-{i}") for i in range(args.frontends)
     ]
-    for other in connections:
-        if not await other.connect(asyncio.Event()):
-            raise RuntimeError("could not connect to the model process")
     try:
         for concurrency in args.concurrency:
             load = partial(_callers, dataplane, args.model, inputs, concurrency)
@@ -160,6 +156,14 @@ async def measure(args: argparse.Namespace) -> None:
     finally:
         for each in (dataplane, *connections):
             each.close()
+
+
+async def _connected(path: str, arena: int, name: str) -> CountingDataplane:
+    """One more front end's connection to the model process's socket at ``path``."""
+    dataplane = CountingDataplane(path, arena, name)
+    if not await dataplane.connect(asyncio.Event()):
+        raise RuntimeError("could not connect to the model process")
+    return dataplane
 
 
 async def _one_message_each(
