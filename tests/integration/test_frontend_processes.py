@@ -96,7 +96,7 @@ def model_dir(tmp_path):
     return tmp_path
 
 
-def start(model_dir, frontends: int = 2, extra=()) -> ServerProcess:
+def start(model_dir, frontends: int = 2, extra=(), env: dict | None = None) -> ServerProcess:
     return ServerProcess(
         [
             "--model_name=half",
@@ -106,6 +106,7 @@ def start(model_dir, frontends: int = 2, extra=()) -> ServerProcess:
             *extra,
         ],
         grpc=True,
+        env=env,
     )
 
 
@@ -512,17 +513,8 @@ def test_the_hop_stages_benchmark_marks_each_call_through_every_process(
     its stages in the order a call takes them."""
     folder = tmp_path / "marks"
     folder.mkdir()
-    extra = [*_batching(model_dir), f"--frontend_processes={frontends}"]
-    with ServerProcess(
-        [
-            "--model_name=half",
-            f"--model_base_path={model_dir / 'half'}",
-            f"--monitoring_config_file={model_dir / 'monitoring.txt'}",
-            *extra,
-        ],
-        grpc=True,
-        env=tracing_env(folder),
-    ) as server:
+    env = tracing_env(folder)
+    with start(model_dir, frontends, extra=_batching(model_dir), env=env) as server:
         if frontends:
             all_serving(server, frontends)
         predict_grpc(server)  # the first call resolves the version: not timed
