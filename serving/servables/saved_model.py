@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -33,6 +34,13 @@ log = logging.getLogger(__name__)
 CALLER_THREAD = -1
 # Signature keys TF writes for its own bookkeeping; they are not callable model endpoints.
 _INTERNAL_SIGNATURES = frozenset({"__saved_model_init_op"})
+# Ops whose run time a request's values can stretch without bound: loops run until their
+# condition says stop (TF2's functional ones, TF1's LoopCond frames), and the others wait for
+# another party (queues, barriers, staging areas, receives, collectives) or for a dataset or a
+# Python function. See ``bounded_run_time``.
+_LOOP_OPS = frozenset({"While", "StatelessWhile", "_While", "For", "LoopCond", "NextIteration"})
+_WAITING_OP_PARTS = ("queue", "barrier", "stage", "recv", "collective", "dataset", "iterator")
+_WAITING_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,9 @@ class SavedModelServable(BlockingServable):
             for key, sig in meta_graph.signature_def.items()
             if key not in _INTERNAL_SIGNATURES
         }
+        # A deadline cannot stretch such a graph's calls: they run in the caller's thread too,
+        # and their deadline is checked when they return (``run``).
+        self._deadline_after_run = run_in_caller_thread and bounded_run_time(meta_graph)
         self._callables: dict[tuple[tuple[str, ...], tuple[str, ...], int], object] = {}
         self._callables_lock = threading.Lock()
 
@@ -90,13 +101,22 @@ class SavedModelServable(BlockingServable):
         feed_aliases = tuple(sorted(inputs))
         feeds = tuple(info.input_names[a] for a in feed_aliases)
         fetches = tuple(info.output_names[a] for a in output_aliases)
-        fn = self._callable(feeds, fetches, _timeout_step(timeout_ms))
+        checked_after = timeout_ms > 0 and self._deadline_after_run
+        fn = self._callable(feeds, fetches, 0 if checked_after else _timeout_step(timeout_ms))
+        started = time.monotonic()
         try:
             values = fn(*(inputs[a] for a in feed_aliases))
         except tf.errors.OpError as exc:
             raise translate_tf_error(exc) from None
         except (TypeError, ValueError) as exc:  # a value the session cannot convert to a tensor
             raise ServingError(Code.INVALID_ARGUMENT, str(exc)) from None
+        if checked_after:
+            took_ms = (time.monotonic() - started) * 1000
+            if took_ms > timeout_ms:
+                raise ServingError(
+                    Code.DEADLINE_EXCEEDED,
+                    f"The model call took {took_ms:.0f} ms, past its deadline of {timeout_ms} ms",
+                )
         return dict(zip(output_aliases, values, strict=True))
 
     def _callable(self, feeds: tuple[str, ...], fetches: tuple[str, ...], timeout_ms: int):
@@ -143,12 +163,37 @@ def runs_in_caller_thread(config: config_pb2.ConfigProto | None) -> bool:
     itself, in the same order, and skip two thread switches per call. ``RunOptions
     .inter_op_thread_pool = -1`` asks TF for exactly that (its "use the caller thread" value; a
     graph split over several devices still uses the pool). Calls with a deadline keep the
-    pool: only a caller that waits can stop waiting at ``timeout_in_ms`` and answer
-    DEADLINE_EXCEEDED, as TF Serving does. With more inter-op threads, independent ops of one
-    call run in parallel there, which a caller thread alone would give up; with fewer than
-    zero, TF already runs every call in its caller's thread.
+    pool unless the graph's run time is bounded (:func:`bounded_run_time`): only a caller that
+    waits can stop waiting at ``timeout_in_ms`` and answer DEADLINE_EXCEEDED, as TF Serving
+    does. With more inter-op threads, independent ops of one call run in parallel there, which
+    a caller thread alone would give up; with fewer than zero, TF already runs every call in
+    its caller's thread.
     """
     return config is not None and config.inter_op_parallelism_threads == 1
+
+
+def bounded_run_time(meta_graph: meta_graph_pb2.MetaGraphDef) -> bool:
+    """Whether no op of the graph, or of any function it may call, can run on for as long as a
+    request's values or another party decide: no loop, nothing that waits.
+
+    TF cancels a call with a deadline between two of its ops, which is what stops a loop a
+    client can make endless (``tests/support/models.write_slow_loop`` with a huge ``n``) or an
+    op that blocks. Without such ops a call's work grows only with its inputs, which the
+    request limits bound: it can run in its caller's thread, saving the pool's two thread
+    switches, and be answered DEADLINE_EXCEEDED if it returns past its deadline
+    (docs/serving.md, "TensorFlow's threads"). Ops of custom op libraries count as bounded
+    unless their names say they loop or wait.
+    """
+    graph = meta_graph.graph_def
+    ops = {node.op for node in graph.node}
+    for function in graph.library.function:
+        ops.update(node.op for node in function.node_def)
+    return not any(
+        op in _LOOP_OPS
+        or op in _WAITING_OPS
+        or any(part in op.lower() for part in _WAITING_OP_PARTS)
+        for op in ops
+    )
 
 
 def load_saved_model(path: str, options: LoadOptions) -> SavedModelServable:

@@ -97,6 +97,32 @@ def write_slow_loop(path: str) -> str:
     return path
 
 
+def write_op_chain(path: str, length: int, width: int = 16_000) -> str:
+    """TF1 graph ``y = sin(sin(...sin(x)))`` over ``x`` spread to ``width`` values, ``length``
+    chained ops: no loop, so its run time is bounded, yet it grows with ``length`` (sines,
+    which grappler cannot fold into fewer ops as it folds adds of constants). Up to ~16k values
+    one sine is small enough for TensorFlow to compute in the thread that runs the op instead
+    of handing it to its intra-op pool."""
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, shape=[], name="x")
+        y = tf.fill([width], x)
+        for _ in range(length):
+            y = tf.sin(y)
+        y = tf.identity(y, name="y")
+        info = tf.compat.v1.saved_model.build_tensor_info
+        signature = tf.compat.v1.saved_model.signature_def_utils.build_signature_def(
+            {"x": info(x)}, {"y": info(y)}, "tensorflow/serving/predict"
+        )
+        with tf.compat.v1.Session(graph=graph) as session:
+            builder = tf.compat.v1.saved_model.Builder(path)
+            builder.add_meta_graph_and_variables(
+                session, ["serve"], signature_def_map={"serving_default": signature}
+            )
+            builder.save()
+    return path
+
+
 class _Half(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.float16, name="x")])
     def serve(self, x):
