@@ -83,8 +83,8 @@ class SavedModelServable(BlockingServable):
             for key, sig in meta_graph.signature_def.items()
             if key not in _INTERNAL_SIGNATURES
         }
-        # A deadline cannot stretch such a graph's calls: they run in the caller's thread too,
-        # and their deadline is checked when they return (``run``).
+        # Calls with a deadline into a graph no request can make run on go to the caller's
+        # thread too; their deadline is checked when they return (``run``).
         self._deadline_after_run = run_in_caller_thread and bounded_run_time(meta_graph)
         self._callables: dict[tuple[tuple[str, ...], tuple[str, ...], int], object] = {}
         self._callables_lock = threading.Lock()
