@@ -15,6 +15,8 @@ import os
 
 import tensorflow as tf
 
+from tests.support.models import save_predict_graph
+
 OPEN = os.path.abspath(__file__)  # a file that always exists: the gate is open
 
 
@@ -33,17 +35,7 @@ def write_gated_double(path: str) -> str:
         )
         with tf.control_dependencies([polls]):
             y = tf.identity(x * 2.0, name="y")
-        info = tf.compat.v1.saved_model.build_tensor_info
-        signature = tf.compat.v1.saved_model.signature_def_utils.build_signature_def(
-            {"x": info(x), "gate": info(gate)}, {"y": info(y)}, "tensorflow/serving/predict"
-        )
-        with tf.compat.v1.Session(graph=graph) as session:
-            builder = tf.compat.v1.saved_model.Builder(path)
-            builder.add_meta_graph_and_variables(
-                session, ["serve"], signature_def_map={"serving_default": signature}
-            )
-            builder.save()
-    return path
+    return save_predict_graph(path, graph, {"x": x, "gate": gate}, {"y": y})
 
 
 class Gate:

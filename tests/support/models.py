@@ -73,6 +73,27 @@ def version_dir(base: str, version: int) -> str:
     return os.path.join(base, str(version))
 
 
+def save_predict_graph(
+    path: str, graph: tf.Graph, inputs: dict[str, tf.Tensor], outputs: dict[str, tf.Tensor]
+) -> str:
+    """Saves a TF1 graph without variables at ``path`` (a version directory) with one predict
+    signature, ``serving_default``, of these inputs and outputs; returns ``path``."""
+    with graph.as_default():
+        info = tf.compat.v1.saved_model.build_tensor_info
+        signature = tf.compat.v1.saved_model.signature_def_utils.build_signature_def(
+            {alias: info(tensor) for alias, tensor in inputs.items()},
+            {alias: info(tensor) for alias, tensor in outputs.items()},
+            "tensorflow/serving/predict",
+        )
+        with tf.compat.v1.Session(graph=graph) as session:
+            builder = tf.compat.v1.saved_model.Builder(path)
+            builder.add_meta_graph_and_variables(
+                session, ["serve"], signature_def_map={"serving_default": signature}
+            )
+            builder.save()
+    return path
+
+
 def write_slow_loop(path: str) -> str:
     """TF1 graph whose run time grows with input ``n`` (a counting while-loop): for timeouts."""
     graph = tf.Graph()
@@ -84,17 +105,7 @@ def write_slow_loop(path: str) -> str:
             [tf.constant(0, tf.int64), tf.constant(0, tf.int64)],
         )
         total = tf.identity(total, name="total")
-        info = tf.compat.v1.saved_model.build_tensor_info
-        signature = tf.compat.v1.saved_model.signature_def_utils.build_signature_def(
-            {"n": info(n)}, {"total": info(total)}, "tensorflow/serving/predict"
-        )
-        with tf.compat.v1.Session(graph=graph) as session:
-            builder = tf.compat.v1.saved_model.Builder(path)
-            builder.add_meta_graph_and_variables(
-                session, ["serve"], signature_def_map={"serving_default": signature}
-            )
-            builder.save()
-    return path
+    return save_predict_graph(path, graph, {"n": n}, {"total": total})
 
 
 def write_op_chain(path: str, length: int, width: int = 16_000) -> str:
@@ -110,17 +121,7 @@ def write_op_chain(path: str, length: int, width: int = 16_000) -> str:
         for _ in range(length):
             y = tf.sin(y)
         y = tf.identity(y, name="y")
-        info = tf.compat.v1.saved_model.build_tensor_info
-        signature = tf.compat.v1.saved_model.signature_def_utils.build_signature_def(
-            {"x": info(x)}, {"y": info(y)}, "tensorflow/serving/predict"
-        )
-        with tf.compat.v1.Session(graph=graph) as session:
-            builder = tf.compat.v1.saved_model.Builder(path)
-            builder.add_meta_graph_and_variables(
-                session, ["serve"], signature_def_map={"serving_default": signature}
-            )
-            builder.save()
-    return path
+    return save_predict_graph(path, graph, {"x": x}, {"y": y})
 
 
 class _Half(tf.Module):
