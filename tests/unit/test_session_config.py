@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -188,7 +189,8 @@ def test_a_bounded_call_that_returns_past_its_deadline_is_deadline_exceeded(tmp_
         servable.close()
 
 
-def _meta_graph(ops: list[str], function_ops: list[str] = ()) -> meta_graph_pb2.MetaGraphDef:
+def _meta_graph(ops: Sequence[str], function_ops: Sequence[str]) -> meta_graph_pb2.MetaGraphDef:
+    """A graph of these op types, calling one function made of ``function_ops``."""
     meta_graph = meta_graph_pb2.MetaGraphDef()
     for op in ops:
         meta_graph.graph_def.node.add(name=op.lower(), op=op)
@@ -232,7 +234,7 @@ def test_plain_graphs_and_functions_are_bounded():
         (write_keras_dense, True),
     ],
 )
-def test_saved_models_as_tf_writes_them(tmp_path, write, bounded):
+def test_bounded_run_time_of_saved_models_as_tf_writes_them(tmp_path, write, bounded):
     """The real graphs: TF2's ``tf.while_loop`` in a TF1 graph, a ``tf.function`` module and a
     Keras export."""
     path = write(str(tmp_path / "1"))
