@@ -111,9 +111,9 @@ def write_slow_loop(path: str) -> str:
 def write_op_chain(path: str, length: int, width: int = 16_000) -> str:
     """TF1 graph ``y = sin(sin(...sin(x)))`` over ``x`` spread to ``width`` values, ``length``
     chained ops: no loop, so its run time is bounded, yet it grows with ``length`` (sines,
-    which grappler cannot fold into fewer ops as it folds adds of constants). Up to ~16k values
-    one sine is small enough for TensorFlow to compute in the thread that runs the op instead
-    of handing it to its intra-op pool."""
+    which grappler cannot fold into fewer ops as it folds adds of constants). In a process on
+    one CPU, TensorFlow computes a sine of up to ~16k values in the thread that runs the op;
+    with more CPUs it hands it to its intra-op pool."""
     graph = tf.Graph()
     with graph.as_default():
         x = tf.compat.v1.placeholder(tf.float32, shape=[], name="x")
