@@ -63,24 +63,21 @@ def test_caller_thread_sessions_answer_concurrent_callers_like_pooled_ones(tmp_p
 
 LOOP_STEPS = 20_000  # tens of milliseconds of TensorFlow's executor work per call
 CHAIN = 1000  # sines over 16k values in the op chain: ~15 ms of work per call, and no loop
-X = np.array(0.5, np.float32)
-CHAIN_Y = functools.reduce(lambda y, _: np.sin(y), range(CHAIN), 0.5)
+# (feeds, fetched output, its expected value) of one call to each model.
+LOOP_CALL = ({"n": np.array(LOOP_STEPS)}, "total", LOOP_STEPS * (LOOP_STEPS - 1) // 2)
+CHAIN_CALL = (
+    {"x": np.array(0.5, np.float32)},
+    "y",
+    functools.reduce(lambda y, _: np.sin(y), range(CHAIN), 0.5),
+)
 
 
-def _callers_share(servable, timeout_ms: int = 0) -> float:
+def _callers_share(servable, call: tuple, timeout_ms: int = 0) -> float:
     """The share of the process's CPU over a few calls that the calling thread used itself:
     about all of it when the ops run in the caller's thread, about none when an inter-op
-    thread runs them while the caller waits (whatever else the machine is doing). Calls the
-    slow loop (``n``) or the op chain (``x``)."""
+    thread runs them while the caller waits (whatever else the machine is doing)."""
     signature = servable.signatures["serving_default"]
-    if "n" in signature.inputs:
-        feeds, fetch, expected = (
-            {"n": np.array(LOOP_STEPS)},
-            "total",
-            LOOP_STEPS * (LOOP_STEPS - 1) // 2,
-        )
-    else:
-        feeds, fetch, expected = {"x": X}, "y", CHAIN_Y
+    feeds, fetch, expected = call
     servable.run(signature, feeds, [fetch], timeout_ms)  # builds the callable
     thread, process = time.thread_time(), time.process_time()
     for _ in range(5):
@@ -100,8 +97,8 @@ def test_one_inter_op_thread_runs_calls_without_deadline_in_the_callers_thread(t
         config = build_session_config(SessionSettings(1, inter_op))
         servable = load_saved_model(path, LoadOptions(session_config=config))
         try:
-            shares[inter_op, "no deadline"] = _callers_share(servable)
-            shares[inter_op, "deadline"] = _callers_share(servable, timeout_ms=600_000)
+            shares[inter_op, "no deadline"] = _callers_share(servable, LOOP_CALL)
+            shares[inter_op, "deadline"] = _callers_share(servable, LOOP_CALL, 600_000)
         finally:
             servable.close()
     assert shares[1, "no deadline"] > 0.8, shares
@@ -143,10 +140,10 @@ import json, os, sys
 os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 from serving.servables.saved_model import LoadOptions, load_saved_model
 from serving.servables.session_config import SessionSettings, build_session_config
-from tests.unit.test_session_config import _callers_share
+from tests.unit.test_session_config import CHAIN_CALL, _callers_share
 config = build_session_config(SessionSettings(1, 1))
 servable = load_saved_model(sys.argv[1], LoadOptions(session_config=config))
-print(json.dumps({timeout: _callers_share(servable, timeout) for timeout in (0, 600_000)}))
+print(json.dumps({t: _callers_share(servable, CHAIN_CALL, t) for t in (0, 600_000)}))
 """
 
 
@@ -173,16 +170,16 @@ def test_a_bounded_call_that_returns_past_its_deadline_is_deadline_exceeded(tmp_
     config = build_session_config(SessionSettings(1, 1))
     servable = load_saved_model(path, LoadOptions(session_config=config))
     signature = servable.signatures["serving_default"]
-    x = {"x": X}
+    feeds, fetch, expected = CHAIN_CALL
     try:
-        servable.run(signature, x, ["y"])  # builds the callable
+        servable.run(signature, feeds, [fetch])  # builds the callable
         started = time.monotonic()
-        answer = servable.run(signature, x, ["y"], timeout_ms=600_000)["y"]
-        np.testing.assert_allclose(answer, CHAIN_Y, rtol=1e-3)
+        answer = servable.run(signature, feeds, [fetch], timeout_ms=600_000)[fetch]
+        np.testing.assert_allclose(answer, expected, rtol=1e-3)
         took_ms = (time.monotonic() - started) * 1000
         assert took_ms > 2, f"the chain ran in {took_ms:.2f} ms: too fast to miss 1 ms"
         with pytest.raises(ServingError) as raised:
-            servable.run(signature, x, ["y"], timeout_ms=1)
+            servable.run(signature, feeds, [fetch], timeout_ms=1)
         assert raised.value.code == Code.DEADLINE_EXCEEDED
         assert "past its deadline of 1 ms" in raised.value.message
     finally:
