@@ -103,7 +103,7 @@ class SavedModelServable(BlockingServable):
         fetches = tuple(info.output_names[a] for a in output_aliases)
         checked_after = timeout_ms > 0 and self._deadline_after_run
         fn = self._callable(feeds, fetches, 0 if checked_after else _timeout_step(timeout_ms))
-        started = time.monotonic()
+        started = time.monotonic() if checked_after else 0.0
         try:
             values = fn(*(inputs[a] for a in feed_aliases))
         except tf.errors.OpError as exc:
