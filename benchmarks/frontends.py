@@ -15,8 +15,10 @@ the model process, the front ends, the supervisor. Parts (``--parts``):
 - hop: p50 at c=1 (the process hop's latency against N=0);
 - capacity: the model process alone on CPU 0 (an N=1 server, its front end idle), fed by a
   front end's own client code on CPU 1 (benchmarks.model_capacity) at
-  ``--capacity-concurrency``: its CPU per request as calls reach it coalesced, and the req/s
-  one model process can serve at that cost;
+  ``--capacity-concurrency``, then from ``--capacity-frontends`` connections each keeping a
+  message of ``--capacity-calls`` calls in flight, once with benchmarks.run's batching and once
+  on a server whose batches hold at most ``--capacity-calls`` rows: its CPU per request as
+  calls reach it coalesced, and the req/s one model process can serve at that cost;
 - memory: VmRSS / Pss of every process after the load, with an N=``--memory-frontends`` server
   started for it;
 - single: benchmarks.run's single-core servers (ours with batching in-process, with
@@ -59,6 +61,7 @@ from benchmarks.frontends_report import SINGLE_TIMEOUTS, feeders, kinds
 from benchmarks.frontends_report import main as report_main
 from benchmarks.prometheus import prometheus_values
 from benchmarks.run import (
+    BATCHING_PARAMETERS,
     CLIENT_CPU,
     PROJECT_PY,
     RESULTS,
@@ -310,9 +313,50 @@ def bench_ours(
 def bench_capacity(
     model: str, base: str, bodies: dict[str, Path], args, supported: bool, report: dict
 ) -> None:
-    """benchmarks.model_capacity against the model process of an N=1 server on one CPU."""
+    """benchmarks.model_capacity against the model process of an N=1 server on one CPU: the
+    callers' points and the connections' point with benchmarks.run's batching, then (with
+    ``--capacity-frontends``) the connections' point again on a server whose batches hold at
+    most ``--capacity-calls`` rows, so every message is a model call of its own. That last
+    point is nearest the target's condition where one model process bounds a host: batches of
+    that size, with work queued (the callers' points leave it idle between messages, and every
+    wake-up costs it CPU; the uncapped connections merge into batches of ~60 rows)."""
+    _run_model_capacity(
+        model, base, bodies, args, supported, report, args.capacity_concurrency, batch_cap=None
+    )
+    if args.capacity_frontends:
+        _run_model_capacity(
+            model, base, bodies, args, supported, report, [], batch_cap=args.capacity_calls
+        )
+
+
+def capped_batching(rows: int) -> str:
+    """benchmarks.run's batching parameters with batches of at most ``rows`` rows."""
+    sizes = [size for size in (1, 2, 4, 8, 16, 32, 64, 128) if size < rows] + [rows]
+    text = re.sub(r"max_batch_size \{ value: \d+ \}", f"max_batch_size {{ value: {rows} }}",
+                  BATCHING_PARAMETERS)  # fmt: skip
+    return re.sub(r"allowed_batch_sizes: \[[^]]*\]", f"allowed_batch_sizes: {sizes}", text)
+
+
+def _run_model_capacity(
+    model: str,
+    base: str,
+    bodies: dict[str, Path],
+    args,
+    supported: bool,
+    report: dict,
+    concurrency: list[int],
+    batch_cap: int | None,
+) -> None:
     server = ours(model, base, bodies, 1, supported)
     server.name = "ours N=1, model process alone"
+    if batch_cap is not None:
+        server.name += f", batches of at most {batch_cap} rows"
+        capped = WORK / f"batching-max{batch_cap}.txt"
+        capped.write_text(capped_batching(batch_cap))
+        server.command.append(f"--batching_parameters_file={capped}")  # the last file wins
+        server.settings = server.settings.replace(
+            " ".join(BATCHING_PARAMETERS.split()), " ".join(capped.read_text().split()), 1
+        )
     server.cpus = SERVER_CPU
     report["settings"]["servers"][server.name] = server.settings
     print(f"  starting {server.name} (taskset -c {server.cpus})", flush=True)
@@ -329,13 +373,13 @@ def bench_capacity(
             "/monitoring/prometheus/metrics",
             f"--model={model}",
             f"--input-shape={','.join(map(str, models.INPUT_SHAPES[model]))}",
-            f"--concurrency={','.join(map(str, args.capacity_concurrency))}",
+            f"--concurrency={','.join(map(str, concurrency))}",
             f"--frontends={args.capacity_frontends}",
             f"--calls={args.capacity_calls}",
             f"--seconds={args.seconds}",
             f"--warmup={args.warmup}",
         ]  # fmt: skip
-        points = len(args.capacity_concurrency) + bool(args.capacity_frontends)
+        points = len(concurrency) + bool(args.capacity_frontends)
         timeout = 120 + points * (args.seconds + args.warmup) * 2
         out = subprocess.run(
             command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -343,7 +387,7 @@ def bench_capacity(
         )  # fmt: skip
         for line in out.stdout.splitlines():  # the points measured, even if a later one failed
             if line.startswith("{"):
-                row = {**json.loads(line), "busy_before": busy}
+                row = {**json.loads(line), "busy_before": busy, "batch_cap": batch_cap}
                 report["capacity"].append(row)
                 print(
                     f"    {feeders(row):<36} {row['rps']:8.0f} req/s  "

@@ -164,7 +164,9 @@ def feeders(row: dict) -> str:
     frontends = row.get("frontends")
     if frontends:
         calls = row["concurrency"] // frontends
-        return f"{frontends} connections, one {calls}-call message each"
+        fed = f"{frontends} connections, one {calls}-call message each"
+        cap = row.get("batch_cap")
+        return fed if cap is None else f"{fed}, batches of at most {cap} rows"
     callers = row["concurrency"]
     return f"{callers} caller{'s' if callers != 1 else ''}"
 
@@ -615,7 +617,15 @@ def markdown(report: dict) -> str:
             "last column is 10⁶ / its µs per request. The *connections* row keeps one message "
             "of several calls in flight on each of several connections, as that many busy "
             "front ends do: their messages meet in the batch queue (rows per model call), "
-            "where one caller's messages one at a time each find the model process idle.",
+            "where one caller's messages one at a time each find the model process idle. "
+            "The *batches of at most* row is the same load on a server whose batches hold "
+            "at most that many rows (its own server, `max_batch_size` and "
+            "`allowed_batch_sizes` capped): every message is a model call of its own, and "
+            "the next message is often already waiting (*model process CPU* says how busy "
+            "it was). That is the nearest point to the target's condition where one model "
+            "process bounds a host: batches of 8, work queued. The callers' rows leave it "
+            "idle between messages, and each wake-up costs it CPU that a saturated model "
+            "process does not pay.",
             "",
             *capacity_table(report["capacity"]),
         ]

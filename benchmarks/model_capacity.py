@@ -14,14 +14,17 @@ the calls it decoded. Per point: requests/s (bounded by this one-core load gener
 model process), the model process's CPU per request (``utime + stime`` from ``/proc``), calls
 per message, and rows per model call from the server's batching metrics.
 
-With ``--frontends K``, the points are followed by one where K connections each keep one
-message of ``--calls`` one-row calls in flight at all times: what K front ends under load send,
-each holding one coalesced call in flight (``serving.multiproc.coalesce``), sent by the same
-client code without the callers in front of it. Their messages meet in the batch queue, so rows
-per model call grow to about K times the calls, as they do behind K busy front ends; one
-connection's message at a time is the other extreme, where every message finds the model process
-idle and its caches cold (docs/process-model.md). ``model_cpu_share`` says how busy the point
-kept the model process (this one-core load generator sent 3-5k messages/s on the 2-core VM).
+With ``--frontends K``, the points (none with an empty ``--concurrency``) are followed by one
+where K connections each keep one message of ``--calls`` one-row calls in flight at all times:
+what K front ends under load send, each holding one coalesced call in flight
+(``serving.multiproc.coalesce``), sent by the same client code without the callers in front of
+it. Their messages meet in the batch queue, so rows per model call grow to about K times the
+calls, as they do behind K busy front ends (unless the server's ``max_batch_size`` is the calls
+per message: then each message is a model call of its own, the busy model process at that batch
+size); one connection's message at a time is the other extreme, where every message finds the
+model process idle and its caches cold (docs/process-model.md). ``model_cpu_share`` says how
+busy the point kept the model process (this one-core load generator sent 3-5k messages/s on the
+2-core VM).
 
 Run by ``benchmarks.frontends`` (part ``capacity``), which starts the server and pins this
 process; by hand::
@@ -222,7 +225,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--calls", type=int, default=8, help="calls per such message")
     args = parser.parse_args(argv)
-    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    args.concurrency = [int(c) for c in args.concurrency.split(",") if c]
     args.input_shape = [int(d) for d in args.input_shape.split(",")]
     return args
 

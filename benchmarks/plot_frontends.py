@@ -118,17 +118,37 @@ def _capacity(axis, rows: list[dict]) -> None:
     if not measured:
         axis.text(0.5, 0.5, "not measured", ha="center", transform=axis.transAxes)
         return
-    calls = [r["calls_per_message"] for r in measured]
-    axis.plot(calls, [r["model_us_per_request"] for r in measured], "-o", label="measured")
+    callers = [r for r in measured if not r.get("frontends")]
+    if callers:
+        axis.plot(
+            [r["calls_per_message"] for r in callers],
+            [r["model_us_per_request"] for r in callers],
+            "-o",
+            label="one caller stream (idle between messages)",
+        )
+        for row in callers:
+            axis.annotate(
+                f"c={row['concurrency']}",
+                (row["calls_per_message"], row["model_us_per_request"]),
+                fontsize=8,
+            )
+    for row in measured:
+        if row.get("frontends"):
+            cap = row.get("batch_cap")
+            axis.plot(
+                row["calls_per_message"],
+                row["model_us_per_request"],
+                "s" if cap else "^",
+                label=f"{row['frontends']} connections, "
+                + (f"batches ≤ {cap} rows" if cap else f"batch {row['rows_per_model_call']:.0f}"),
+            )
     axis.axhline(25, color="gray", linestyle="--", label="target: 25 µs at batch ≥ 8")
-    for row, x in zip(measured, calls, strict=True):
-        axis.annotate(f"c={row['concurrency']}", (x, row["model_us_per_request"]), fontsize=8)
     axis.set_xscale("log", base=2)
     axis.set_yscale("log")
     axis.set_xlabel("calls per message")
     axis.set_title("model process alone: CPU µs per request")
     axis.grid(True, alpha=0.3)
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=7)
 
 
 def main(path: Path) -> None:

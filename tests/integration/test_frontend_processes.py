@@ -446,19 +446,25 @@ def test_calls_decoded_together_share_one_model_call_and_get_their_own_rows(mode
         assert after[1] - before[1] == 16  # ... and an input of the batching, as in one process
 
 
+def _capacity_command(server: ServerProcess, concurrency: str) -> list[str]:
+    """benchmarks.model_capacity against ``server``'s model process: 4 connections of 4-call
+    messages after the ``concurrency`` callers' points, one second each."""
+    model = next(pid for pid, role in all_serving(server, 1).items() if role == "model")
+    metrics = f"http://127.0.0.1:{server.rest_port}/monitoring/prometheus/metrics"
+    return [
+        sys.executable, "-m", "benchmarks.model_capacity", f"--pid={model}",
+        f"--metrics={metrics}", "--model=half", "--input-shape=1", concurrency,
+        "--frontends=4", "--calls=4", "--seconds=1", "--warmup=0.5",
+    ]  # fmt: skip
+
+
 def test_the_capacity_benchmark_feeds_the_model_process_as_busy_front_ends_do(model_dir):
     """benchmarks.model_capacity against a real model process: its callers' point, and the
     point where each of its connections keeps one coalesced message in flight. Those messages
     must reach the model process with the calls they carry, each message one batching entry
     (how many meet in one model call depends on timing: not asserted)."""
     with start(model_dir, frontends=1, extra=_batching(model_dir)) as server:
-        model = next(pid for pid, role in all_serving(server, 1).items() if role == "model")
-        metrics = f"http://127.0.0.1:{server.rest_port}/monitoring/prometheus/metrics"
-        command = [
-            sys.executable, "-m", "benchmarks.model_capacity", f"--pid={model}",
-            f"--metrics={metrics}", "--model=half", "--input-shape=1", "--concurrency=2",
-            "--frontends=4", "--calls=4", "--seconds=1", "--warmup=0.5",
-        ]  # fmt: skip
+        command = _capacity_command(server, "--concurrency=2")
         done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
         # More calls per message than the version's max_batch_size: no front end would send
         # them as one, so the driver refuses instead of measuring something no server sees.
@@ -475,6 +481,26 @@ def test_the_capacity_benchmark_feeds_the_model_process_as_busy_front_ends_do(mo
     assert connections["requests"] > 0 and connections["model_us_per_request"] > 0
     assert connections["calls_per_message"] == 4.0
     assert connections["rows_per_model_call"] >= 4.0
+
+
+def test_a_capacity_server_with_capped_batches_runs_each_message_as_its_own_model_call(
+    model_dir,
+):
+    """benchmarks.frontends' batch-capped capacity point: its batching parameters (capped at
+    the calls per message) keep every 4-call message a model call of its own however many are
+    waiting, and the driver measures the connections' point alone (no callers' points)."""
+    from benchmarks.frontends import capped_batching
+
+    (model_dir / "capped.txt").write_text(capped_batching(4))
+    flags = ["--enable_batching", f"--batching_parameters_file={model_dir / 'capped.txt'}"]
+    with start(model_dir, frontends=1, extra=flags) as server:
+        command = _capacity_command(server, "--concurrency=")
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (point,) = [json.loads(line) for line in done.stdout.splitlines()]
+    assert (point["frontends"], point["concurrency"]) == (4, 16)
+    assert point["requests"] > 0 and point["calls_per_message"] == 4.0
+    assert point["rows_per_model_call"] == 4.0
 
 
 @pytest.mark.parametrize(

@@ -431,6 +431,7 @@ def test_capacity_targets_hold_only_the_points_at_batch_eight_or_more():
         _capacity_row(128, 12.5, 120.0, 126.0),
         _capacity_row(64, 30.0, None, None),  # no batching figures: not a batch ≥ 8
         _capacity_row(64, 18.0, 8.0, 62.5, frontends=8),
+        _capacity_row(64, 24.0, 8.0, 8.0, frontends=8, batch_cap=8),
     ]
     assert capacity_targets(rows) == [
         "| model process CPU per request, alone on a core, 8 callers | ≤ 25 µs at batch ≥ 8 "
@@ -440,6 +441,9 @@ def test_capacity_targets_hold_only_the_points_at_batch_eight_or_more():
         "| model process CPU per request, alone on a core, 8 connections, one 8-call message each "
         "| ≤ 25 µs at batch ≥ 8 (≥ 40k req/s) | 18.0 µs at batch 62.5, 8.0 calls per message: "
         "55.6k req/s |",
+        "| model process CPU per request, alone on a core, 8 connections, one 8-call message each"
+        ", batches of at most 8 rows | ≤ 25 µs at batch ≥ 8 (≥ 40k req/s) | 24.0 µs at batch "
+        "8.0, 8.0 calls per message: 41.7k req/s |",
     ]
 
 
