@@ -351,11 +351,12 @@ def _run_model_capacity(
     server.name = "ours N=1, model process alone"
     if batch_cap is not None:
         server.name += f", batches of at most {batch_cap} rows"
+        parameters = capped_batching(batch_cap)
         capped = WORK / f"batching-max{batch_cap}.txt"
-        capped.write_text(capped_batching(batch_cap))
+        capped.write_text(parameters)
         server.command.append(f"--batching_parameters_file={capped}")  # the last file wins
         server.settings = server.settings.replace(
-            " ".join(BATCHING_PARAMETERS.split()), " ".join(capped.read_text().split()), 1
+            " ".join(BATCHING_PARAMETERS.split()), " ".join(parameters.split()), 1
         )
     server.cpus = SERVER_CPU
     report["settings"]["servers"][server.name] = server.settings

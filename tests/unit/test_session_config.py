@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,8 +29,8 @@ from tests.support.models import (
     write_slow_loop,
     write_tf2_scale,
 )
+from tests.support.server_process import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[2]
 CALLERS = 4
 CALLS = 50
 
@@ -156,7 +155,7 @@ def test_one_inter_op_thread_runs_calls_with_a_deadline_in_the_callers_thread_if
         capture_output=True,
         text=True,
         timeout=300,
-        cwd=REPO,
+        cwd=REPO_ROOT,
     )
     assert child.returncode == 0, child.stderr[-3000:]
     shares = json.loads(child.stdout.strip().splitlines()[-1])
